@@ -1,0 +1,39 @@
+import type { AppIdentity, AttestationFormat } from '../evidence/types.js';
+import type { TcbStatus } from '../verification/verifier.js';
+
+/**
+ * The verified, judged attestation of one server certificate: everything a
+ * caller may rely on. Produced only when binding, RTMR3 replay (when events
+ * exist), the verifier and the policy all passed. Hex is lowercase.
+ */
+export interface AttestationReport {
+  /** SHA-256 of the leaf certificate DER (hex): the pinning fingerprint. */
+  readonly fingerprint: string;
+  /** When this report was produced (ms since epoch). */
+  readonly verifiedAt: number;
+  readonly certificate: {
+    readonly subject: string;
+    readonly notBefore: Date;
+    readonly notAfter: Date;
+  };
+  readonly attestationFormat: AttestationFormat;
+  readonly quoteVersion: 4 | 5;
+  readonly mrtd: string;
+  readonly rtmr0: string;
+  readonly rtmr1: string;
+  readonly rtmr2: string;
+  readonly rtmr3: string;
+  readonly tdAttributes: string;
+  readonly mrSeam: string;
+  readonly isDebug: boolean;
+  readonly tcbStatus: TcbStatus;
+  readonly advisoryIds: readonly string[];
+  /** report_data (hex), proven equal to SHA-512("ratls-cert:" ‖ SPKI). */
+  readonly reportData: string;
+  /** The app identity from RTMR3 events whose replay matched; undefined when there are no events. */
+  readonly app?: AppIdentity;
+  /** Name of the verifier that checked the quote. */
+  readonly verifier: string;
+  /** Policy warnings (e.g. "allowedMrtds is empty: any MRTD is accepted"). */
+  readonly warnings: readonly string[];
+}

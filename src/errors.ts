@@ -1,0 +1,117 @@
+/**
+ * Every failure pg-ra-tls reports is a {@link RaTlsError} with a stable `code`.
+ * Users branch on `code` and log `message`; messages never contain secrets,
+ * passwords or key material (only public values such as measurements).
+ */
+
+/** Stable error codes, grouped by the layer that raises them. Documented in README.md. */
+export const ErrorCodes = {
+  // Configuration (raised before any network I/O)
+  BAD_CONFIG: 'Invalid pg-ra-tls options',
+  BAD_CREDENTIALS: 'DATABASE_URL user or password is not a teesql credential',
+  PG_NATIVE_UNSUPPORTED: 'pg-native cannot carry an attested stream',
+  MISSING_DSTACK_SOCKET: 'No dstack guest agent socket or DSTACK_SIMULATOR_ENDPOINT found',
+  CLIENT_CERT_UNAVAILABLE: 'Could not obtain a client certificate from the guest agent',
+
+  // Evidence (certificate, attestation envelope, quote)
+  MALFORMED_CERTIFICATE: 'The server certificate cannot be parsed',
+  NO_ATTESTATION: 'The certificate carries no RA-TLS attestation',
+  MALFORMED_ATTESTATION: 'The attestation envelope is malformed',
+  UNSUPPORTED_ATTESTATION_FORMAT: 'The attestation envelope format is not supported',
+  MALFORMED_EVENT_LOG: 'The attestation event log is malformed',
+  MALFORMED_QUOTE: 'The quote is malformed',
+  NOT_TDX: 'The quote is not an Intel TDX quote',
+  PUBKEY_MISMATCH: 'The quote does not bind the TLS key',
+  RTMR_MISMATCH: 'The runtime events do not replay to the quote RTMR3',
+
+  // Verification (DCAP engines, collateral, hosted verifiers)
+  QUOTE_INVALID: 'The quote failed DCAP verification',
+  COLLATERAL_UNAVAILABLE: 'No valid collateral could be obtained',
+  COLLATERAL_EXPIRED: 'The collateral is outside its validity window',
+  CRL_INVALID: 'A certificate revocation list failed strict checking',
+  PCK_REVOKED: 'The platform certificate is revoked',
+  ENGINE_DISAGREEMENT: 'The DCAP engines disagree about the quote',
+  ENGINE_UNAVAILABLE: 'A DCAP engine could not be loaded',
+  VERIFIER_MISMATCH: 'The verifier reported measurements of a different quote',
+  INTEL_API_ERROR: 'Intel Trust Authority request failed',
+  TOKEN_INVALID: 'The attestation token is invalid',
+
+  // Policy
+  MRTD_NOT_ALLOWED: 'MRTD is not in allowedMrtds',
+  APP_NOT_ALLOWED: 'app-id is not in allowedAppIds',
+  COMPOSE_HASH_NOT_ALLOWED: 'compose-hash is not in allowedComposeHashes',
+  APP_IDENTITY_UNVERIFIED: 'The policy needs a verified app identity the evidence lacks',
+  DEBUG_MODE: 'The TD runs in debug mode',
+  BAD_TCB_STATUS: 'The TCB status is not acceptable',
+  SEAM_SIGNER_NOT_ZERO: 'mr_signer_seam (or mr_service_td) is not all zero',
+
+  // Transport and pool
+  CONNECT_TIMEOUT: 'TCP connect timed out',
+  CONNECT_FAILED: 'TCP connect failed',
+  HANDSHAKE_TIMEOUT: 'TLS handshake timed out',
+  HANDSHAKE_FAILED: 'TLS handshake failed',
+  VERIFY_TIMEOUT: 'Attestation verification timed out',
+  CONNECTION_ENDED: 'The connection was ended before it was attested',
+  SERVER_CHANGED: 'The server presented a different certificate than the pinned one',
+  REATTEST_FAILED: 'Re-attestation of a pooled connection failed',
+  POOL_ENDED: 'The pool has been ended',
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+const kRaTlsError = Symbol.for('pg-ra-tls.error');
+
+/**
+ * The single error type of pg-ra-tls.
+ *
+ * `instanceof RaTlsError` works across two installed copies of the package
+ * (the brand is a global symbol), as in undici.
+ */
+export class RaTlsError extends Error {
+  /** Stable machine-readable code; see {@link ErrorCodes}. */
+  readonly code: ErrorCode;
+  /** Public, non-secret facts about the failure (measurements, statuses, option names). */
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'RaTlsError';
+    this.code = code;
+    this.details = Object.freeze({ ...(options.details ?? {}) });
+  }
+
+  get [kRaTlsError](): true {
+    return true;
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return (
+      typeof value === 'object' &&
+      value !== null &&
+      (value as Record<symbol, unknown>)[kRaTlsError] === true
+    );
+  }
+}
+
+/** True when `error` is a {@link RaTlsError}, optionally with the given code. */
+export function isRaTlsError(error: unknown, code?: ErrorCode): error is RaTlsError {
+  return error instanceof RaTlsError && (code === undefined || error.code === code);
+}
+
+/**
+ * Describes an unknown thrown value for an error message without leaking
+ * anything but its message text (engines throw plain strings, Errors, or objects).
+ */
+export function describeCause(cause: unknown): string {
+  if (cause instanceof Error) return cause.message;
+  if (typeof cause === 'string') return cause;
+  try {
+    return JSON.stringify(cause) ?? String(cause);
+  } catch {
+    return String(cause);
+  }
+}
