@@ -54,6 +54,11 @@ export interface VerifyOptions {
 export interface RaTlsVerifier {
   /** Short name for logs and telemetry. */
   readonly name: string;
+  /**
+   * True only for verifiers that check nothing (NoopVerifier): their TCB status
+   * means nothing, so policy skips the status check but still applies every other rule.
+   */
+  readonly unverified?: boolean;
   verify(quote: Uint8Array, options?: VerifyOptions): Promise<VerificationResult>;
   /** Releases timers or sockets the verifier holds (optional). */
   close?(): Promise<void> | void;
