@@ -1,0 +1,129 @@
+/**
+ * The WASM build of Phala's Rust dcap-qvl (`@phala/dcap-qvl-web` 0.3.3).
+ * Intel's root is compiled in (no test roots); CRLs are checked strictly; the
+ * QE identity is not checked at all; v5 quotes cannot be decoded; statuses are
+ * reported, never rejected (PROTOCOL.md §3).
+ */
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { initSync, js_verify } from '@phala/dcap-qvl-web';
+import { describeCause, RaTlsError } from '../../errors.js';
+import type { NormalizedCollateral } from '../collateral.js';
+import {
+  type DcapEngine,
+  type EngineVerdict,
+  engineFailure,
+  notTdx,
+  type TdReportFields,
+  toTcbStatus,
+} from './engine.js';
+
+let initialised: Promise<void> | undefined;
+
+/**
+ * Loads and instantiates the engine's WebAssembly once per process (lazily, on
+ * first use). Exposed so callers can warm it up; throws ENGINE_UNAVAILABLE.
+ */
+export function initWasmEngine(): Promise<void> {
+  initialised ??= (async () => {
+    const entry = createRequire(import.meta.url).resolve('@phala/dcap-qvl-web');
+    const bytes = await readFile(join(dirname(entry), 'dcap-qvl-web_bg.wasm'));
+    initSync({ module: bytes });
+  })().catch((cause: unknown) => {
+    initialised = undefined;
+    throw new RaTlsError(
+      'ENGINE_UNAVAILABLE',
+      `The WASM DCAP engine (@phala/dcap-qvl-web) could not be loaded: ${describeCause(cause)}; reinstall dependencies or use engine 'js'`,
+      { cause, details: { engine: 'wasm' } },
+    );
+  });
+  return initialised;
+}
+
+/** The WASM engine behind the {@link DcapEngine} interface. */
+export class WasmEngine implements DcapEngine {
+  readonly name = 'wasm' as const;
+
+  async verify(
+    quote: Uint8Array,
+    collateral: NormalizedCollateral,
+    nowSeconds: number,
+  ): Promise<EngineVerdict> {
+    await initWasmEngine();
+    let raw: unknown;
+    try {
+      // Byte fields must be hex strings: the engine's deserializer rejects byte arrays.
+      raw = js_verify(quote, collateral, BigInt(Math.floor(nowSeconds)));
+    } catch (cause) {
+      throw engineFailure('wasm', cause);
+    }
+    return normalize(raw);
+  }
+}
+
+function normalize(raw: unknown): EngineVerdict {
+  const verdict = asRecord(raw);
+  const report = asRecord(verdict?.['report']);
+  if (verdict === undefined || report === undefined) throw unexpected('no report');
+  if (report['SgxEnclave'] !== undefined) throw notTdx('wasm');
+  let td10 = asRecord(report['TD10']);
+  let td15: Record<string, unknown> | undefined;
+  if (td10 === undefined) {
+    td15 = asRecord(report['TD15']);
+    td10 = asRecord(td15?.['base']);
+  }
+  if (td10 === undefined) throw unexpected('a report that is neither TD10 nor TD15');
+  const advisoryIds = verdict['advisory_ids'];
+  return {
+    engine: 'wasm',
+    status: toTcbStatus(verdict['status']),
+    advisoryIds: Array.isArray(advisoryIds) ? advisoryIds.map(String) : [],
+    report: tdFields(td10, td15),
+  };
+}
+
+function tdFields(
+  td: Record<string, unknown>,
+  td15: Record<string, unknown> | undefined,
+): TdReportFields {
+  const hex = (source: Record<string, unknown>, key: string): string => {
+    const value = source[key];
+    if (typeof value !== 'string') throw unexpected(`no ${key}`);
+    return value.toLowerCase();
+  };
+  return {
+    teeTcbSvn: hex(td, 'tee_tcb_svn'),
+    mrSeam: hex(td, 'mr_seam'),
+    mrSignerSeam: hex(td, 'mr_signer_seam'),
+    seamAttributes: hex(td, 'seam_attributes'),
+    tdAttributes: hex(td, 'td_attributes'),
+    xfam: hex(td, 'xfam'),
+    mrtd: hex(td, 'mr_td'),
+    mrConfigId: hex(td, 'mr_config_id'),
+    mrOwner: hex(td, 'mr_owner'),
+    mrOwnerConfig: hex(td, 'mr_owner_config'),
+    rtmr0: hex(td, 'rt_mr0'),
+    rtmr1: hex(td, 'rt_mr1'),
+    rtmr2: hex(td, 'rt_mr2'),
+    rtmr3: hex(td, 'rt_mr3'),
+    reportData: hex(td, 'report_data'),
+    ...(td15 === undefined
+      ? {}
+      : { teeTcbSvn2: hex(td15, 'tee_tcb_svn2'), mrServiceTd: hex(td15, 'mr_service_td') }),
+  };
+}
+
+function asRecord(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === 'object' && value !== null
+    ? (value as Record<string, unknown>)
+    : undefined;
+}
+
+function unexpected(what: string): RaTlsError {
+  return new RaTlsError(
+    'ENGINE_UNAVAILABLE',
+    `The WASM DCAP engine returned an unexpected result (${what}); is @phala/dcap-qvl-web at the supported version 0.3.3?`,
+    { details: { engine: 'wasm' } },
+  );
+}

@@ -1,0 +1,254 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, describe, it } from 'node:test';
+import { getCollateral, QuoteVerifier } from '@phala/dcap-qvl';
+import { isRaTlsError } from '../src/errors.js';
+import { createTestAuthority } from '../src/testing/authority/test-authority.js';
+import { startPccsServer } from '../src/testing/pccs-server.js';
+import {
+  type Collateral,
+  CollateralCache,
+  normalizeCollateral,
+  PccsClient,
+  readPckInfo,
+} from '../src/verification/collateral.js';
+import { DcapVerifier } from '../src/verification/dcap-verifier.js';
+
+const FIXTURES = new URL('../../shared/fixtures/', import.meta.url);
+const V4_NOW = new Date(1751328000 * 1000);
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+function fixture(name: string): { quote: Uint8Array; collateral: Collateral } {
+  return {
+    quote: new Uint8Array(readFileSync(new URL(`${name}/quote.bin`, FIXTURES))),
+    collateral: JSON.parse(readFileSync(new URL(`${name}/collateral.json`, FIXTURES), 'utf8')),
+  };
+}
+
+function unavailable(pattern: RegExp) {
+  return (error: unknown): boolean => {
+    assert.ok(isRaTlsError(error, 'COLLATERAL_UNAVAILABLE'), String(error));
+    assert.match(error.message, pattern);
+    return true;
+  };
+}
+
+const servers: { close(): Promise<void> }[] = [];
+after(async () => {
+  await Promise.all(servers.map((server) => server.close()));
+});
+
+async function pccsServing(collateral: Parameters<typeof startPccsServer>[0]['collateral']) {
+  const server = await startPccsServer({ collateral });
+  servers.push(server);
+  return server;
+}
+
+describe('PCCS client against the local PCCS server (real fixture collateral)', () => {
+  it('fetches collateral identical to the fixture, signed JSON text byte for byte', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+
+    const fetched = await new PccsClient({ url: pccs.url }).fetchCollateral(readPckInfo(quote));
+
+    assert.deepEqual(fetched, normalizeCollateral(collateral));
+    assert.deepEqual(pccs.requests, { tcb: 1, qeIdentity: 1, pckCrl: 1, rootCaCrl: 1, other: 0 });
+  });
+
+  it("speaks the PCCS v4 API as @phala/dcap-qvl's own getCollateral expects", async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+
+    const fetched: Record<string, unknown> = { ...(await getCollateral(pccs.url, quote)) };
+    delete fetched['pck_certificate_chain'];
+
+    const report = QuoteVerifier.newProd().verify(
+      Buffer.from(quote),
+      fetched as unknown as Parameters<QuoteVerifier['verify']>[1],
+      V4_NOW.getTime() / 1000,
+    );
+    assert.equal(report.status, 'UpToDate');
+  });
+
+  it('fetches once per FMSPC while the collateral is valid', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    const verifier = new DcapVerifier({ pccsUrl: pccs.url });
+
+    const first = await verifier.verify(quote, { now: V4_NOW });
+    const second = await verifier.verify(quote, { now: new Date(V4_NOW.getTime() + DAY) });
+
+    assert.equal(first.tcbStatus, 'UpToDate');
+    assert.equal(second.tcbStatus, 'UpToDate');
+    assert.equal(pccs.requests.tcb, 1);
+    assert.equal(pccs.requests.pckCrl, 1);
+  });
+
+  it('coalesces concurrent fetches for one FMSPC into one', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    const verifier = new DcapVerifier({ pccsUrl: pccs.url });
+
+    const results = await Promise.all(
+      Array.from({ length: 8 }, () => verifier.verify(quote, { now: V4_NOW })),
+    );
+
+    assert.equal(results.length, 8);
+    assert.deepEqual(pccs.requests, { tcb: 1, qeIdentity: 1, pckCrl: 1, rootCaCrl: 1, other: 0 });
+  });
+
+  it('times out a stalled PCCS with COLLATERAL_UNAVAILABLE', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    pccs.setStalled(true);
+    const verifier = new DcapVerifier({ pccsUrl: pccs.url, requestTimeout: '200ms' });
+
+    await assert.rejects(
+      verifier.verify(quote, { now: V4_NOW }),
+      unavailable(/timed out after 200 ms/),
+    );
+  });
+
+  it("stops waiting for collateral when the caller's signal aborts", async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    pccs.setStalled(true);
+    const verifier = new DcapVerifier({ pccsUrl: pccs.url, requestTimeout: '5s' });
+    const controller = new AbortController();
+
+    const pending = verifier.verify(quote, { now: V4_NOW, signal: controller.signal });
+    controller.abort();
+
+    await assert.rejects(pending, (error: unknown) => isRaTlsError(error, 'VERIFY_TIMEOUT'));
+  });
+
+  it('fails with COLLATERAL_UNAVAILABLE when the PCCS is down and nothing is cached', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    pccs.setDown(true);
+
+    await assert.rejects(
+      new DcapVerifier({ pccsUrl: pccs.url }).verify(quote, { now: V4_NOW }),
+      unavailable(/HTTP 503/),
+    );
+  });
+
+  it('keeps verifying from the cache while the PCCS is down', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    const verifier = new DcapVerifier({ pccsUrl: pccs.url });
+    await verifier.verify(quote, { now: V4_NOW });
+
+    pccs.setDown(true);
+    const result = await verifier.verify(quote, { now: V4_NOW });
+
+    assert.equal(result.tcbStatus, 'UpToDate');
+  });
+
+  it('fails with COLLATERAL_UNAVAILABLE when nothing listens at pccsUrl', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await startPccsServer({ collateral });
+    await pccs.close();
+
+    await assert.rejects(
+      new DcapVerifier({ pccsUrl: pccs.url }).verify(quote, { now: V4_NOW }),
+      unavailable(/failed/),
+    );
+  });
+
+  it('rejects a non-http pccsUrl as BAD_CONFIG', () => {
+    assert.throws(
+      () => new DcapVerifier({ pccsUrl: 'ftp://example.com' }),
+      (error: unknown) => isRaTlsError(error, 'BAD_CONFIG'),
+    );
+  });
+});
+
+describe('collateral cache with a test root of trust and an injected clock', () => {
+  it('refetches after the earliest nextUpdate and verifies with the new collateral', async () => {
+    const authority = await createTestAuthority({ seed: 'collateral-refetch' });
+    const t0 = new Date('2030-01-01T00:00:00Z');
+    let served = authority.collateral({ issueDate: t0, nextUpdate: new Date(t0.getTime() + DAY) });
+    const pccs = await pccsServing(() => served);
+    const verifier = new DcapVerifier({
+      engine: 'js',
+      rootCa: authority.rootCaDer,
+      pccsUrl: pccs.url,
+      logger: () => {},
+    });
+    const quote = authority.issueQuote();
+
+    await verifier.verify(quote, { now: new Date(t0.getTime() + HOUR) });
+    await verifier.verify(quote, { now: new Date(t0.getTime() + 23 * HOUR) });
+    assert.equal(pccs.requests.tcb, 1);
+
+    served = authority.collateral({
+      issueDate: new Date(t0.getTime() + DAY - HOUR),
+      nextUpdate: new Date(t0.getTime() + 31 * DAY),
+    });
+    const later = await verifier.verify(quote, { now: new Date(t0.getTime() + DAY + HOUR) });
+
+    assert.equal(pccs.requests.tcb, 2);
+    assert.equal(later.validUntil, t0.getTime() + 31 * DAY);
+  });
+
+  it('reports a PCCS serving stale collateral as COLLATERAL_EXPIRED', async () => {
+    const authority = await createTestAuthority({ seed: 'collateral-stale' });
+    const t0 = new Date('2030-01-01T00:00:00Z');
+    const pccs = await pccsServing(
+      authority.collateral({ issueDate: t0, nextUpdate: new Date(t0.getTime() + DAY) }),
+    );
+    const verifier = new DcapVerifier({
+      engine: 'js',
+      rootCa: authority.rootCaDer,
+      pccsUrl: pccs.url,
+      logger: () => {},
+    });
+
+    await assert.rejects(
+      verifier.verify(authority.issueQuote(), { now: new Date(t0.getTime() + 2 * DAY) }),
+      (error: unknown) => isRaTlsError(error, 'COLLATERAL_EXPIRED'),
+    );
+  });
+
+  it('keeps one entry per FMSPC', async () => {
+    const a = await createTestAuthority({ seed: 'collateral-fmspc', fmspc: '00a06f000000' });
+    const b = await createTestAuthority({ seed: 'collateral-fmspc', fmspc: '00b06f000000' });
+    const byFmspc = new Map([
+      [a.fmspc.toUpperCase(), a.collateral()],
+      [b.fmspc.toUpperCase(), b.collateral()],
+    ]);
+    const pccs = await pccsServing((fmspc) =>
+      fmspc === undefined ? a.collateral() : byFmspc.get(fmspc),
+    );
+    const verifier = new DcapVerifier({
+      engine: 'js',
+      rootCa: a.rootCaDer,
+      pccsUrl: pccs.url,
+      logger: () => {},
+    });
+
+    for (let i = 0; i < 2; i++) {
+      await verifier.verify(a.issueQuote());
+      await verifier.verify(b.issueQuote());
+    }
+
+    assert.equal(pccs.requests.tcb, 2);
+  });
+
+  it('does not cache a failed fetch', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    const client = new PccsClient({ url: pccs.url });
+    const cache = new CollateralCache((pck) => client.fetchCollateral(pck));
+    const pck = readPckInfo(quote);
+
+    pccs.setDown(true);
+    await assert.rejects(cache.get(pck, V4_NOW.getTime()), unavailable(/503/));
+    pccs.setDown(false);
+    const entry = await cache.get(pck, V4_NOW.getTime());
+
+    assert.equal(entry.window.nextUpdate, Date.parse('2025-07-19T10:00:35Z'));
+  });
+});

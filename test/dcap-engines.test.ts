@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { describe, it } from 'node:test';
+import { isRaTlsError } from '../src/errors.js';
+import { normalizeCollateral } from '../src/verification/collateral.js';
+import { engineFailure } from '../src/verification/engines/engine.js';
+import { JsEngine } from '../src/verification/engines/js-engine.js';
+import { initWasmEngine, WasmEngine } from '../src/verification/engines/wasm-engine.js';
+
+const FIXTURES = new URL('../../shared/fixtures/', import.meta.url);
+const V4_NOW_SECONDS = 1751328000;
+
+function fixture(name: string) {
+  return {
+    quote: new Uint8Array(readFileSync(new URL(`${name}/quote.bin`, FIXTURES))),
+    collateral: normalizeCollateral(
+      JSON.parse(readFileSync(new URL(`${name}/collateral.json`, FIXTURES), 'utf8')),
+    ),
+  };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+describe('DCAP engine wrappers', () => {
+  it('measures engine init, first and steady verify time on the v4 fixture', async (t) => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const initStart = performance.now();
+    await initWasmEngine();
+    const initMs = performance.now() - initStart;
+
+    for (const engine of [new WasmEngine(), new JsEngine()]) {
+      const times: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const start = performance.now();
+        const verdict = await engine.verify(quote, collateral, V4_NOW_SECONDS);
+        times.push(performance.now() - start);
+        assert.equal(verdict.status, 'UpToDate');
+      }
+      t.diagnostic(
+        `${engine.name}: first ${times[0]!.toFixed(1)} ms, steady median ${median(times.slice(1)).toFixed(1)} ms`,
+      );
+    }
+    t.diagnostic(`wasm init (read + initSync) ${initMs.toFixed(1)} ms`);
+  });
+
+  it('both engines return the same normalised verdict for the v4 fixture', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+
+    const wasm = await new WasmEngine().verify(quote, collateral, V4_NOW_SECONDS);
+    const js = await new JsEngine().verify(quote, collateral, V4_NOW_SECONDS);
+
+    assert.equal(wasm.engine, 'wasm');
+    assert.equal(js.engine, 'js');
+    assert.deepEqual({ ...wasm, engine: 'js' }, js);
+    assert.equal(js.status, 'UpToDate');
+    assert.equal(js.report.tdAttributes, '0000001000000000');
+    assert.equal(js.report.reportData, Buffer.from(quote.subarray(568, 632)).toString('hex'));
+    assert.equal(js.report.teeTcbSvn2, undefined);
+  });
+
+  it("wraps the WASM engine's thrown strings in RaTlsErrors that name the engine", async () => {
+    const { collateral } = fixture('intel-tdx-v4');
+
+    await assert.rejects(
+      new WasmEngine().verify(new Uint8Array(10), collateral, V4_NOW_SECONDS),
+      (error: unknown) => {
+        assert.ok(isRaTlsError(error, 'MALFORMED_QUOTE'));
+        assert.match(error.message, /dcap-qvl-web \(WASM\).*"Failed to decode quote"/);
+        assert.equal(error.details['engine'], 'wasm');
+        return true;
+      },
+    );
+  });
+
+  it("wraps the JS engine's Errors the same way", async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+
+    await assert.rejects(
+      new JsEngine().verify(quote, collateral, Date.parse('2025-08-01T00:00:00Z') / 1000),
+      (error: unknown) => {
+        assert.ok(isRaTlsError(error, 'COLLATERAL_EXPIRED'));
+        assert.match(error.message, /@phala\/dcap-qvl \(JS\).*TCBInfo expired/);
+        return true;
+      },
+    );
+  });
+
+  it('maps engine texts to codes that say what failed', () => {
+    const cases: [unknown, string][] = [
+      ['Failed to decode quote', 'MALFORMED_QUOTE'],
+      [new Error('No matching TCB level found'), 'BAD_TCB_STATUS'],
+      [new Error('TCB status is invalid: Revoked'), 'BAD_TCB_STATUS'],
+      [new Error('Certificate is revoked'), 'PCK_REVOKED'],
+      ['TCBInfo expired', 'COLLATERAL_EXPIRED'],
+      [new Error('Debug mode is enabled'), 'DEBUG_MODE'],
+      ['Isv enclave report signature is invalid', 'QUOTE_INVALID'],
+      [{ unexpected: true }, 'QUOTE_INVALID'],
+    ];
+    for (const [cause, expected] of cases) {
+      assert.equal(engineFailure('js', cause).code, expected, String(cause));
+    }
+  });
+});

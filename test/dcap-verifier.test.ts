@@ -1,0 +1,323 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { isRaTlsError } from '../src/errors.js';
+import { createTestAuthority } from '../src/testing/authority/test-authority.js';
+import type { Collateral } from '../src/verification/collateral.js';
+import {
+  DcapVerifier,
+  type EngineChoice,
+  verifyWithCollateral,
+} from '../src/verification/dcap-verifier.js';
+
+const FIXTURES = new URL('../../shared/fixtures/', import.meta.url);
+
+function fixture(name: string): { quote: Uint8Array; collateral: Collateral } {
+  return {
+    quote: new Uint8Array(readFileSync(new URL(`${name}/quote.bin`, FIXTURES))),
+    collateral: JSON.parse(readFileSync(new URL(`${name}/collateral.json`, FIXTURES), 'utf8')),
+  };
+}
+
+// Inside each fixture's collateral window (fixtures/README.md).
+const V4_NOW = new Date(1751328000 * 1000);
+const V4B_NOW = new Date('2025-09-15T00:00:00Z');
+const V5_NOW = new Date('2026-03-01T00:00:00Z');
+const ENGINES: readonly EngineChoice[] = ['both', 'wasm', 'js'];
+
+function rejectsWith(code: string, pattern?: RegExp) {
+  return (error: unknown): boolean => {
+    assert.ok(isRaTlsError(error), `expected a RaTlsError, got ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    if (pattern) assert.match(error.message, pattern);
+    return true;
+  };
+}
+
+describe('DCAP verification of the real Intel fixtures', () => {
+  for (const engine of ENGINES) {
+    it(`intel-tdx-v4 is UpToDate with the listed measurements (engine ${engine})`, async () => {
+      const { quote, collateral } = fixture('intel-tdx-v4');
+
+      const result = await verifyWithCollateral(quote, collateral, V4_NOW, { engine });
+
+      assert.equal(result.tcbStatus, 'UpToDate');
+      assert.equal(result.isDebug, false);
+      assert.equal(
+        result.mrtd,
+        '91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7',
+      );
+      assert.equal(
+        result.rtmr0,
+        '44c0197b39157fdd7a4dcc44767f9d6b0bb3977c7a8e347b8492f827fe9d9e5c48aca29b220b80b6a540cf994b9bc9c0',
+      );
+      assert.equal(result.rtmr3, '00'.repeat(48));
+      assert.deepEqual(Buffer.from(result.reportData), Buffer.from(quote.subarray(568, 632)));
+      assert.equal(result.verifier, `dcap:${engine}`);
+      // The earliest nextUpdate is the PCK CRL's (fixtures/README.md window end).
+      assert.equal(result.validUntil, Date.parse('2025-07-19T10:00:35Z'));
+    });
+
+    it(`intel-tdx-v4-b is UpToDate and not debug (engine ${engine})`, async () => {
+      const { quote, collateral } = fixture('intel-tdx-v4-b');
+
+      const result = await verifyWithCollateral(quote, collateral, V4B_NOW, { engine });
+
+      assert.equal(result.tcbStatus, 'UpToDate');
+      assert.equal(result.isDebug, false);
+      assert.equal(result.validUntil, Date.parse('2025-10-02T07:03:51Z'));
+    });
+
+    it(`intel-sgx-v3 is rejected as not a TDX quote (engine ${engine})`, async () => {
+      const { quote, collateral } = fixture('intel-sgx-v3');
+
+      await assert.rejects(
+        verifyWithCollateral(quote, collateral, V4_NOW, { engine }),
+        rejectsWith('NOT_TDX', /SGX/),
+      );
+    });
+  }
+
+  it('intel-tdx-v5 with both engines: the JS verdict "No matching TCB level" is a BAD_TCB_STATUS', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v5');
+
+    await assert.rejects(
+      verifyWithCollateral(quote, collateral, V5_NOW, { engine: 'both' }),
+      rejectsWith('BAD_TCB_STATUS', /No matching TCB level found/),
+    );
+  });
+
+  it('intel-tdx-v5 with the JS engine alone is a BAD_TCB_STATUS naming the engine', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v5');
+
+    await assert.rejects(
+      verifyWithCollateral(quote, collateral, V5_NOW, { engine: 'js' }),
+      rejectsWith('BAD_TCB_STATUS', /@phala\/dcap-qvl \(JS\)/),
+    );
+  });
+
+  it('intel-tdx-v5 with the WASM engine alone is MALFORMED_QUOTE that says v5 is undecodable', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v5');
+
+    await assert.rejects(
+      verifyWithCollateral(quote, collateral, V5_NOW, { engine: 'wasm' }),
+      rejectsWith('MALFORMED_QUOTE', /cannot decode v5 quotes/),
+    );
+  });
+
+  for (const engine of ENGINES) {
+    it(`collateral past its nextUpdate is COLLATERAL_EXPIRED (engine ${engine})`, async () => {
+      const { quote, collateral } = fixture('intel-tdx-v4');
+
+      await assert.rejects(
+        verifyWithCollateral(quote, collateral, new Date('2025-07-19T10:00:35Z'), { engine }),
+        rejectsWith('COLLATERAL_EXPIRED', /2025-07-19T10:00:35/),
+      );
+    });
+
+    it(`collateral not yet issued is COLLATERAL_EXPIRED (engine ${engine})`, async () => {
+      const { quote, collateral } = fixture('intel-tdx-v4');
+
+      await assert.rejects(
+        verifyWithCollateral(quote, collateral, new Date('2025-06-01T00:00:00Z'), { engine }),
+        rejectsWith('COLLATERAL_EXPIRED'),
+      );
+    });
+
+    it(`a flipped MRTD byte breaks the quote signature (engine ${engine})`, async () => {
+      const { quote, collateral } = fixture('intel-tdx-v4');
+      const tampered = quote.slice();
+      tampered[200]! ^= 0x01;
+
+      await assert.rejects(
+        verifyWithCollateral(tampered, collateral, V4_NOW, { engine }),
+        rejectsWith('QUOTE_INVALID', /signature is invalid/i),
+      );
+    });
+
+    it(`a truncated quote is MALFORMED_QUOTE, not a crash (engine ${engine})`, async () => {
+      const { quote, collateral } = fixture('intel-tdx-v4');
+
+      await assert.rejects(
+        verifyWithCollateral(quote.subarray(0, 700), collateral, V4_NOW, { engine }),
+        rejectsWith('MALFORMED_QUOTE'),
+      );
+    });
+  }
+
+  it('a tampered QE identity passes WASM (it ignores QE identity) but fails JS, so both rejects', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const qeIdentity = collateral.qe_identity.replace('"isvprodid":2', '"isvprodid":3');
+    assert.notEqual(qeIdentity, collateral.qe_identity);
+    const tampered = { ...collateral, qe_identity: qeIdentity };
+
+    const wasm = await verifyWithCollateral(quote, tampered, V4_NOW, { engine: 'wasm' });
+    assert.equal(wasm.tcbStatus, 'UpToDate');
+    await assert.rejects(
+      verifyWithCollateral(quote, tampered, V4_NOW, { engine: 'both' }),
+      rejectsWith('QUOTE_INVALID', /qe_identity.*WASM engine accepted it/),
+    );
+  });
+
+  it('a PCK CRL with a broken signature passes the JS engine alone but not our strict CRL check', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const crl = collateral.pck_crl as string;
+    const tampered = { ...collateral, pck_crl: `${crl.slice(0, -4)}0000` };
+
+    await assert.rejects(
+      verifyWithCollateral(quote, tampered, V4_NOW, { engine: 'js' }),
+      rejectsWith('CRL_INVALID', /signature/),
+    );
+    await assert.rejects(
+      verifyWithCollateral(quote, tampered, V4_NOW, { engine: 'both' }),
+      rejectsWith('QUOTE_INVALID', /WASM.*certificate chain.*JS engine accepted it/),
+    );
+  });
+});
+
+describe('DcapVerifier configuration', () => {
+  it('rejects a test root with the WASM engine or both, before any I/O', async () => {
+    const authority = await createTestAuthority({ seed: 'dcap-verifier-config' });
+
+    for (const engine of ['both', 'wasm'] as const) {
+      assert.throws(
+        () => new DcapVerifier({ engine, rootCa: authority.rootCaDer, logger: () => {} }),
+        rejectsWith('BAD_CONFIG', /rootCa/),
+      );
+    }
+    assert.throws(
+      () => new DcapVerifier({ engine: 'js', rootCa: new Uint8Array([1, 2, 3]), logger: () => {} }),
+      rejectsWith('BAD_CONFIG', /X\.509/),
+    );
+  });
+
+  it('warns loudly through the injected logger when a test root is used', async () => {
+    const authority = await createTestAuthority({ seed: 'dcap-verifier-warn' });
+    const warnings: string[] = [];
+
+    const verifier = new DcapVerifier({
+      engine: 'js',
+      rootCa: authority.rootCaDer,
+      collateral: authority.collateral(),
+      logger: (message) => warnings.push(message),
+    });
+
+    assert.equal(verifier.name, 'dcap:js');
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /NOT checked against Intel/);
+  });
+
+  it('rejects an unknown engine name and malformed fixed collateral', () => {
+    assert.throws(
+      () => new DcapVerifier({ engine: 'fast' as EngineChoice }),
+      rejectsWith('BAD_CONFIG', /engine/),
+    );
+    const { collateral } = fixture('intel-tdx-v4');
+    assert.throws(
+      () => new DcapVerifier({ collateral: { ...collateral, pck_crl: 'not hex' } }),
+      rejectsWith('BAD_CONFIG', /pck_crl/),
+    );
+  });
+});
+
+describe('DcapVerifier with a test root of trust (JS engine)', () => {
+  it('accepts a good quote and reports the chosen measurements; an Intel-root verifier rejects it', async () => {
+    const authority = await createTestAuthority({ seed: 'dcap-verifier-good' });
+    const reportData = 'ab'.repeat(64);
+    const quote = authority.issueQuote({ reportData });
+    const collateral = authority.collateral();
+
+    const verifier = new DcapVerifier({
+      engine: 'js',
+      rootCa: authority.rootCaDer,
+      collateral,
+      logger: () => {},
+    });
+    const result = await verifier.verify(quote);
+
+    assert.equal(result.tcbStatus, 'UpToDate');
+    assert.equal(result.mrtd, authority.describe().quoteDefaults.mrtd);
+    assert.equal(Buffer.from(result.reportData).toString('hex'), reportData);
+    assert.equal(result.verifier, 'dcap:js');
+    await assert.rejects(new DcapVerifier({ collateral }).verify(quote), (error: unknown) =>
+      isRaTlsError(error),
+    );
+  });
+
+  it('reports a non-UpToDate status without judging it (policy is applied elsewhere)', async () => {
+    const authority = await createTestAuthority({ seed: 'dcap-verifier-status' });
+    const collateral = authority.collateral({
+      tcbStatus: 'OutOfDate',
+      advisoryIds: ['INTEL-SA-00001'],
+    });
+
+    const result = await verifyWithCollateral(authority.issueQuote(), collateral, new Date(), {
+      engine: 'js',
+      rootCa: authority.rootCaDer,
+      logger: () => {},
+    });
+
+    assert.equal(result.tcbStatus, 'OutOfDate');
+    assert.deepEqual(result.advisoryIds, ['INTEL-SA-00001']);
+  });
+
+  it('maps a revoked PCK certificate to PCK_REVOKED', async () => {
+    const authority = await createTestAuthority({ seed: 'dcap-verifier-revoked' });
+    const collateral = authority.collateral({ revokePck: true });
+
+    await assert.rejects(
+      verifyWithCollateral(authority.issueQuote(), collateral, new Date(), {
+        engine: 'js',
+        rootCa: authority.rootCaDer,
+        logger: () => {},
+      }),
+      rejectsWith('PCK_REVOKED'),
+    );
+  });
+
+  it("maps the JS engine's own debug refusal to DEBUG_MODE", async () => {
+    const authority = await createTestAuthority({ seed: 'dcap-verifier-debug' });
+
+    await assert.rejects(
+      verifyWithCollateral(
+        authority.issueQuote({ debug: true }),
+        authority.collateral(),
+        new Date(),
+        {
+          engine: 'js',
+          rootCa: authority.rootCaDer,
+          logger: () => {},
+        },
+      ),
+      rejectsWith('DEBUG_MODE', /Debug mode is enabled/),
+    );
+  });
+
+  it('maps the Revoked TCB status (which the JS engine throws on) to BAD_TCB_STATUS', async () => {
+    const authority = await createTestAuthority({ seed: 'dcap-verifier-tcb-revoked' });
+
+    await assert.rejects(
+      verifyWithCollateral(
+        authority.issueQuote(),
+        authority.collateral({ tcbStatus: 'Revoked' }),
+        new Date(),
+        { engine: 'js', rootCa: authority.rootCaDer, logger: () => {} },
+      ),
+      rejectsWith('BAD_TCB_STATUS', /Revoked/),
+    );
+  });
+
+  it("rejects another authority's collateral", async () => {
+    const a = await createTestAuthority({ seed: 'dcap-verifier-a' });
+    const b = await createTestAuthority({ seed: 'dcap-verifier-b' });
+
+    await assert.rejects(
+      verifyWithCollateral(a.issueQuote(), b.collateral(), new Date(), {
+        engine: 'js',
+        rootCa: a.rootCaDer,
+        logger: () => {},
+      }),
+      (error: unknown) => isRaTlsError(error),
+    );
+  });
+});
