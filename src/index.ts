@@ -1,5 +1,15 @@
+/**
+ * pg-ra-tls: attested Postgres connections for Node.js.
+ * Layers, in the order data flows: evidence → verification → policy → attest → (pool).
+ */
+
+export { type AttestCertificateOptions, attestCertificate } from './attest/attest-certificate.js';
 export type { AttestationReport } from './attest/report.js';
 export { describeCause, type ErrorCode, ErrorCodes, isRaTlsError, RaTlsError } from './errors.js';
+export { expectedReportData } from './evidence/binding.js';
+export { RA_TLS_OIDS, readRaTlsCertificate } from './evidence/certificate.js';
+export { parseQuote } from './evidence/quote.js';
+export { replayRtmr3, verifyAppIdentity } from './evidence/rtmr3.js';
 export type {
   AppIdentity,
   AttestationFormat,
@@ -9,8 +19,29 @@ export type {
   RaTlsCertificate,
   RuntimeEvent,
 } from './evidence/types.js';
+export { decodeVersionedAttestation } from './evidence/versioned-attestation.js';
+export {
+  applyPolicy,
+  DEFAULT_ACCEPTABLE_TCB_STATUSES,
+  normalizePolicy,
+  type PolicyFacts,
+  policyWarnings,
+} from './policy/policy.js';
 export type { NormalizedPolicy, Policy } from './policy/types.js';
 export { parseDuration } from './util/duration.js';
+export { type Collateral, INTEL_PCS_URL, PccsClient } from './verification/collateral.js';
+export {
+  DcapVerifier,
+  type DcapVerifierOptions,
+  type EngineChoice,
+  verifyWithCollateral,
+} from './verification/dcap-verifier.js';
+export {
+  IntelApiVerifier,
+  type IntelApiVerifierOptions,
+  type IntelTrustAuthorityRegion,
+} from './verification/intel-api-verifier.js';
+export { NoopVerifier, type NoopVerifierOptions } from './verification/noop-verifier.js';
 export {
   type RaTlsVerifier,
   TCB_STATUSES,

@@ -1,5 +1,23 @@
 /**
- * pg-ra-tls/testing: a test root of trust and a local attested stack for tests
- * and demos. Never use anything from here in production.
+ * pg-ra-tls/testing: a test root of trust and a local attested stack, for our
+ * own tests, the demo and users' test suites. Nothing here is trusted by the
+ * production defaults: a test root is accepted only when passed explicitly.
  */
-export {};
+
+export * from './authority/index.js';
+export { type PccsServer, type PccsServerOptions, startPccsServer } from './pccs-server.js';
+export {
+  type CreateRaTlsCertificateOptions,
+  createRaTlsCertificate,
+  encodeLegacyEventLog,
+  encodeVersionedAttestationV0,
+  generateRaTlsKeyPair,
+  type RaTlsKeyPair,
+  type RaTlsTestCertificate,
+  withReportData,
+} from './ra-tls-certificate.js';
+export {
+  startTrustAuthorityServer,
+  type TrustAuthorityServer,
+  type TrustAuthorityServerOptions,
+} from './trust-authority-server.js';
