@@ -17,7 +17,7 @@ import {
 } from '../src/testing/ra-tls-certificate.js';
 import type { RaTlsVerifier, VerificationResult } from '../src/verification/verifier.js';
 
-const FIXTURE = new URL('../../shared/fixtures/', import.meta.url);
+const FIXTURE = new URL('./fixtures/', import.meta.url);
 const sample = decodeVersionedAttestation(
   new Uint8Array(readFileSync(new URL('dstack-attestation-v0/attestation.bin', FIXTURE))),
 );

@@ -14,7 +14,7 @@ import {
 } from '../src/verification/collateral.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
 
-const FIXTURES = new URL('../../shared/fixtures/', import.meta.url);
+const FIXTURES = new URL('./fixtures/', import.meta.url);
 const V4_NOW = new Date(1751328000 * 1000);
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;

@@ -15,7 +15,7 @@ import {
   verifyCrl,
 } from '../src/verification/crl.js';
 
-const FIXTURES = new URL('../../shared/fixtures/', import.meta.url);
+const FIXTURES = new URL('./fixtures/', import.meta.url);
 const INTEL_ROOT = new Uint8Array(qvlConstants.TRUSTED_ROOT_CA_DER);
 
 function strictInput(name: string, now: Date): StrictCrlInput {

@@ -8,7 +8,7 @@ import { engineFailure } from '../src/verification/engines/engine.js';
 import { JsEngine } from '../src/verification/engines/js-engine.js';
 import { initWasmEngine, WasmEngine } from '../src/verification/engines/wasm-engine.js';
 
-const FIXTURES = new URL('../../shared/fixtures/', import.meta.url);
+const FIXTURES = new URL('./fixtures/', import.meta.url);
 const V4_NOW_SECONDS = 1751328000;
 
 function fixture(name: string) {

@@ -10,7 +10,7 @@ import {
   verifyWithCollateral,
 } from '../src/verification/dcap-verifier.js';
 
-const FIXTURES = new URL('../../shared/fixtures/', import.meta.url);
+const FIXTURES = new URL('./fixtures/', import.meta.url);
 
 function fixture(name: string): { quote: Uint8Array; collateral: Collateral } {
   return {

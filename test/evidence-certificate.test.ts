@@ -16,7 +16,7 @@ import {
 } from '../src/testing/ra-tls-certificate.js';
 import { toHex } from '../src/util/bytes.js';
 
-const FIXTURE = new URL('../../shared/fixtures/', import.meta.url);
+const FIXTURE = new URL('./fixtures/', import.meta.url);
 const attestationBin = new Uint8Array(
   readFileSync(new URL('dstack-attestation-v0/attestation.bin', FIXTURE)),
 );

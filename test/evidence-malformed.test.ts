@@ -17,7 +17,7 @@ import {
   encodeVersionedAttestationV0,
 } from '../src/testing/ra-tls-certificate.js';
 
-const FIXTURE = new URL('../../shared/fixtures/', import.meta.url);
+const FIXTURE = new URL('./fixtures/', import.meta.url);
 const attestationBin = new Uint8Array(
   readFileSync(new URL('dstack-attestation-v0/attestation.bin', FIXTURE)),
 );

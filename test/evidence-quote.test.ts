@@ -6,7 +6,7 @@ import { parseQuote, quoteReportDataOffset } from '../src/evidence/quote.js';
 import { toHex } from '../src/util/bytes.js';
 
 const fixture = (name: string): Uint8Array =>
-  new Uint8Array(readFileSync(new URL(`../../shared/fixtures/${name}/quote.bin`, import.meta.url)));
+  new Uint8Array(readFileSync(new URL(`./fixtures/${name}/quote.bin`, import.meta.url)));
 const ZERO_48 = '00'.repeat(48);
 
 describe('parseQuote on real quotes', () => {

@@ -17,7 +17,7 @@ import {
 import { decodeJwt } from '../src/verification/jwt.js';
 
 const QUOTE = new Uint8Array(
-  readFileSync(new URL('../../shared/fixtures/intel-tdx-v4/quote.bin', import.meta.url)),
+  readFileSync(new URL('./fixtures/intel-tdx-v4/quote.bin', import.meta.url)),
 );
 const MRTD =
   '91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7';
@@ -179,7 +179,7 @@ describe('IntelApiVerifier against a local Trust Authority', () => {
 
   test('the second real v4 quote verifies with its own measurements', async () => {
     const other = new Uint8Array(
-      readFileSync(new URL('../../shared/fixtures/intel-tdx-v4-b/quote.bin', import.meta.url)),
+      readFileSync(new URL('./fixtures/intel-tdx-v4-b/quote.bin', import.meta.url)),
     );
     const result = await verifierFor().verify(other);
     assert.equal(result.mrtd, parseQuote(other).mrtd);
@@ -188,7 +188,7 @@ describe('IntelApiVerifier against a local Trust Authority', () => {
 
   test('an SGX quote is refused before anything is sent', async () => {
     const sgx = new Uint8Array(
-      readFileSync(new URL('../../shared/fixtures/intel-sgx-v3/quote.bin', import.meta.url)),
+      readFileSync(new URL('./fixtures/intel-sgx-v3/quote.bin', import.meta.url)),
     );
     const sent = server.requests.length;
     await assert.rejects(verifierFor().verify(sgx), rejectsWith('NOT_TDX'));

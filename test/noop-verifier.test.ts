@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { isRaTlsError } from '../src/errors.js';
 import { NoopVerifier } from '../src/verification/noop-verifier.js';
 
-const FIXTURES = new URL('../../shared/fixtures/', import.meta.url);
+const FIXTURES = new URL('./fixtures/', import.meta.url);
 
 function quote(name: string): Uint8Array {
   return new Uint8Array(readFileSync(new URL(`${name}/quote.bin`, FIXTURES)));

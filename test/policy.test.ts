@@ -14,7 +14,7 @@ import {
 } from '../src/policy/policy.js';
 import type { Policy } from '../src/policy/types.js';
 
-const FIXTURE = new URL('../../shared/fixtures/', import.meta.url);
+const FIXTURE = new URL('./fixtures/', import.meta.url);
 const sample = decodeVersionedAttestation(
   new Uint8Array(readFileSync(new URL('dstack-attestation-v0/attestation.bin', FIXTURE))),
 );

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import * as x509 from '@peculiar/x509';
 import { QuoteVerifier, utils, type VerifiedReport } from '@phala/dcap-qvl';
 import { initSync, js_verify } from '@phala/dcap-qvl-web';
@@ -40,7 +41,7 @@ function td10(report: VerifiedReport) {
 
 const measurement = (label: string) => label.padEnd(96, '0').slice(0, 96);
 
-const FIXTURES = '/work/shared/fixtures/intel-tdx-v4';
+const FIXTURES = fileURLToPath(new URL('./fixtures/intel-tdx-v4', import.meta.url));
 
 /** The structure of DER: SEQUENCE nesting, OIDs, and the tag and length of every other value. */
 function derShape(bytes: Uint8Array, shape: string[] = []): string[] {
