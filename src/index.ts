@@ -5,6 +5,17 @@
 
 export { type AttestCertificateOptions, attestCertificate } from './attest/attest-certificate.js';
 export type { AttestationReport } from './attest/report.js';
+export type { ConnectionSettingsInput } from './config/connection-settings.js';
+export { maskConnectionString } from './config/connection-string.js';
+export type { AttestationOptions } from './connection/attested-connector.js';
+export { RaTlsClient, type RaTlsClientOptions } from './connection/ra-tls-client.js';
+export {
+  type PgConnectOptsOptions,
+  pgConnectOptsRaTls,
+  type ServerTarget,
+  type VerifyServerOptions,
+  verifyServer,
+} from './connection/verify-server.js';
 export { describeCause, type ErrorCode, ErrorCodes, isRaTlsError, RaTlsError } from './errors.js';
 export { expectedReportData } from './evidence/binding.js';
 export { RA_TLS_OIDS, readRaTlsCertificate } from './evidence/certificate.js';
@@ -21,6 +32,11 @@ export type {
 } from './evidence/types.js';
 export { decodeVersionedAttestation } from './evidence/versioned-attestation.js';
 export {
+  type ClientCertificate,
+  ClientIdentity,
+  type ClientIdentityOptions,
+} from './identity/client-identity.js';
+export {
   applyPolicy,
   DEFAULT_ACCEPTABLE_TCB_STATUSES,
   normalizePolicy,
@@ -28,6 +44,15 @@ export {
   policyWarnings,
 } from './policy/policy.js';
 export type { NormalizedPolicy, Policy } from './policy/types.js';
+export {
+  type AttestationFailedEvent,
+  createPool,
+  RaTlsPool,
+  type RaTlsPoolOptions,
+  type ServerChangedEvent,
+  type ServerChangeMode,
+} from './pool/ra-tls-pool.js';
+export { SpanAttributes, SpanNames, TRACER_NAME } from './telemetry/tracing.js';
 export { parseDuration } from './util/duration.js';
 export { type Collateral, INTEL_PCS_URL, PccsClient } from './verification/collateral.js';
 export {

@@ -1,0 +1,293 @@
+import { isIP } from 'node:net';
+import type { ClientConfig } from 'pg';
+import { RaTlsError } from '../errors.js';
+import { parseDuration } from '../util/duration.js';
+import { maskConnectionString, parseConnectionString } from './connection-string.js';
+import { checkTeesqlCredentials } from './credentials.js';
+
+/** Where and as whom to connect, as discrete fields (they override the connection string). */
+export interface ConnectionConfigInput {
+  readonly host?: string;
+  readonly port?: number | string;
+  readonly user?: string;
+  readonly password?: string;
+  readonly database?: string;
+}
+
+/** node-postgres session options pg-ra-tls passes through unchanged. */
+export type PgSessionOptions = Pick<
+  ClientConfig,
+  | 'application_name'
+  | 'fallback_application_name'
+  | 'options'
+  | 'client_encoding'
+  | 'statement_timeout'
+  | 'query_timeout'
+  | 'lock_timeout'
+  | 'idle_in_transaction_session_timeout'
+  | 'keepAlive'
+  | 'keepAliveInitialDelayMillis'
+  | 'connectionTimeoutMillis'
+  | 'types'
+  | 'pipeline'
+>;
+
+const SESSION_KEYS = [
+  'application_name',
+  'fallback_application_name',
+  'options',
+  'client_encoding',
+  'statement_timeout',
+  'query_timeout',
+  'lock_timeout',
+  'idle_in_transaction_session_timeout',
+  'keepAlive',
+  'keepAliveInitialDelayMillis',
+  'connectionTimeoutMillis',
+  'types',
+  'pipeline',
+] as const satisfies readonly (keyof PgSessionOptions)[];
+
+/** Everything that decides the transport and the Postgres login of one connection. */
+export interface ConnectionSettingsInput extends ConnectionConfigInput, PgSessionOptions {
+  /** `postgres://user:secret@host:5433/db` or libpq `host=... port=... user=...`. */
+  readonly connectionString?: string;
+  /** Discrete fields; override `connectionString` and the top-level fields. */
+  readonly config?: ConnectionConfigInput;
+  /** TLS SNI; defaults to the host unless it is an IP address (RFC 6066). */
+  readonly servername?: string;
+  /** Skip the teesql role/secret check (for non-teesql servers). Default false. */
+  readonly allowCustomRoles?: boolean;
+  /** TCP connect timeout; default `"10s"` (or the connection string's connect_timeout). */
+  readonly connectTimeout?: number | string;
+  /** TLS handshake timeout; default `"10s"`. */
+  readonly handshakeTimeout?: number | string;
+  /** Refused: pg-native cannot carry an attested socket. */
+  readonly native?: boolean;
+  /** Refused unless false: pg-ra-tls carries Postgres in its own attested TLS. */
+  readonly ssl?: unknown;
+  /** Refused: the stream is the attested socket. */
+  readonly stream?: unknown;
+}
+
+/** Resolved, validated, frozen connection settings. The password is not enumerable. */
+export interface ConnectionSettings {
+  readonly host: string;
+  readonly port: number;
+  /** SNI to send; undefined for an IP address without an explicit servername. */
+  readonly servername: string | undefined;
+  readonly user: string | undefined;
+  readonly password: string | undefined;
+  readonly database: string | undefined;
+  readonly connectTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly session: Readonly<PgSessionOptions>;
+  /** `postgres://user:****@host:port/db`, safe to log. */
+  readonly description: string;
+}
+
+/** Port of the teesql sidecar (PROTOCOL.md §5), used when none is given. */
+export const DEFAULT_SIDECAR_PORT = 5433;
+const DEFAULT_TIMEOUT = '10s';
+
+/** DSN parameters that configure libpq's own TLS or host selection: meaningless here, dropped. */
+const IGNORED_PARAMETERS = new Set([
+  'sslmode',
+  'ssl',
+  'sslcert',
+  'sslkey',
+  'sslrootcert',
+  'sslcrl',
+  'sslcrldir',
+  'sslpassword',
+  'sslnegotiation',
+  'sslcompression',
+  'sslsni',
+  'ssl_min_protocol_version',
+  'ssl_max_protocol_version',
+  'requiressl',
+  'gssencmode',
+  'channel_binding',
+  'target_session_attrs',
+  'uselibpqcompat',
+]);
+const STRING_PARAMETERS = [
+  'application_name',
+  'fallback_application_name',
+  'options',
+  'client_encoding',
+] as const;
+const MS_PARAMETERS = [
+  'statement_timeout',
+  'query_timeout',
+  'lock_timeout',
+  'idle_in_transaction_session_timeout',
+] as const;
+
+/**
+ * Resolves connection settings from a connection string and/or discrete fields.
+ * Pure apart from reading `env.NODE_PG_FORCE_NATIVE`; PGSSLMODE is ignored on purpose
+ * (our own TLS carries pg). Throws BAD_CONFIG, BAD_CREDENTIALS or PG_NATIVE_UNSUPPORTED
+ * before any network I/O.
+ */
+export function resolveConnectionSettings(
+  input: ConnectionSettingsInput,
+  env: NodeJS.ProcessEnv = process.env,
+): ConnectionSettings {
+  if (input.native === true || (env['NODE_PG_FORCE_NATIVE'] ?? '') !== '') {
+    throw new RaTlsError(
+      'PG_NATIVE_UNSUPPORTED',
+      'pg-native (native: true or NODE_PG_FORCE_NATIVE) cannot carry an attested TLS socket: ' +
+        'use the pure JavaScript pg client',
+    );
+  }
+  if (input.ssl !== undefined && input.ssl !== false) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      'ssl must not be set: pg-ra-tls carries Postgres inside its own attested TLS connection',
+      { details: { option: 'ssl' } },
+    );
+  }
+  if (input.stream !== undefined) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      'stream must not be set: pg-ra-tls gives pg the attested socket itself',
+      { details: { option: 'stream' } },
+    );
+  }
+
+  const parsed =
+    input.connectionString === undefined
+      ? { parameters: {} as Record<string, string> }
+      : parseConnectionString(input.connectionString);
+  const origin =
+    input.connectionString === undefined
+      ? undefined
+      : JSON.stringify(maskConnectionString(input.connectionString));
+
+  const session: Record<string, unknown> = {};
+  let connectTimeoutDefault: number | string = DEFAULT_TIMEOUT;
+  for (const [key, value] of Object.entries(parsed.parameters)) {
+    if (IGNORED_PARAMETERS.has(key)) continue;
+    if ((STRING_PARAMETERS as readonly string[]).includes(key)) {
+      session[key] = value;
+    } else if ((MS_PARAMETERS as readonly string[]).includes(key)) {
+      session[key] = parseDuration(value, `connection string parameter ${key}`);
+    } else if (key === 'connect_timeout') {
+      // libpq: seconds, and 0 means "wait forever", which we do not allow.
+      const seconds = Number(value);
+      if (Number.isFinite(seconds) && seconds > 0) connectTimeoutDefault = seconds * 1000;
+    } else {
+      throw new RaTlsError(
+        'BAD_CONFIG',
+        `connection string ${origin} has the parameter ${JSON.stringify(key)}, which pg-ra-tls does not support`,
+        { details: { option: 'connectionString', parameter: key } },
+      );
+    }
+  }
+  for (const key of SESSION_KEYS) {
+    if (input[key] !== undefined) session[key] = input[key];
+  }
+
+  const fields = { ...parsed, ...definedFields(input), ...definedFields(input.config ?? {}) };
+  const host = fields.host;
+  if (host === undefined || host === '') {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      'no host is set: pass connectionString (postgres://user:secret@host:5433/db) or config.host',
+      { details: { option: 'host' } },
+    );
+  }
+  if (host.startsWith('/')) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `host ${JSON.stringify(host)} is a unix socket directory; the teesql sidecar is reached over TCP`,
+      { details: { option: 'host' } },
+    );
+  }
+  const port = parsePort(fields.port);
+
+  if (input.allowCustomRoles !== true) checkTeesqlCredentials(fields.user, fields.password);
+
+  const servername = input.servername ?? (isIP(host) === 0 ? host : undefined);
+  const hostInUrl = isIP(host) === 6 ? `[${host}]` : host;
+  const userInUrl =
+    fields.user === undefined
+      ? ''
+      : `${encodeURIComponent(fields.user)}${fields.password === undefined ? '' : ':****'}@`;
+  const settings: ConnectionSettings = {
+    host,
+    port,
+    servername,
+    user: fields.user,
+    password: fields.password,
+    database: fields.database,
+    connectTimeoutMs: parseDuration(
+      input.connectTimeout ?? connectTimeoutDefault,
+      'connectTimeout',
+    ),
+    handshakeTimeoutMs: parseDuration(
+      input.handshakeTimeout ?? DEFAULT_TIMEOUT,
+      'handshakeTimeout',
+    ),
+    session: Object.freeze(session as PgSessionOptions),
+    description: `postgres://${userInUrl}${hostInUrl}:${port}/${fields.database ?? ''}`,
+  };
+  // Hidden from console.log and JSON, as pg does with its own password field.
+  Object.defineProperty(settings, 'password', { enumerable: false });
+  return Object.freeze(settings);
+}
+
+/**
+ * The node-postgres client config for settings: `ssl: false` always, because the
+ * attested TLS socket already carries the session (PROTOCOL.md §5: no SSLRequest).
+ */
+export function toPgClientConfig(settings: ConnectionSettings): ClientConfig {
+  const config: ClientConfig = {
+    ...settings.session,
+    host: settings.host,
+    port: settings.port,
+    ssl: false,
+  };
+  if (settings.user !== undefined) config.user = settings.user;
+  if (settings.database !== undefined) config.database = settings.database;
+  if (settings.password !== undefined) {
+    Object.defineProperty(config, 'password', {
+      value: settings.password,
+      enumerable: false,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return config;
+}
+
+function definedFields(input: ConnectionConfigInput): {
+  host?: string;
+  port?: string | number;
+  user?: string;
+  password?: string;
+  database?: string;
+} {
+  const out: Record<string, string | number> = {};
+  for (const key of ['host', 'port', 'user', 'password', 'database'] as const) {
+    const value = input[key];
+    if (value !== undefined) out[key] = value;
+  }
+  return out;
+}
+
+function parsePort(value: string | number | undefined): number {
+  if (value === undefined || value === '') return DEFAULT_SIDECAR_PORT;
+  const port = typeof value === 'number' ? value : /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `port ${JSON.stringify(value)} is not a TCP port (1-65535)`,
+      {
+        details: { option: 'port' },
+      },
+    );
+  }
+  return port;
+}

@@ -1,0 +1,122 @@
+import { isIP } from 'node:net';
+import { connect, type TLSSocket } from 'node:tls';
+import { describeCause, type ErrorCode, RaTlsError } from '../errors.js';
+
+/** Where and how to open one RA-TLS connection. */
+export interface DialOptions {
+  readonly host: string;
+  readonly port: number;
+  /** SNI; defaults to `host` unless it is an IP address (RFC 6066). */
+  readonly servername?: string;
+  /** Client key and certificate chain (PEM) to present; the sidecar requires one. */
+  readonly clientCertificate?: { readonly key: string; readonly cert: string };
+  /** Time allowed for the TCP connect. */
+  readonly connectTimeoutMs: number;
+  /** Time allowed for the TLS handshake once TCP is connected. */
+  readonly handshakeTimeoutMs: number;
+  /** Cancels the dial; the socket is destroyed and the promise rejects with the abort reason. */
+  readonly signal?: AbortSignal;
+}
+
+/** A TLS socket whose handshake completed, and the certificate the peer presented. */
+export interface DialedSocket {
+  readonly socket: TLSSocket;
+  /** DER of the peer's leaf certificate, captured once at secureConnect. */
+  readonly peerCertificateDer: Uint8Array;
+}
+
+/**
+ * Opens TCP and speaks TLS from the first byte: the ClientHello (with SNI) is
+ * the first thing on the wire, never a Postgres SSLRequest, because the teesql
+ * sidecar and the dstack gateway expect exactly that (PROTOCOL.md §5).
+ * `rejectUnauthorized` is false: trust comes from the attestation of the
+ * captured certificate, not from a CA. On success the socket carries no
+ * listeners of ours; the caller owns it and must handle its 'error'.
+ */
+export function dialTls(options: DialOptions): Promise<DialedSocket> {
+  const { signal } = options;
+  if (signal?.aborted) return Promise.reject(abortReason(signal));
+  const servername = options.servername ?? (isIP(options.host) === 0 ? options.host : undefined);
+  const target = `${options.host}:${options.port}`;
+
+  return new Promise((resolve, reject) => {
+    let phase: 'connect' | 'handshake' = 'connect';
+    let timer: NodeJS.Timeout | undefined;
+    const socket = connect({
+      host: options.host,
+      port: options.port,
+      ...(servername === undefined ? {} : { servername }),
+      ...(options.clientCertificate === undefined
+        ? {}
+        : { key: options.clientCertificate.key, cert: options.clientCertificate.cert }),
+      rejectUnauthorized: false,
+    });
+
+    const arm = (ms: number, code: ErrorCode, what: string) => {
+      clearTimeout(timer);
+      timer = setTimeout(
+        () => fail(new RaTlsError(code, `${what} to ${target} did not complete within ${ms} ms`)),
+        ms,
+      );
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      socket.off('connect', onConnect);
+      socket.off('secureConnect', onSecureConnect);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    const fail = (error: Error) => {
+      cleanup();
+      // Keep a listener so a late socket error cannot become an uncaught exception.
+      socket.on('error', () => {});
+      socket.destroy();
+      reject(error);
+    };
+    const onConnect = () => {
+      phase = 'handshake';
+      arm(options.handshakeTimeoutMs, 'HANDSHAKE_TIMEOUT', 'the TLS handshake');
+    };
+    const onSecureConnect = () => {
+      const raw = socket.getPeerCertificate(false)?.raw;
+      if (raw === undefined || raw.length === 0) {
+        fail(
+          new RaTlsError('HANDSHAKE_FAILED', `the server at ${target} presented no certificate`),
+        );
+        return;
+      }
+      cleanup();
+      resolve({ socket, peerCertificateDer: new Uint8Array(raw) });
+    };
+    const onError = (error: Error) => {
+      const code = phase === 'connect' ? 'CONNECT_FAILED' : 'HANDSHAKE_FAILED';
+      const what = phase === 'connect' ? 'TCP connect' : 'the TLS handshake';
+      fail(
+        new RaTlsError(code, `${what} to ${target} failed: ${describeCause(error)}`, {
+          cause: error,
+          details: { host: options.host, port: options.port },
+        }),
+      );
+    };
+    const onClose = () => {
+      onError(new Error('the connection was closed by the peer'));
+    };
+    const onAbort = () => fail(abortReason(signal!));
+
+    socket.once('connect', onConnect);
+    socket.once('secureConnect', onSecureConnect);
+    socket.on('error', onError);
+    socket.once('close', onClose);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    arm(options.connectTimeoutMs, 'CONNECT_TIMEOUT', 'TCP connect');
+  });
+}
+
+function abortReason(signal: AbortSignal): RaTlsError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof RaTlsError) return reason;
+  return new RaTlsError('CONNECTION_ENDED', 'the connection attempt was cancelled', {
+    cause: reason,
+  });
+}

@@ -1,0 +1,285 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { DstackClient } from '@phala/dstack-sdk';
+import { describeCause, RaTlsError } from '../errors.js';
+import { parseDuration } from '../util/duration.js';
+import { resolveDstackEndpoint } from './dstack-endpoint.js';
+
+/** A TLS client credential: PKCS#8 private key PEM and certificate chain PEM (leaf first). */
+export interface ClientCertificate {
+  readonly key: string;
+  readonly cert: string;
+}
+
+/** A client certificate obtained from the guest agent, with its refresh schedule. */
+export interface IssuedClientCertificate extends ClientCertificate {
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** When it was obtained (ms since epoch). */
+  readonly obtainedAt: number;
+  /** When it will be replaced (ms since epoch). */
+  readonly refreshAt: number;
+}
+
+/** Options of {@link ClientIdentity}. */
+export interface ClientIdentityOptions {
+  /** Guest agent socket path or simulator URL; default: DSTACK_SIMULATOR_ENDPOINT or the socket paths of PROTOCOL.md §4. */
+  readonly dstackEndpoint?: string;
+  /** Use this key/certificate instead of asking the guest agent (tests, non-dstack clients). */
+  readonly clientCertOverride?: ClientCertificate;
+  /** Subject CN requested from the agent. Default `pg-ra-tls`. */
+  readonly subject?: string;
+  /** Fraction of the remaining lifetime after which the certificate is replaced. Default 0.8. */
+  readonly refreshFraction?: number;
+  /** Timeout of one guest agent request. Default `"10s"`. */
+  readonly requestTimeout?: number | string;
+  /** Environment to read DSTACK_SIMULATOR_ENDPOINT from. Default `process.env`. */
+  readonly env?: NodeJS.ProcessEnv;
+  /** Clock (ms since epoch). Default `Date.now`. */
+  readonly now?: () => number;
+}
+
+/** Events of {@link ClientIdentity}. */
+export interface ClientIdentityEvents {
+  /** A new certificate was obtained (first fetch or refresh). */
+  refresh: [certificate: IssuedClientCertificate];
+  /** A background refresh failed; the current certificate stays in use while valid. */
+  refreshError: [error: RaTlsError];
+}
+
+/** Longest delay a Node.js timer accepts (about 24.8 days). */
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
+const MIN_RETRY_DELAY = 1000;
+const MAX_RETRY_DELAY = 60_000;
+
+/**
+ * The client certificate this process presents to the teesql sidecar, which
+ * verifies its attestation (mutual RA-TLS, PROTOCOL.md §5). Obtained from the
+ * dstack guest agent's GetTlsKey with `usage_ra_tls` and `usage_client_auth`
+ * (PROTOCOL.md §4), cached, refreshed in the background before it expires
+ * (unref'd timer), and concurrent requests share one agent call.
+ *
+ * The constructor resolves the agent endpoint and throws MISSING_DSTACK_SOCKET
+ * when there is none, before any network I/O.
+ */
+export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
+  /** The guest agent endpoint, or undefined with `clientCertOverride`. */
+  readonly endpoint: string | undefined;
+  readonly #override: ClientCertificate | undefined;
+  readonly #subject: string;
+  readonly #refreshFraction: number;
+  readonly #requestTimeoutMs: number;
+  readonly #now: () => number;
+  #client: DstackClient | undefined;
+  #current: IssuedClientCertificate | undefined;
+  #inflight: Promise<IssuedClientCertificate> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #agentRequests = 0;
+  #closed = false;
+
+  constructor(options: ClientIdentityOptions = {}) {
+    super();
+    this.#now = options.now ?? Date.now;
+    this.#subject = options.subject ?? 'pg-ra-tls';
+    this.#requestTimeoutMs = parseDuration(options.requestTimeout ?? '10s', 'requestTimeout');
+    const fraction = options.refreshFraction ?? 0.8;
+    if (!(fraction > 0 && fraction < 1)) {
+      throw new RaTlsError('BAD_CONFIG', 'refreshFraction must be between 0 and 1 (exclusive)', {
+        details: { option: 'refreshFraction' },
+      });
+    }
+    this.#refreshFraction = fraction;
+    if (options.clientCertOverride !== undefined) {
+      const { key, cert } = options.clientCertOverride;
+      if (typeof key !== 'string' || typeof cert !== 'string' || key === '' || cert === '') {
+        throw new RaTlsError('BAD_CONFIG', 'clientCertOverride needs PEM strings { key, cert }', {
+          details: { option: 'clientCertOverride' },
+        });
+      }
+      this.#override = Object.freeze({ key, cert });
+      this.endpoint = undefined;
+    } else {
+      this.#override = undefined;
+      this.endpoint = resolveDstackEndpoint(options.dstackEndpoint, options.env ?? process.env);
+    }
+  }
+
+  /** The certificate obtained from the agent, if any yet. */
+  get current(): IssuedClientCertificate | undefined {
+    return this.#current;
+  }
+
+  /** How many GetTlsKey calls this identity has made. */
+  get agentRequests(): number {
+    return this.#agentRequests;
+  }
+
+  /**
+   * The key and certificate to present now: cached until its refresh time;
+   * past it, a refresh is awaited, falling back to the cached one while it is
+   * still valid. Throws CLIENT_CERT_UNAVAILABLE when the agent fails and nothing
+   * valid is cached.
+   */
+  async get(): Promise<ClientCertificate> {
+    if (this.#override !== undefined) return this.#override;
+    if (this.#closed) {
+      throw new RaTlsError('CLIENT_CERT_UNAVAILABLE', 'the client identity has been closed');
+    }
+    const cached = this.#current;
+    const now = this.#now();
+    if (cached !== undefined && now < cached.refreshAt) return cached;
+    try {
+      return await this.#refresh();
+    } catch (error) {
+      if (cached !== undefined && now < cached.notAfter.getTime()) return cached;
+      throw error;
+    }
+  }
+
+  /** Stops the refresh timer; later `get()` calls fail (except with an override). */
+  close(): void {
+    this.#closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #refresh(): Promise<IssuedClientCertificate> {
+    this.#inflight ??= this.#fetch().finally(() => {
+      this.#inflight = undefined;
+    });
+    return this.#inflight;
+  }
+
+  async #fetch(): Promise<IssuedClientCertificate> {
+    const endpoint = this.endpoint!;
+    this.#client ??= new (await loadDstackClient(endpoint))(endpoint);
+    this.#agentRequests++;
+    let timer: NodeJS.Timeout | undefined;
+    let response: { key?: unknown; certificate_chain?: unknown };
+    try {
+      response = await Promise.race([
+        this.#client.getTlsKey({
+          subject: this.#subject,
+          usageRaTls: true,
+          usageClientAuth: true,
+          usageServerAuth: false,
+        }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`no answer within ${this.#requestTimeoutMs} ms`)),
+            this.#requestTimeoutMs,
+          );
+          timer.unref();
+        }),
+      ]);
+    } catch (cause) {
+      throw new RaTlsError(
+        'CLIENT_CERT_UNAVAILABLE',
+        `the dstack guest agent at ${endpoint} did not issue a client certificate ` +
+          `(GetTlsKey: ${describeCause(cause)}); check that the agent is running and reachable`,
+        { cause, details: { endpoint } },
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+    const issued = this.#readResponse(response, endpoint);
+    if (this.#closed) return issued;
+    this.#current = issued;
+    this.#schedule(issued.refreshAt);
+    this.emit('refresh', issued);
+    return issued;
+  }
+
+  #readResponse(
+    response: { key?: unknown; certificate_chain?: unknown },
+    endpoint: string,
+  ): IssuedClientCertificate {
+    const chain = response.certificate_chain;
+    const key = response.key;
+    const bad = (why: string, cause?: unknown) =>
+      new RaTlsError(
+        'CLIENT_CERT_UNAVAILABLE',
+        `the dstack guest agent at ${endpoint} returned an unusable GetTlsKey answer: ${why}`,
+        { cause, details: { endpoint } },
+      );
+    if (typeof key !== 'string' || !Array.isArray(chain) || chain.length === 0) {
+      throw bad('expected { key, certificate_chain: [PEM, ...] }');
+    }
+    if (!chain.every((pem): pem is string => typeof pem === 'string')) {
+      throw bad('certificate_chain holds something other than PEM strings');
+    }
+    let leaf: X509Certificate;
+    try {
+      leaf = new X509Certificate(chain[0]!);
+      if (!leaf.checkPrivateKey(createPrivateKey(key))) throw new Error('key does not match');
+    } catch (cause) {
+      throw bad('the key or leaf certificate cannot be read or do not match', cause);
+    }
+    const obtainedAt = this.#now();
+    const notBefore = new Date(leaf.validFrom);
+    const notAfter = new Date(leaf.validTo);
+    // dstack's default validity starts in 1975 (PROTOCOL.md §1), so the lifetime
+    // that matters is what remains from now, not from notBefore.
+    const start = Math.max(notBefore.getTime(), obtainedAt);
+    const refreshAt = start + this.#refreshFraction * (notAfter.getTime() - start);
+    return Object.freeze({
+      key,
+      cert: chain.map((pem) => pem.trim()).join('\n'),
+      notBefore,
+      notAfter,
+      obtainedAt,
+      refreshAt,
+    });
+  }
+
+  #schedule(at: number): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    const delay = Math.min(Math.max(at - this.#now(), 0), MAX_TIMER_DELAY);
+    this.#timer = setTimeout(() => this.#onTimer(at), delay);
+    this.#timer.unref();
+  }
+
+  #onTimer(at: number): void {
+    this.#timer = undefined;
+    if (this.#closed) return;
+    if (this.#now() < at) {
+      this.#schedule(at);
+      return;
+    }
+    this.#refresh().catch((error: unknown) => {
+      if (this.#closed) return;
+      const failure =
+        error instanceof RaTlsError
+          ? error
+          : new RaTlsError('CLIENT_CERT_UNAVAILABLE', describeCause(error), { cause: error });
+      this.emit('refreshError', failure);
+      const notAfter = this.#current?.notAfter.getTime() ?? this.#now();
+      const retry = Math.min(
+        Math.max((notAfter - this.#now()) / 4, MIN_RETRY_DELAY),
+        MAX_RETRY_DELAY,
+      );
+      this.#schedule(this.#now() + retry);
+    });
+  }
+}
+
+let sdk: Promise<typeof DstackClient> | undefined;
+
+/**
+ * Loads @phala/dstack-sdk on first use only: its entry point pulls in
+ * @noble/curves and viem-style helpers at load time that users with
+ * clientCertOverride never need. (0.5.8 declares @noble/curves optional but
+ * cannot load without it, so pg-ra-tls depends on it directly.)
+ */
+function loadDstackClient(endpoint: string): Promise<typeof DstackClient> {
+  sdk ??= import('@phala/dstack-sdk').then((module) => module.DstackClient);
+  return sdk.catch((cause: unknown) => {
+    sdk = undefined;
+    throw new RaTlsError(
+      'CLIENT_CERT_UNAVAILABLE',
+      `@phala/dstack-sdk could not be loaded (${describeCause(cause)}); ` +
+        'reinstall pg-ra-tls so its dependencies @phala/dstack-sdk and @noble/curves are present',
+      { cause, details: { endpoint } },
+    );
+  });
+}

@@ -1,0 +1,181 @@
+import assert from 'node:assert/strict';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { isRaTlsError } from '../src/errors.js';
+import { ClientIdentity, type IssuedClientCertificate } from '../src/identity/client-identity.js';
+import { resolveDstackEndpoint } from '../src/identity/dstack-endpoint.js';
+import { createRaTlsCertificate } from '../src/testing/ra-tls-certificate.js';
+import {
+  type GuestAgent,
+  startGuestAgent,
+  type TlsKeyIssuer,
+  type TlsKeyRequest,
+} from '../src/testing/stack/guest-agent.js';
+
+/** Issues self-signed client certificates valid for `lifetimeMs`, or fails on demand. */
+class TestIssuer implements TlsKeyIssuer {
+  lifetimeMs = 3650 * 86_400_000;
+  failing = false;
+  readonly requests: TlsKeyRequest[] = [];
+
+  async issueTlsKey(request: TlsKeyRequest) {
+    this.requests.push(request);
+    // Slow enough that concurrent callers overlap the one agent call.
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    if (this.failing) throw new Error('the KMS is unreachable');
+    const certificate = createRaTlsCertificate({
+      subject: `CN=${request.subject}`,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + this.lifetimeMs),
+    });
+    return { key: certificate.privateKeyPem, certificateChain: [certificate.certificatePem] };
+  }
+
+  async getQuote(): Promise<never> {
+    throw new Error('not used');
+  }
+}
+
+describe('ClientIdentity against a real guest agent over HTTP', () => {
+  const issuer = new TestIssuer();
+  let agent: GuestAgent;
+
+  before(async () => {
+    agent = await startGuestAgent({ issuer });
+  });
+  after(() => agent.close());
+
+  test('concurrent requests share one GetTlsKey call asking for RA-TLS client auth', async () => {
+    const identity = new ClientIdentity({ dstackEndpoint: agent.endpoint });
+    try {
+      const results = await Promise.all(Array.from({ length: 5 }, () => identity.get()));
+      assert.equal(identity.agentRequests, 1);
+      assert.equal(issuer.requests.length, 1);
+      assert.equal(issuer.requests[0]?.usageRaTls, true);
+      assert.equal(issuer.requests[0]?.usageClientAuth, true);
+      for (const result of results) assert.equal(result, results[0]);
+      const leaf = new X509Certificate(results[0]!.cert);
+      assert.ok(leaf.checkPrivateKey(createPrivateKey(results[0]!.key)));
+
+      await identity.get();
+      assert.equal(identity.agentRequests, 1, 'the certificate is cached');
+    } finally {
+      identity.close();
+    }
+  });
+
+  test('a certificate is replaced in the background before it expires', async () => {
+    issuer.lifetimeMs = 2500;
+    const identity = new ClientIdentity({ dstackEndpoint: agent.endpoint });
+    try {
+      const refreshes: IssuedClientCertificate[] = [];
+      const second = new Promise<void>((resolve) => {
+        identity.on('refresh', (certificate) => {
+          refreshes.push(certificate);
+          if (refreshes.length === 2) resolve();
+        });
+      });
+      const first = await identity.get();
+      await second;
+      const [initial, replacement] = refreshes;
+      assert.equal(initial?.cert, first.cert);
+      assert.notEqual(replacement?.cert, initial?.cert);
+      assert.ok(replacement!.obtainedAt < initial!.notAfter.getTime(), 'replaced before expiry');
+      assert.equal((await identity.get()).cert, replacement?.cert);
+    } finally {
+      identity.close();
+      issuer.lifetimeMs = 3650 * 86_400_000;
+    }
+  });
+
+  test('a failing agent is CLIENT_CERT_UNAVAILABLE naming the endpoint, never a crash', async () => {
+    issuer.failing = true;
+    const identity = new ClientIdentity({ dstackEndpoint: agent.endpoint });
+    try {
+      await assert.rejects(
+        identity.get(),
+        (error: unknown) =>
+          isRaTlsError(error, 'CLIENT_CERT_UNAVAILABLE') && error.message.includes(agent.endpoint),
+      );
+    } finally {
+      identity.close();
+      issuer.failing = false;
+    }
+  });
+
+  test('DSTACK_SIMULATOR_ENDPOINT is used when no endpoint is passed', async () => {
+    const identity = new ClientIdentity({ env: { DSTACK_SIMULATOR_ENDPOINT: agent.endpoint } });
+    try {
+      assert.equal(identity.endpoint, agent.endpoint);
+      const before = issuer.requests.length;
+      await identity.get();
+      assert.equal(issuer.requests.length, before + 1);
+    } finally {
+      identity.close();
+    }
+  });
+});
+
+describe('ClientIdentity endpoints', () => {
+  test('a unix socket agent works like dstack.sock', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pg-ra-tls-identity-'));
+    const socketPath = join(dir, 'dstack.sock');
+    const issuer = new TestIssuer();
+    const agent = await startGuestAgent({ issuer, socketPath });
+    const identity = new ClientIdentity({ dstackEndpoint: socketPath });
+    try {
+      const certificate = await identity.get();
+      assert.match(certificate.cert, /BEGIN CERTIFICATE/);
+      assert.equal(issuer.requests.length, 1);
+    } finally {
+      identity.close();
+      await agent.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('an unreachable agent is CLIENT_CERT_UNAVAILABLE', async () => {
+    const agent = await startGuestAgent({ issuer: new TestIssuer() });
+    const endpoint = agent.endpoint;
+    await agent.close();
+    const identity = new ClientIdentity({ dstackEndpoint: endpoint });
+    try {
+      await assert.rejects(identity.get(), (error: unknown) =>
+        isRaTlsError(error, 'CLIENT_CERT_UNAVAILABLE'),
+      );
+    } finally {
+      identity.close();
+    }
+  });
+
+  test('no agent anywhere is MISSING_DSTACK_SOCKET at construction', () => {
+    assert.throws(
+      () => resolveDstackEndpoint(undefined, {}, () => false),
+      (error: unknown) =>
+        isRaTlsError(error, 'MISSING_DSTACK_SOCKET') &&
+        /DSTACK_SIMULATOR_ENDPOINT/.test(error.message),
+    );
+    assert.equal(
+      resolveDstackEndpoint(undefined, {}, (path) => path === '/run/dstack/dstack.sock'),
+      '/run/dstack/dstack.sock',
+    );
+    assert.throws(
+      () => new ClientIdentity({ dstackEndpoint: '/nonexistent/dstack.sock' }),
+      (error: unknown) => isRaTlsError(error, 'MISSING_DSTACK_SOCKET'),
+    );
+  });
+
+  test('clientCertOverride is returned as is, with no agent', async () => {
+    const certificate = createRaTlsCertificate();
+    const identity = new ClientIdentity({
+      clientCertOverride: { key: certificate.privateKeyPem, cert: certificate.certificatePem },
+      env: {},
+    });
+    assert.equal(identity.endpoint, undefined);
+    assert.equal((await identity.get()).cert, certificate.certificatePem);
+    assert.equal(identity.agentRequests, 0);
+  });
+});

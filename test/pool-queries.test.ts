@@ -1,0 +1,268 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { RaTlsClient } from '../src/connection/ra-tls-client.js';
+import { pgConnectOptsRaTls, verifyServer } from '../src/connection/verify-server.js';
+import { type ErrorCode, isRaTlsError } from '../src/errors.js';
+import { type AttestationFailedEvent, createPool } from '../src/pool/ra-tls-pool.js';
+import { createTestAuthority } from '../src/testing/authority/test-authority.js';
+import { createRaTlsCertificate, generateRaTlsKeyPair } from '../src/testing/ra-tls-certificate.js';
+import type { SidecarMisbehaviour } from '../src/testing/stack/sidecar.js';
+import type { RaTlsVerifier } from '../src/verification/verifier.js';
+import { type PoolStack, raTlsCredentials, startPoolStack } from './pool-harness.js';
+
+let stack: PoolStack;
+before(async () => {
+  stack = await startPoolStack();
+});
+after(() => stack.close());
+
+function poolOptions(extra: Record<string, unknown> = {}) {
+  return {
+    connectionString: stack.dsn,
+    verifier: stack.verifier,
+    dstackEndpoint: stack.agent.endpoint,
+    policy: { allowedMrtds: [stack.mrtd] },
+    connectTimeout: '2s',
+    handshakeTimeout: '1s',
+    ...extra,
+  };
+}
+
+describe('queries over attested connections', () => {
+  test('a pool attests the sidecar, pins it, and runs CRUD through the verified socket', async () => {
+    const pool = createPool(poolOptions());
+    const attested: string[] = [];
+    pool.on('attested', (report: { fingerprint: string }) => attested.push(report.fingerprint));
+    try {
+      assert.ok(pool instanceof pg.Pool);
+      await pool.query('create table if not exists notes (id serial primary key, body text)');
+      await pool.query('insert into notes (body) values ($1)', ['attested']);
+      const { rows } = await pool.query<{ body: string }>('select body from notes');
+      assert.deepEqual(rows, [{ body: 'attested' }]);
+
+      const client = await pool.connect();
+      try {
+        assert.ok(client instanceof RaTlsClient);
+        assert.equal(
+          (await client.query('select current_user as u')).rows[0].u,
+          'teesql_readwrite',
+        );
+      } finally {
+        client.release();
+      }
+      assert.equal(pool.attestation?.mrtd, stack.mrtd);
+      assert.equal(pool.attestation?.tcbStatus, 'UpToDate');
+      assert.ok(attested.length >= 1);
+      assert.ok(attested.every((fingerprint) => fingerprint === pool.attestation?.fingerprint));
+    } finally {
+      await pool.end();
+    }
+  });
+});
+
+describe('a bad server never receives a byte of Postgres', () => {
+  const cases: { name: string; make: () => Promise<SidecarMisbehaviour>; code: ErrorCode }[] = [
+    {
+      name: 'a certificate without attestation',
+      code: 'NO_ATTESTATION',
+      make: async () => {
+        const plain = createRaTlsCertificate({ subject: 'CN=impostor' });
+        return { credentials: { key: plain.privateKeyPem, cert: plain.certificatePem } };
+      },
+    },
+    {
+      name: 'a genuine quote replayed in another key’s certificate',
+      code: 'PUBKEY_MISMATCH',
+      make: async () => {
+        const genuine = stack.authority.issueQuote({
+          reportData: new Uint8Array(64).fill(1),
+        });
+        const other = generateRaTlsKeyPair();
+        const forged = createRaTlsCertificate({
+          privateKey: other.privateKeyPem,
+          attestation: { quote: genuine },
+        });
+        return { credentials: { key: forged.privateKeyPem, cert: forged.certificatePem } };
+      },
+    },
+    {
+      name: 'a debug TD',
+      code: 'DEBUG_MODE',
+      make: async () => ({ credentials: raTlsCredentials(stack.authority, { debug: true }) }),
+    },
+    {
+      name: 'a TCB no level of the TCB info matches',
+      code: 'BAD_TCB_STATUS',
+      make: async () => ({
+        credentials: raTlsCredentials(stack.authority, { teeTcbSvn: '00'.repeat(16) }),
+      }),
+    },
+    {
+      name: 'an MRTD outside allowedMrtds',
+      code: 'MRTD_NOT_ALLOWED',
+      make: async () => ({
+        credentials: raTlsCredentials(stack.authority, { mrtd: 'ee'.repeat(48) }),
+      }),
+    },
+    {
+      name: 'a quote signed under another root of trust',
+      code: 'QUOTE_INVALID',
+      make: async () => {
+        const foreign = await createTestAuthority({ seed: 'someone else' });
+        return { credentials: raTlsCredentials(foreign) };
+      },
+    },
+    {
+      name: 'a server that stalls the handshake',
+      code: 'HANDSHAKE_TIMEOUT',
+      make: async () => ({ stallHandshake: true }),
+    },
+    {
+      name: 'a server that hangs up during the handshake',
+      code: 'HANDSHAKE_FAILED',
+      make: async () => ({ closeDuringHandshake: true }),
+    },
+  ];
+
+  for (const { name, make, code } of cases) {
+    test(`${name}: pool.query() rejects with ${code}`, async () => {
+      stack.sidecar.misbehave(await make());
+      const pool = createPool(poolOptions());
+      const failures: AttestationFailedEvent[] = [];
+      pool.on('attestationFailed', (event: AttestationFailedEvent) => failures.push(event));
+      const before = stack.sidecar.stats.connections.length;
+      try {
+        await assert.rejects(pool.query('select 1'), (error: unknown) => {
+          assert.ok(isRaTlsError(error), `expected a RaTlsError, got ${String(error)}`);
+          assert.equal(error.code, code, error.message);
+          return true;
+        });
+        assert.equal(failures[0]?.error.code, code);
+        const connections = stack.sidecar.stats.connections.slice(before);
+        assert.ok(connections.length >= 1);
+        for (const connection of connections) assert.equal(connection.bytesToUpstream, 0);
+      } finally {
+        stack.sidecar.reset();
+        await pool.end();
+      }
+    });
+  }
+});
+
+describe('verification time is bounded', () => {
+  test('a verifier that never answers is VERIFY_TIMEOUT, with 0 bytes to Postgres', async () => {
+    const hanging: RaTlsVerifier = {
+      name: 'hanging',
+      verify: (_quote, verifyOptions) =>
+        new Promise((_, reject) => {
+          verifyOptions?.signal?.addEventListener('abort', () =>
+            reject(verifyOptions.signal?.reason),
+          );
+        }),
+    };
+    const before = stack.sidecar.stats.connections.length;
+    const pool = createPool(poolOptions({ verifier: hanging, verifyTimeout: '150ms' }));
+    try {
+      await assert.rejects(pool.query('select 1'), (error: unknown) =>
+        isRaTlsError(error, 'VERIFY_TIMEOUT'),
+      );
+      const connections = stack.sidecar.stats.connections.slice(before);
+      assert.ok(connections.every((connection) => connection.bytesToUpstream === 0));
+    } finally {
+      await pool.end();
+    }
+  });
+});
+
+describe('pg-pool timeouts', () => {
+  test('connectionTimeoutMillis during attestation is CONNECT_TIMEOUT, not an untyped pg-pool error', async () => {
+    stack.sidecar.misbehave({ stallHandshake: true });
+    const before = stack.sidecar.stats.connections.length;
+    const pool = createPool(poolOptions({ connectionTimeoutMillis: 200, handshakeTimeout: '5s' }));
+    try {
+      await assert.rejects(pool.query('select 1'), (error: unknown) =>
+        isRaTlsError(error, 'CONNECT_TIMEOUT'),
+      );
+      assert.equal(pool.totalCount, 0);
+      const connections = stack.sidecar.stats.connections.slice(before);
+      assert.ok(connections.every((connection) => connection.bytesToUpstream === 0));
+    } finally {
+      stack.sidecar.reset();
+      await pool.end();
+    }
+  });
+});
+
+describe('RaTlsClient, verifyServer and pgConnectOptsRaTls', () => {
+  test('a standalone RaTlsClient connects, exposes its attestation and ends', async () => {
+    const client = new RaTlsClient(poolOptions());
+    await client.connect();
+    try {
+      assert.equal((await client.query('select 41 + 1 as n')).rows[0].n, 42);
+      assert.equal(client.attestation?.mrtd, stack.mrtd);
+    } finally {
+      await client.end();
+    }
+  });
+
+  test('end() during attestation settles connect() with CONNECTION_ENDED and sends nothing', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let entered: () => void = () => {};
+    const verifying = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    const slow: RaTlsVerifier = {
+      name: 'slow',
+      verify: async (quote, options) => {
+        entered();
+        await gate;
+        return stack.verifier.verify(quote, options);
+      },
+    };
+    const before = stack.sidecar.stats.connections.length;
+    const client = new RaTlsClient(poolOptions({ verifier: slow }));
+    const connecting = client.connect();
+    await verifying;
+    await client.end();
+    await assert.rejects(connecting, (error: unknown) => isRaTlsError(error, 'CONNECTION_ENDED'));
+    release();
+    const connections = stack.sidecar.stats.connections.slice(before);
+    assert.ok(connections.every((connection) => connection.bytesToUpstream === 0));
+  });
+
+  test('verifyServer returns the report without a Postgres session', async () => {
+    const before = stack.sidecar.stats.connections.length;
+    const report = await verifyServer(`127.0.0.1:${stack.sidecar.port}`, {
+      verifier: stack.verifier,
+      dstackEndpoint: stack.agent.endpoint,
+      policy: { allowedMrtds: [stack.mrtd] },
+    });
+    assert.equal(report.mrtd, stack.mrtd);
+    const connections = stack.sidecar.stats.connections.slice(before);
+    assert.ok(connections.every((connection) => connection.bytesToUpstream === 0));
+  });
+
+  test('pgConnectOptsRaTls hands a verified socket to a plain pg.Client, once', async () => {
+    const config = await pgConnectOptsRaTls(stack.dsn, {
+      verifier: stack.verifier,
+      dstackEndpoint: stack.agent.endpoint,
+    });
+    assert.equal(config.ssl, false);
+    assert.equal(config.attestation.mrtd, stack.mrtd);
+    const client = new pg.Client(config);
+    await client.connect();
+    try {
+      assert.equal((await client.query('select 1 as one')).rows[0].one, 1);
+    } finally {
+      await client.end();
+    }
+    assert.throws(
+      () => new pg.Client(config),
+      (error: unknown) => isRaTlsError(error, 'BAD_CONFIG'),
+    );
+  });
+});
