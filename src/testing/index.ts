@@ -5,6 +5,18 @@
  */
 
 export * from './authority/index.js';
+export {
+  createDstackIssuer,
+  type DstackExpectedIdentity,
+  type DstackIdentity,
+  type DstackInfoResponse,
+  type DstackIssuer,
+  type DstackIssuerFaults,
+  type DstackIssuerOptions,
+  type DstackQuoteResponse,
+  type DstackTlsKey,
+  type DstackTlsKeyRequest,
+} from './dstack-issuer.js';
 export { type PccsServer, type PccsServerOptions, startPccsServer } from './pccs-server.js';
 export {
   type CreateRaTlsCertificateOptions,
