@@ -69,6 +69,19 @@ describe('connection strings', () => {
     }
   });
 
+  test('hostaddr (libpq) sends TCP to the address while host stays the TLS name', () => {
+    const name = 'ab12-5433s.dstack.example';
+    for (const connectionString of [
+      `postgres://teesql_read:${SECRET}@${name}:443/db?hostaddr=127.0.0.1`,
+      `host=${name} hostaddr=127.0.0.1 port=443 user=teesql_read password=${SECRET} dbname=db`,
+    ]) {
+      const settings = resolveConnectionSettings({ connectionString });
+      assert.equal(settings.host, '127.0.0.1');
+      assert.equal(settings.servername, name);
+      assert.equal(settings.port, 443);
+    }
+  });
+
   test('discrete config fields override the URL; the default port is the sidecar port', () => {
     const settings = resolveConnectionSettings({
       connectionString: `postgres://teesql_read:${SECRET}@old-host/db`,

@@ -190,7 +190,10 @@ export function resolveConnectionSettings(
   }
 
   const fields = { ...parsed, ...definedFields(input), ...definedFields(input.config ?? {}) };
-  const host = fields.host;
+  // libpq semantics: `hostaddr` is where TCP goes, `host` stays the name (here: the TLS SNI,
+  // which the dstack gateway routes by, PROTOCOL.md §5).
+  const name = fields.host === '' ? undefined : fields.host;
+  const host = fields.hostaddr ?? name;
   if (host === undefined || host === '') {
     throw new RaTlsError(
       'BAD_CONFIG',
@@ -209,7 +212,8 @@ export function resolveConnectionSettings(
 
   if (input.allowCustomRoles !== true) checkTeesqlCredentials(fields.user, fields.password);
 
-  const servername = input.servername ?? (isIP(host) === 0 ? host : undefined);
+  const servername =
+    input.servername ?? (name !== undefined && isIP(name) === 0 ? name : undefined);
   const hostInUrl = isIP(host) === 6 ? `[${host}]` : host;
   const userInUrl =
     fields.user === undefined

@@ -6,6 +6,8 @@ import { RaTlsError } from '../errors.js';
  */
 export interface ParsedConnectionString {
   readonly host?: string;
+  /** libpq `hostaddr`: the numeric address to connect to, while `host` stays the TLS name. */
+  readonly hostaddr?: string;
   readonly port?: string;
   readonly user?: string;
   readonly password?: string;
@@ -144,9 +146,11 @@ function parseKeywords(dsn: string): ParsedConnectionString {
 function pickConnectionFields(
   values: Record<string, string>,
 ): Omit<ParsedConnectionString, 'parameters'> {
-  const host = values['host'] ?? values['hostaddr'];
+  const host = values['host'];
+  const hostaddr = values['hostaddr'];
   return {
     ...(host === undefined ? {} : { host }),
+    ...(hostaddr === undefined ? {} : { hostaddr }),
     ...(values['port'] === undefined ? {} : { port: values['port'] }),
     ...(values['user'] === undefined ? {} : { user: values['user'] }),
     ...(values['password'] === undefined ? {} : { password: values['password'] }),
