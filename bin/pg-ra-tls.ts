@@ -1,4 +1,5 @@
 #!/usr/bin/env node
-/** The pg-ra-tls command line. */
-process.stderr.write('pg-ra-tls: the command line is not built yet\n');
-process.exitCode = 2;
+/** The pg-ra-tls command line; the commands live in src/cli/. */
+import { main } from '../src/cli/main.js';
+
+process.exitCode = await main(process.argv.slice(2));

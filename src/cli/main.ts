@@ -1,0 +1,82 @@
+/**
+ * The `pg-ra-tls` command line: a small dispatcher over one module per
+ * command, each imported only when it runs (so `--help` stays instant).
+ */
+import { type CliCommand, type CliIo, ExitCode, formatError, isUsageError } from './command.js';
+
+/** Every command, by name: a loader, so nothing is imported until it runs. */
+const COMMANDS: Readonly<Record<string, () => Promise<CliCommand>>> = {
+  dev: async () => (await import('./dev.js')).devCommand,
+};
+
+/** One-line summaries for the top-level help (kept here so `--help` loads no command). */
+const SUMMARIES: Readonly<Record<keyof typeof COMMANDS, string>> = {
+  dev: 'Run a local attested teesql stack (test root of trust) until Ctrl-C',
+};
+
+const VERBOSE = '--verbose';
+
+/** The top-level `--help` text. */
+export function mainHelp(): string {
+  const width = Math.max(...Object.keys(SUMMARIES).map((name) => name.length));
+  const commands = Object.entries(SUMMARIES)
+    .map(([name, summary]) => `  ${name.padEnd(width)}  ${summary}`)
+    .join('\n');
+  return `Usage: pg-ra-tls <command> [options]
+
+Attested Postgres connections to teesql databases in Intel TDX (dstack) CVMs.
+
+Commands:
+${commands}
+
+Options:
+  -h, --help   Show this help; "pg-ra-tls <command> --help" shows a command's options
+  --verbose    Print stack traces with errors
+`;
+}
+
+/** The process's own streams, environment and signals. */
+export function processIo(): CliIo {
+  return {
+    stdout: (text) => process.stdout.write(text),
+    stderr: (text) => process.stderr.write(text),
+    env: process.env,
+    process,
+  };
+}
+
+/**
+ * Runs `pg-ra-tls <argv...>` and resolves to the exit code: 0 success,
+ * 1 failure, 2 command-line mistake. Never rejects: every error is printed as
+ * one line with its code (and a stack trace with `--verbose`).
+ */
+export async function main(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
+  const verbose = argv.includes(VERBOSE);
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
+    (name === undefined ? io.stderr : io.stdout)(mainHelp());
+    return name === undefined ? ExitCode.USAGE : ExitCode.OK;
+  }
+  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (load === undefined) {
+    io.stderr(
+      `pg-ra-tls: BAD_CONFIG: unknown command ${JSON.stringify(name)}; ` +
+        `the commands are: ${Object.keys(COMMANDS).join(', ')} (see pg-ra-tls --help)\n`,
+    );
+    return ExitCode.USAGE;
+  }
+  try {
+    const command = await load();
+    if (rest.includes('-h') || rest.includes('--help')) {
+      io.stdout(command.help);
+      return ExitCode.OK;
+    }
+    return await command.run(
+      rest.filter((arg) => arg !== VERBOSE),
+      io,
+    );
+  } catch (error) {
+    io.stderr(formatError(error, verbose));
+    return isUsageError(error) ? ExitCode.USAGE : ExitCode.FAILED;
+  }
+}
