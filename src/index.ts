@@ -5,9 +5,18 @@
 
 export { type AttestCertificateOptions, attestCertificate } from './attest/attest-certificate.js';
 export type { AttestationReport } from './attest/report.js';
-export type { ConnectionSettingsInput } from './config/connection-settings.js';
+export {
+  type ConnectionSettings,
+  type ConnectionSettingsInput,
+  resolveConnectionSettings,
+} from './config/connection-settings.js';
 export { maskConnectionString } from './config/connection-string.js';
-export type { AttestationOptions } from './connection/attested-connector.js';
+export {
+  type AttestationOptions,
+  AttestedConnector,
+  type AttestedSocket,
+  type EndpointTarget,
+} from './connection/attested-connector.js';
 export { RaTlsClient, type RaTlsClientOptions } from './connection/ra-tls-client.js';
 export {
   type PgConnectOptsOptions,

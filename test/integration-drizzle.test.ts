@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { DrizzleQueryError, eq, sql } from 'drizzle-orm';
+import { drizzle as nodePgDrizzle } from 'drizzle-orm/node-postgres';
+import { integer, pgTable, serial, text } from 'drizzle-orm/pg-core';
+import pg from 'pg';
+import { createPool, drizzle } from '../integrations/drizzle/index.js';
+import { isRaTlsError } from '../src/errors.js';
+import { createDstackIssuer } from '../src/testing/dstack-issuer.js';
+import { type LocalStack, startLocalStack } from '../src/testing/local-stack.js';
+
+const orders = pgTable('orders', {
+  id: serial('id').primaryKey(),
+  item: text('item').notNull(),
+  quantity: integer('quantity').notNull(),
+});
+
+let stack: LocalStack;
+
+before(async () => {
+  stack = await startLocalStack({ logger: () => {} });
+});
+
+after(async () => {
+  await stack?.stop();
+  assert.deepEqual(openSockets(), [], 'every socket and server is closed');
+});
+
+function openSockets(): string[] {
+  return process
+    .getActiveResourcesInfo()
+    .filter((name) => /TCP|TLS|Pipe/.test(name) && name !== 'PipeWrap');
+}
+
+/** The error a query failed with, under Drizzle's DrizzleQueryError wrapper when there is one. */
+function rootCause(error: unknown): unknown {
+  return error instanceof Error && error.cause !== undefined ? error.cause : error;
+}
+
+test("Drizzle's own node-postgres driver takes the pool: typed insert/select and transactions", async () => {
+  const pool = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const db = nodePgDrizzle({ client: pool, schema: { orders } });
+  try {
+    await db.execute(
+      sql`create table orders (id serial primary key, item text not null, quantity integer not null)`,
+    );
+    const [created] = await db.insert(orders).values({ item: 'tea', quantity: 2 }).returning();
+    assert.deepEqual(created, { id: 1, item: 'tea', quantity: 2 });
+
+    await db.transaction(async (tx) => {
+      await tx.update(orders).set({ quantity: 3 }).where(eq(orders.id, 1));
+    });
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.insert(orders).values({ item: 'coffee', quantity: 1 });
+        tx.rollback();
+      }),
+      /Rollback/,
+    );
+    const rows = await db.select().from(orders);
+    assert.deepEqual(rows, [{ id: 1, item: 'tea', quantity: 3 }]);
+    assert.equal(db.$client.attestation?.mrtd, stack.expected.mrtd);
+  } finally {
+    await pool.end();
+  }
+});
+
+test('drizzle({ connection }) from pg-ra-tls/drizzle creates the attested pool itself', async () => {
+  const db = drizzle({
+    connection: { connectionString: stack.databaseUrl, ...stack.clientOptions },
+    schema: { orders },
+  });
+  try {
+    const found = await db.query.orders.findFirst({ where: eq(orders.item, 'tea') });
+    assert.equal(found?.quantity, 3);
+    assert.equal(db.$client.totalCount, 1);
+    assert.equal(db.$client.attestation?.app?.appId, stack.expected.appId);
+  } finally {
+    await db.$client.end();
+  }
+  const plain = new pg.Pool();
+  try {
+    assert.throws(
+      () => drizzle({ client: plain as never }),
+      (error: unknown) =>
+        isRaTlsError(error, 'BAD_CONFIG') && /would not attest/.test(error.message),
+    );
+  } finally {
+    await plain.end();
+  }
+});
+
+test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => {
+  const db = drizzle({
+    connection: { connectionString: stack.databaseUrlFor('teesql_read'), ...stack.clientOptions },
+  });
+  try {
+    assert.equal((await db.select().from(orders)).length, 1);
+    await assert.rejects(db.insert(orders).values({ item: 'x', quantity: 1 }), (error) => {
+      assert.equal((rootCause(error) as { code?: string }).code, '42501');
+      return true;
+    });
+  } finally {
+    await db.$client.end();
+  }
+});
+
+test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres gets no byte', async () => {
+  const impostor = createDstackIssuer({
+    authority: stack.authority,
+    identity: { ...stack.expected, mrtd: 'ee'.repeat(48) },
+  });
+  const issued = await impostor.issueTlsKey({ usageRaTls: true, usageServerAuth: true });
+  const seen = stack.sidecar.stats.accepted;
+  stack.sidecar.misbehave({
+    credentials: { key: issued.key, cert: issued.certificateChain.join('\n') },
+  });
+  const db = drizzle({
+    connection: { connectionString: stack.databaseUrl, ...stack.clientOptions },
+  });
+  try {
+    await assert.rejects(db.select().from(orders), (error: unknown) => {
+      // Drizzle 0.44+ wraps driver errors in DrizzleQueryError; ours is its cause.
+      assert.ok(error instanceof DrizzleQueryError);
+      return isRaTlsError(rootCause(error), 'MRTD_NOT_ALLOWED');
+    });
+  } finally {
+    stack.sidecar.reset();
+    await db.$client.end();
+  }
+  const attempts = stack.sidecar.stats.connections.filter((connection) => connection.id > seen);
+  assert.equal(attempts.length, 1);
+  assert.equal(attempts[0]?.bytesToUpstream, 0);
+});
