@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { RaTlsError } from '../../errors.js';
 import { fromHex, sha384, toHex } from '../../util/bytes.js';
+import type { NormalizedCollateral } from '../../verification/collateral.js';
 import {
   type CertificateSpec,
   certificatePem,
@@ -60,21 +61,7 @@ export interface TestAuthorityOptions {
  * (`QuoteCollateralV3`, PROTOCOL.md §3): PEM chains, the exact signed JSON texts,
  * and byte fields as lowercase hex (as the WASM engine requires and the fixtures store).
  */
-export interface TestCollateral {
-  readonly pck_crl_issuer_chain: string;
-  /** DER, hex. */
-  readonly root_ca_crl: string;
-  /** DER, hex. */
-  readonly pck_crl: string;
-  readonly tcb_info_issuer_chain: string;
-  readonly tcb_info: string;
-  /** Raw r‖s, hex. */
-  readonly tcb_info_signature: string;
-  readonly qe_identity_issuer_chain: string;
-  readonly qe_identity: string;
-  /** Raw r‖s, hex. */
-  readonly qe_identity_signature: string;
-}
+export type TestCollateral = NormalizedCollateral;
 
 /** Options of {@link TestAuthority.collateral}. */
 export interface CollateralOptions {

@@ -4,33 +4,22 @@
  * {@link RaTlsError} codes.
  */
 import { describeCause, type ErrorCode, RaTlsError } from '../../errors.js';
+import type { ParsedQuote } from '../../evidence/types.js';
 import type { NormalizedCollateral } from '../collateral.js';
 import { TCB_STATUSES, type TcbStatus } from '../verifier.js';
 
 /** The engines pg-ra-tls can run. */
 export type EngineName = 'wasm' | 'js';
 
-/** TD report fields as the engine read them from the verified quote; lowercase hex. */
-export interface TdReportFields {
-  readonly teeTcbSvn: string;
-  readonly mrSeam: string;
-  readonly mrSignerSeam: string;
-  readonly seamAttributes: string;
-  readonly tdAttributes: string;
-  readonly xfam: string;
-  readonly mrtd: string;
-  readonly mrConfigId: string;
-  readonly mrOwner: string;
-  readonly mrOwnerConfig: string;
-  readonly rtmr0: string;
-  readonly rtmr1: string;
-  readonly rtmr2: string;
-  readonly rtmr3: string;
-  readonly reportData: string;
-  /** TD report 1.5 only. */
-  readonly teeTcbSvn2?: string;
-  readonly mrServiceTd?: string;
-}
+/**
+ * TD report fields as the engine read them from the verified quote: the
+ * parser's fields (lowercase hex), but report_data as hex too so the two
+ * engines' reports compare as plain strings.
+ */
+export type TdReportFields = Omit<
+  ParsedQuote,
+  'version' | 'attestationKeyType' | 'teeType' | 'bodyType' | 'isDebug' | 'reportData'
+> & { readonly reportData: string };
 
 /** One engine's acceptance of a quote. */
 export interface EngineVerdict {
