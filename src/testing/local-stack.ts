@@ -14,6 +14,7 @@ import { attestCertificate } from '../attest/attest-certificate.js';
 import { describeCause, RaTlsError } from '../errors.js';
 import { DEFAULT_ACCEPTABLE_TCB_STATUSES, normalizePolicy } from '../policy/policy.js';
 import type { Policy } from '../policy/types.js';
+import { sha256, toHex } from '../util/bytes.js';
 import { parseDuration } from '../util/duration.js';
 import { DcapVerifier } from '../verification/dcap-verifier.js';
 import type { RaTlsVerifier, TcbStatus } from '../verification/verifier.js';
@@ -160,6 +161,8 @@ export interface LocalStack {
 const SIDECAR_PORT = 5433;
 const GATEWAY_BASE_DOMAIN = 'dstack.localhost';
 const DATABASE = 'teesql';
+/** How long the sidecar trusts a client certificate it verified. */
+const CLIENT_VERIFICATION_TTL_MS = 60_000;
 
 /**
  * The app CVM's default identity: recognisable and unlike the issuer's
@@ -296,10 +299,16 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       allowedComposeHashes: [clientIssuer.expected.composeHash],
       acceptableTcbStatuses: acceptedStatuses(options.tcbStatus),
     });
+    const admittedClients = new Map<string, number>();
     const sidecar = await startSidecar({
       serverCredentials: credentials.current,
       verifyClient: async (der) => {
+        // Like a real sidecar, remember client certificates that passed, for a while:
+        // a pool's warm connects then cost a handshake, not a DCAP run, on both ends.
+        const fingerprint = toHex(sha256(der));
+        if ((admittedClients.get(fingerprint) ?? 0) > Date.now()) return;
         await attestCertificate(der, { verifier: sidecarVerifier, policy: sidecarPolicy });
+        admittedClients.set(fingerprint, Date.now() + CLIENT_VERIFICATION_TTL_MS);
       },
       upstream: { host: upstream.host, port: upstream.port },
     });
