@@ -91,7 +91,7 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
     "note: quotes here chain to a TEST root of trust, not Intel's: every check runs, but no hardware is proven",
   );
 
-  out.step('starting the local stack (Postgres initdb takes a second or two)...');
+  out.step('starting the local stack (the first run on a machine also runs initdb)...');
   // The stack's verifiers announce the test root too; the note above says it once.
   const stack = await startLocalStack({ logger: () => {} });
   const databases: Kysely<DemoDatabase>[] = [];
@@ -100,7 +100,7 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
     const { timings } = stack;
     out.detail(
       `ready in ${seconds(timings.totalMs)}: Postgres ${seconds(timings.postgresMs)} ` +
-        `(initdb ${seconds(timings.initdbMs)}), test root ${ms(timings.authorityMs)}, ` +
+        `(data directory ${seconds(timings.initdbMs)}), test root ${ms(timings.authorityMs)}, ` +
         `sidecar + gateway + guest agent ${ms(timings.serversMs)}`,
     );
 
