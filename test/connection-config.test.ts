@@ -184,6 +184,34 @@ describe('connection strings', () => {
   });
 });
 
+describe('policy warnings', () => {
+  const dsn = `postgres://teesql_read:${SECRET}@db.example.com/db`;
+  const base = { connectionString: dsn, verifier, clientCertOverride: { key: 'k', cert: 'c' } };
+
+  test('a pool that accepts any MRTD says so when it is made, and again when updatePolicy keeps it open', async () => {
+    const warnings: string[] = [];
+    const pool = createPool({ ...base, logger: (message) => warnings.push(message) });
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /allowedMrtds is empty: any MRTD/);
+
+    pool.updatePolicy({ allowDebugMode: true });
+    assert.equal(warnings.length, 3);
+    assert.match(warnings[2]!, /allowDebugMode is true/);
+    await pool.end();
+  });
+
+  test('a pinned policy makes no noise', async () => {
+    const warnings: string[] = [];
+    const pool = createPool({
+      ...base,
+      policy: { allowedMrtds: ['ab'.repeat(48)] },
+      logger: (message) => warnings.push(message),
+    });
+    assert.deepEqual(warnings, []);
+    await pool.end();
+  });
+});
+
 describe('no network I/O before configuration is valid', () => {
   let server: Server;
   let port = 0;

@@ -4,7 +4,7 @@ import type { AttestationReport } from '../attest/report.js';
 import { type DialedSocket, dialTls } from '../dial/dial-tls.js';
 import { describeCause, RaTlsError } from '../errors.js';
 import { type ClientCertificate, ClientIdentity } from '../identity/client-identity.js';
-import { normalizePolicy } from '../policy/policy.js';
+import { normalizePolicy, policyWarnings } from '../policy/policy.js';
 import type { NormalizedPolicy, Policy } from '../policy/types.js';
 import {
   reportAttributes,
@@ -40,6 +40,11 @@ export interface AttestationOptions {
   readonly clientCertOverride?: ClientCertificate;
   /** A client identity to share (its lifetime stays the caller's). */
   readonly clientIdentity?: ClientIdentity;
+  /**
+   * Receives policy warnings (e.g. an empty `allowedMrtds` accepts any image),
+   * once per policy. Default `console.warn`.
+   */
+  readonly logger?: (message: string) => void;
 }
 
 /** One server endpoint and the transport timeouts to reach it. */
@@ -96,6 +101,7 @@ export class AttestedConnector {
   readonly #ownsIdentity: boolean;
   readonly #now: () => Date;
   readonly #lifetime = new AbortController();
+  readonly #logger: (message: string) => void;
   #policy: NormalizedPolicy;
   #policyVersion = 0;
 
@@ -113,7 +119,8 @@ export class AttestedConnector {
       );
     }
     this.verifier = verifier;
-    this.#policy = normalizePolicy(options.policy);
+    this.#logger = options.logger ?? console.warn;
+    this.#policy = this.#judgeWith(options.policy);
     this.reattestEveryMs = parseDuration(
       options.reattestEvery ?? DEFAULT_REATTEST_EVERY,
       'reattestEvery',
@@ -158,7 +165,7 @@ export class AttestedConnector {
 
   /** Replaces the policy (validated first) and forgets every cached report. */
   setPolicy(policy: Policy | undefined): NormalizedPolicy {
-    const normalized = normalizePolicy(policy);
+    const normalized = this.#judgeWith(policy);
     this.#policy = normalized;
     this.#policyVersion++;
     this.cache.clear();
@@ -256,6 +263,13 @@ export class AttestedConnector {
       reason ?? new RaTlsError('CONNECTION_ENDED', 'the connector has been closed'),
     );
     if (this.#ownsIdentity) this.identity.close();
+  }
+
+  /** Validates a policy and says out loud what it lets through (policyWarnings). */
+  #judgeWith(policy: Policy | undefined): NormalizedPolicy {
+    const normalized = normalizePolicy(policy);
+    for (const warning of policyWarnings(normalized)) this.#logger(`pg-ra-tls: ${warning}`);
+    return normalized;
   }
 
   #signal(signal: AbortSignal | undefined): AbortSignal {
