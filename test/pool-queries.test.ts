@@ -150,6 +150,32 @@ describe('a bad server never receives a byte of Postgres', () => {
   }
 });
 
+describe('a refused server leaves the pool healthy', () => {
+  test('once the server is genuine again, the same pool queries without being recreated', async () => {
+    const pool = createPool(poolOptions());
+    try {
+      stack.sidecar.misbehave({
+        credentials: raTlsCredentials(stack.authority, { mrtd: 'ee'.repeat(48) }),
+      });
+      for (let attempt = 0; attempt < 3; attempt++) {
+        await assert.rejects(pool.query('select 1'), (error: unknown) =>
+          isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
+        );
+      }
+      assert.equal(pool.totalCount, 0, 'no refused connection stays in the pool');
+
+      stack.sidecar.reset();
+      const { rows } = await pool.query('select 41 + 1 as answer');
+      assert.deepEqual(rows, [{ answer: 42 }]);
+      assert.equal(pool.totalCount, 1);
+      assert.equal(pool.waitingCount, 0);
+    } finally {
+      stack.sidecar.reset();
+      await pool.end();
+    }
+  });
+});
+
 describe('verification time is bounded', () => {
   test('a verifier that never answers is VERIFY_TIMEOUT, with 0 bytes to Postgres', async () => {
     const hanging: RaTlsVerifier = {
