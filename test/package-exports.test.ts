@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+/** Imports `specifier` by the package's own name from the built dist (as a user would) in a fresh process. */
+async function importInFreshProcess(script: string): Promise<string> {
+  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: root,
+    env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  return stdout.trim();
+}
+
+test('every subpath of the exports map loads from dist by the package name', async (t) => {
+  if (!existsSync(new URL('../dist/src/index.js', import.meta.url))) {
+    t.skip('dist/ is not built (npm test builds it first)');
+    return;
+  }
+  const subpaths = {
+    'pg-ra-tls': ['createPool', 'verifyServer', 'DcapVerifier', 'RaTlsError'],
+    'pg-ra-tls/testing': ['startLocalStack', 'createTestAuthority', 'createDstackIssuer'],
+    'pg-ra-tls/kysely': ['raTlsDialect'],
+    'pg-ra-tls/pg': ['createPool', 'createClient'],
+    'pg-ra-tls/drizzle': ['drizzle', 'createPool'],
+    'pg-ra-tls/prisma': ['prismaAdapter'],
+    'pg-ra-tls/postgres-js': ['postgresOptions'],
+  };
+  for (const [specifier, names] of Object.entries(subpaths)) {
+    const out = await importInFreshProcess(
+      `const m = await import(${JSON.stringify(specifier)}); console.log(JSON.stringify(Object.keys(m)));`,
+    );
+    const exported = JSON.parse(out) as string[];
+    for (const name of names) assert.ok(exported.includes(name), `${specifier} exports ${name}`);
+  }
+});
+
+test('the runtime entry imposes no global polyfill on the user’s process', async (t) => {
+  if (!existsSync(new URL('../dist/src/index.js', import.meta.url))) {
+    t.skip('dist/ is not built (npm test builds it first)');
+    return;
+  }
+  // @peculiar/x509 needs reflect-metadata; only pg-ra-tls/testing may load it.
+  const out = await importInFreshProcess(
+    "await import('pg-ra-tls'); await import('pg-ra-tls/kysely'); console.log(typeof Reflect.getMetadata);",
+  );
+  assert.equal(out, 'undefined');
+});
