@@ -67,6 +67,29 @@ describe('ClientIdentity against a real guest agent over HTTP', () => {
     }
   });
 
+  test('the certificate asked for is short-lived: not_before/not_after around now, lifetime as configured', async () => {
+    const identity = new ClientIdentity({ dstackEndpoint: agent.endpoint, lifetime: '2h' });
+    try {
+      const before = issuer.requests.length;
+      const asked = Date.now() / 1000;
+      await identity.get();
+      const request = issuer.requests[before];
+      assert.ok(request?.notBefore !== undefined && request.notAfter !== undefined);
+      assert.ok(request.notBefore <= asked && request.notBefore >= asked - 600);
+      assert.ok(Math.abs(request.notAfter - (asked + 7200)) < 60, 'not_after is now + 2h');
+    } finally {
+      identity.close();
+    }
+  });
+
+  test('a lifetime under a minute is BAD_CONFIG', () => {
+    assert.throws(
+      () => new ClientIdentity({ dstackEndpoint: agent.endpoint, lifetime: '5s' }),
+      (error: unknown) =>
+        isRaTlsError(error, 'BAD_CONFIG') && /clientCertLifetime/.test(error.message),
+    );
+  });
+
   test('a certificate is replaced in the background before it expires', async () => {
     issuer.lifetimeMs = 2500;
     const identity = new ClientIdentity({ dstackEndpoint: agent.endpoint });
@@ -103,6 +126,20 @@ describe('ClientIdentity against a real guest agent over HTTP', () => {
     } finally {
       identity.close();
       issuer.failing = false;
+    }
+  });
+
+  test('an agent older than 0.5.7 (no Version RPC) still issues a certificate, with its default validity', async () => {
+    const oldAgent = await startGuestAgent({ issuer, version: false });
+    const identity = new ClientIdentity({ dstackEndpoint: oldAgent.endpoint });
+    try {
+      const before = issuer.requests.length;
+      await identity.get();
+      assert.equal(issuer.requests.length, before + 1);
+      assert.equal(issuer.requests[before]?.notAfter, undefined);
+    } finally {
+      identity.close();
+      await oldAgent.close();
     }
   });
 

@@ -40,6 +40,8 @@ export interface AttestationOptions {
   readonly clientCertOverride?: ClientCertificate;
   /** A client identity to share (its lifetime stays the caller's). */
   readonly clientIdentity?: ClientIdentity;
+  /** Validity of the client certificates requested from the guest agent. Default `"1h"`. */
+  readonly clientCertLifetime?: number | string;
   /**
    * Receives policy warnings (e.g. an empty `allowedMrtds` accepts any image),
    * once per policy. Default `console.warn`.
@@ -143,6 +145,9 @@ export class AttestedConnector {
         ...(options.clientCertOverride === undefined
           ? {}
           : { clientCertOverride: options.clientCertOverride }),
+        ...(options.clientCertLifetime === undefined
+          ? {}
+          : { lifetime: options.clientCertLifetime }),
       });
       this.#ownsIdentity = true;
     }

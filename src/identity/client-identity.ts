@@ -29,6 +29,12 @@ export interface ClientIdentityOptions {
   readonly clientCertOverride?: ClientCertificate;
   /** Subject CN requested from the agent. Default `pg-ra-tls`. */
   readonly subject?: string;
+  /**
+   * Validity to request (not_before/not_after, guest agent ≥ 0.5.7): the
+   * certificate is short-lived, so a leaked key is soon worthless. Default
+   * `"1h"`. Older agents, which ignore validity requests, issue their default.
+   */
+  readonly lifetime?: number | string;
   /** Fraction of the remaining lifetime after which the certificate is replaced. Default 0.8. */
   readonly refreshFraction?: number;
   /** Timeout of one guest agent request. Default `"10s"`. */
@@ -50,6 +56,7 @@ export interface ClientIdentityEvents {
 /** Longest delay a Node.js timer accepts (about 24.8 days). */
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
 const MIN_RETRY_DELAY = 1000;
+const CLOCK_SKEW_MS = 5 * 60_000;
 const MAX_RETRY_DELAY = 60_000;
 
 /**
@@ -69,7 +76,10 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
   readonly #subject: string;
   readonly #refreshFraction: number;
   readonly #requestTimeoutMs: number;
+  readonly #lifetimeMs: number;
   readonly #now: () => number;
+  /** The agent has no Version RPC (< 0.5.7), so the SDK refuses validity options. */
+  #validityUnsupported = false;
   #client: DstackClient | undefined;
   #current: IssuedClientCertificate | undefined;
   #inflight: Promise<IssuedClientCertificate> | undefined;
@@ -82,6 +92,12 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
     this.#now = options.now ?? Date.now;
     this.#subject = options.subject ?? 'pg-ra-tls';
     this.#requestTimeoutMs = parseDuration(options.requestTimeout ?? '10s', 'requestTimeout');
+    this.#lifetimeMs = parseDuration(options.lifetime ?? '1h', 'clientCertLifetime');
+    if (this.#lifetimeMs < 60_000) {
+      throw new RaTlsError('BAD_CONFIG', 'clientCertLifetime must be at least one minute', {
+        details: { option: 'clientCertLifetime' },
+      });
+    }
     const fraction = options.refreshFraction ?? 0.8;
     if (!(fraction > 0 && fraction < 1)) {
       throw new RaTlsError('BAD_CONFIG', 'refreshFraction must be between 0 and 1 (exclusive)', {
@@ -158,12 +174,7 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
     let response: { key?: unknown; certificate_chain?: unknown };
     try {
       response = await Promise.race([
-        this.#client.getTlsKey({
-          subject: this.#subject,
-          usageRaTls: true,
-          usageClientAuth: true,
-          usageServerAuth: false,
-        }),
+        this.#requestTlsKey(this.#client),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
             () => reject(new Error(`no answer within ${this.#requestTimeoutMs} ms`)),
@@ -188,6 +199,33 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
     this.#schedule(issued.refreshAt);
     this.emit('refresh', issued);
     return issued;
+  }
+
+  /** GetTlsKey for RA-TLS client auth, short-lived where the agent supports validity options. */
+  async #requestTlsKey(
+    client: DstackClient,
+  ): Promise<{ key?: unknown; certificate_chain?: unknown }> {
+    const usage = {
+      subject: this.#subject,
+      usageRaTls: true,
+      usageClientAuth: true,
+      usageServerAuth: false,
+    };
+    if (this.#validityUnsupported) return client.getTlsKey(usage);
+    const now = this.#now();
+    try {
+      return await client.getTlsKey({
+        ...usage,
+        // A little slack for the server's clock.
+        notBefore: Math.floor((now - CLOCK_SKEW_MS) / 1000),
+        notAfter: Math.ceil((now + this.#lifetimeMs) / 1000),
+      });
+    } catch (error) {
+      // @phala/dstack-sdk refuses validity options before sending when the agent has no Version RPC.
+      if (!/not supported: OS version too old/.test(describeCause(error))) throw error;
+      this.#validityUnsupported = true;
+      return client.getTlsKey(usage);
+    }
   }
 
   #readResponse(
