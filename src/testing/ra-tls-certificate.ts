@@ -311,7 +311,9 @@ export function createRaTlsCertificate(
   }
 
   const serial = randomBytes(16);
-  serial[0] = serial[0]! & 0x7f;
+  // DER INTEGERs are minimal and signed: a first byte in 0x40..0x7f is neither
+  // negative nor zero padding (0x00 followed by < 0x80 is illegal, 1 time in 256).
+  serial[0] = (serial[0]! & 0x3f) | 0x40;
   const algorithm = new AlgorithmIdentifier({ algorithm: ECDSA_WITH_SHA256 });
   const tbs = new TBSCertificate({
     version: Version.v3,

@@ -77,8 +77,11 @@ export async function createPlainCertificate(
     extensions.push(await x509.AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey));
   }
   const now = Date.now();
+  const serial = webcrypto.getRandomValues(new Uint8Array(8));
+  // Positive and minimally encoded as a DER INTEGER (see ra-tls-certificate.ts).
+  serial[0] = (serial[0]! & 0x3f) | 0x40;
   const certificate = await x509.X509CertificateGenerator.create({
-    serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
+    serialNumber: Buffer.from(serial).toString('hex'),
     subject: [{ CN: [commonName] }],
     issuer: [{ CN: [issuer?.commonName ?? commonName] }],
     notBefore: options.notBefore ?? new Date(now - 3_600_000),
