@@ -26,17 +26,32 @@ async function processesMentioning(text: string): Promise<number[]> {
   return found;
 }
 
+/**
+ * What a run left in `scratch`, beyond tsx's compile cache (tsx-<uid>) and the
+ * initdb template that Postgres start-ups share on purpose (pg-ra-tls-initdb-*).
+ */
+async function leftovers(scratch: string): Promise<string[]> {
+  return (await readdir(scratch)).filter(
+    (name) => !/^tsx-\d+$/.test(name) && !name.startsWith('pg-ra-tls-initdb-'),
+  );
+}
+
+/** Runs `pg-ra-tls demo` with TMPDIR and the Postgres data root in a private scratch dir. */
+function spawnDemo(scratch: string) {
+  return spawn(process.execPath, ['--import', 'tsx', 'bin/pg-ra-tls.ts', 'demo'], {
+    cwd: root,
+    env: { ...process.env, TMPDIR: scratch, PG_RA_TLS_DATA_DIR: scratch },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
 test('pg-ra-tls demo runs end to end, exits 0 and leaves no process or temp dir behind', async () => {
   // A private TMPDIR: whatever the demo writes lands here, so leftovers are visible.
   const scratch = await mkdtemp(join(tmpdir(), 'pg-ra-tls-cli-demo-'));
   // Postgres runs as the OS user `postgres` when we are root: it must traverse this dir.
   await chmod(scratch, 0o755);
   try {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/pg-ra-tls.ts', 'demo'], {
-      cwd: root,
-      env: { ...process.env, TMPDIR: scratch },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawnDemo(scratch);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => {
@@ -73,9 +88,35 @@ test('pg-ra-tls demo runs end to end, exits 0 and leaves no process or temp dir 
     assert.ok(lines.length <= 30, `compact output, got ${lines.length} lines`);
     assert.doesNotMatch(stderr, /error/i);
 
-    // tsx keeps its compile cache in TMPDIR (tsx-<uid>); everything else is the demo's.
-    const left = (await readdir(scratch)).filter((name) => !/^tsx-\d+$/.test(name));
+    const left = await leftovers(scratch);
     assert.deepEqual(left, [], 'every temp dir was removed');
+    assert.deepEqual(await processesMentioning(scratch), [], 'no Postgres is left running');
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+});
+
+test('Ctrl-C during the demo stops the stack, exits 130 and leaves nothing behind', async () => {
+  const scratch = await mkdtemp(join(tmpdir(), 'pg-ra-tls-cli-demo-'));
+  await chmod(scratch, 0o755);
+  try {
+    const child = spawnDemo(scratch);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+      // Interrupt once the stack is up and the first connection is being made.
+      if (stdout.includes('[2/6]') && child.exitCode === null) child.kill('SIGINT');
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    const [code] = await once(child, 'close');
+
+    assert.equal(code, 130, `stdout:\n${stdout}\nstderr:\n${stderr}`);
+    assert.match(stderr, /pg-ra-tls demo: SIGINT: stopped; temporary files removed/);
+    assert.doesNotMatch(stdout, /^done in /m);
+    assert.deepEqual(await leftovers(scratch), [], 'every temp dir was removed');
     assert.deepEqual(await processesMentioning(scratch), [], 'no Postgres is left running');
   } finally {
     await rm(scratch, { recursive: true, force: true });

