@@ -221,6 +221,27 @@ describe('pg-pool timeouts', () => {
 });
 
 describe('RaTlsClient, verifyServer and pgConnectOptsRaTls', () => {
+  test('cancelActiveQuery sends the CancelRequest over a new attested connection: the query fails 57014', async () => {
+    const client = new RaTlsClient(poolOptions());
+    await client.connect();
+    try {
+      const before = stack.sidecar.stats.connections.length;
+      const sleeping = client.query('select pg_sleep(30)');
+      const outcome = sleeping.then(
+        () => 'finished',
+        (error: { code?: string }) => error.code,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await client.cancelActiveQuery();
+      assert.equal(await outcome, '57014');
+      const [cancel] = stack.sidecar.stats.connections.slice(before);
+      assert.equal(cancel?.bytesToUpstream, 16, 'one CancelRequest, through the sidecar');
+      assert.deepEqual((await client.query('select 1 as alive')).rows, [{ alive: 1 }]);
+    } finally {
+      await client.end();
+    }
+  });
+
   test('a standalone RaTlsClient connects, exposes its attestation and ends', async () => {
     const client = new RaTlsClient(poolOptions());
     await client.connect();

@@ -55,6 +55,9 @@ export function bindClientOptions(binding: RaTlsClientBinding): RaTlsClientOptio
 
 type ConnectCallback = ((err: Error) => void) | ((err: null, client: pg.Client) => void);
 
+/** Postgres CancelRequest code (protocol 1234.5678). */
+const CANCEL_REQUEST_CODE = 80877102;
+
 /**
  * A node-postgres client whose connection is attested before Postgres sees a byte.
  *
@@ -114,6 +117,30 @@ export class RaTlsClient extends pg.Client {
     this.#attestation = report;
   }
 
+  /**
+   * Cancels the query this client is running (a Postgres CancelRequest) over a
+   * freshly dialled and attested connection to the same server. pg's own
+   * out-of-band cancel would dial in plaintext, which this client refuses.
+   * Resolves once the request is sent; the query then fails with 57014.
+   */
+  async cancelActiveQuery(): Promise<void> {
+    const { processID, secretKey } = this as unknown as { processID?: number; secretKey?: number };
+    if (this.#attestation === undefined || processID === undefined || secretKey === undefined) {
+      throw new RaTlsError(
+        'CONNECTION_ENDED',
+        'this client has no session whose query could be cancelled',
+      );
+    }
+    const { socket } = await this.#connector.open(this.#endpoint());
+    const request = Buffer.alloc(16);
+    request.writeInt32BE(16, 0);
+    request.writeInt32BE(CANCEL_REQUEST_CODE, 4);
+    request.writeInt32BE(processID, 8);
+    request.writeInt32BE(secretKey, 12);
+    await new Promise<void>((resolve) => socket.end(request, resolve));
+    socket.destroy();
+  }
+
   override connect(): Promise<pg.Client>;
   override connect(callback: ConnectCallback): void;
   override connect(callback?: ConnectCallback): Promise<pg.Client> | undefined {
@@ -152,13 +179,7 @@ export class RaTlsClient extends pg.Client {
     }
     this.#started = true;
     const settings = this.settings;
-    const target: EndpointTarget = {
-      host: settings.host,
-      port: settings.port,
-      servername: settings.servername,
-      connectTimeoutMs: settings.connectTimeoutMs,
-      handshakeTimeoutMs: settings.handshakeTimeoutMs,
-    };
+    const target = this.#endpoint();
     await withSpan(
       SpanNames.CONNECT,
       {
@@ -182,6 +203,17 @@ export class RaTlsClient extends pg.Client {
         await super.connect();
       },
     );
+  }
+
+  #endpoint(): EndpointTarget {
+    const settings = this.settings;
+    return {
+      host: settings.host,
+      port: settings.port,
+      servername: settings.servername,
+      connectTimeoutMs: settings.connectTimeoutMs,
+      handshakeTimeoutMs: settings.handshakeTimeoutMs,
+    };
   }
 
   async #attest(target: EndpointTarget): Promise<AttestedSocket> {
