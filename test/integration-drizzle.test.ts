@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { DrizzleQueryError, eq, sql } from 'drizzle-orm';
 import { drizzle as nodePgDrizzle } from 'drizzle-orm/node-postgres';
 import { integer, pgTable, serial, text } from 'drizzle-orm/pg-core';
 import pg from 'pg';
 import { createPool, drizzle } from '../integrations/drizzle/index.js';
 import { isRaTlsError } from '../src/errors.js';
-import { createDstackIssuer } from '../src/testing/dstack-issuer.js';
-import { type LocalStack, startLocalStack } from '../src/testing/local-stack.js';
+import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
 const orders = pgTable('orders', {
   id: serial('id').primaryKey(),
@@ -15,22 +14,7 @@ const orders = pgTable('orders', {
   quantity: integer('quantity').notNull(),
 });
 
-let stack: LocalStack;
-
-before(async () => {
-  stack = await startLocalStack({ logger: () => {} });
-});
-
-after(async () => {
-  await stack?.stop();
-  assert.deepEqual(openSockets(), [], 'every socket and server is closed');
-});
-
-function openSockets(): string[] {
-  return process
-    .getActiveResourcesInfo()
-    .filter((name) => /TCP|TLS|Pipe/.test(name) && name !== 'PipeWrap');
-}
+const stack = useLocalStack();
 
 /** The error a query failed with, under Drizzle's DrizzleQueryError wrapper when there is one. */
 function rootCause(error: unknown): unknown {
@@ -38,7 +22,7 @@ function rootCause(error: unknown): unknown {
 }
 
 test("Drizzle's own node-postgres driver takes the pool: typed insert/select and transactions", async () => {
-  const pool = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const pool = createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   const db = nodePgDrizzle({ client: pool, schema: { orders } });
   try {
     await db.execute(
@@ -59,7 +43,7 @@ test("Drizzle's own node-postgres driver takes the pool: typed insert/select and
     );
     const rows = await db.select().from(orders);
     assert.deepEqual(rows, [{ id: 1, item: 'tea', quantity: 3 }]);
-    assert.equal(db.$client.attestation?.mrtd, stack.expected.mrtd);
+    assert.equal(db.$client.attestation?.mrtd, stack().expected.mrtd);
   } finally {
     await pool.end();
   }
@@ -67,14 +51,14 @@ test("Drizzle's own node-postgres driver takes the pool: typed insert/select and
 
 test('drizzle({ connection }) from pg-ra-tls/drizzle creates the attested pool itself', async () => {
   const db = drizzle({
-    connection: { connectionString: stack.databaseUrl, ...stack.clientOptions },
+    connection: { connectionString: stack().databaseUrl, ...stack().clientOptions },
     schema: { orders },
   });
   try {
     const found = await db.query.orders.findFirst({ where: eq(orders.item, 'tea') });
     assert.equal(found?.quantity, 3);
     assert.equal(db.$client.totalCount, 1);
-    assert.equal(db.$client.attestation?.app?.appId, stack.expected.appId);
+    assert.equal(db.$client.attestation?.app?.appId, stack().expected.appId);
   } finally {
     await db.$client.end();
   }
@@ -92,7 +76,10 @@ test('drizzle({ connection }) from pg-ra-tls/drizzle creates the attested pool i
 
 test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => {
   const db = drizzle({
-    connection: { connectionString: stack.databaseUrlFor('teesql_read'), ...stack.clientOptions },
+    connection: {
+      connectionString: stack().databaseUrlFor('teesql_read'),
+      ...stack().clientOptions,
+    },
   });
   try {
     assert.equal((await db.select().from(orders)).length, 1);
@@ -106,17 +93,9 @@ test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => 
 });
 
 test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres gets no byte', async () => {
-  const impostor = createDstackIssuer({
-    authority: stack.authority,
-    identity: { ...stack.expected, mrtd: 'ee'.repeat(48) },
-  });
-  const issued = await impostor.issueTlsKey({ usageRaTls: true, usageServerAuth: true });
-  const seen = stack.sidecar.stats.accepted;
-  stack.sidecar.misbehave({
-    credentials: { key: issued.key, cert: issued.certificateChain.join('\n') },
-  });
+  const seen = await presentForeignMrtd(stack());
   const db = drizzle({
-    connection: { connectionString: stack.databaseUrl, ...stack.clientOptions },
+    connection: { connectionString: stack().databaseUrl, ...stack().clientOptions },
   });
   try {
     await assert.rejects(db.select().from(orders), (error: unknown) => {
@@ -125,10 +104,10 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
       return isRaTlsError(rootCause(error), 'MRTD_NOT_ALLOWED');
     });
   } finally {
-    stack.sidecar.reset();
+    stack().sidecar.reset();
     await db.$client.end();
   }
-  const attempts = stack.sidecar.stats.connections.filter((connection) => connection.id > seen);
+  const attempts = attemptsSince(stack(), seen);
   assert.equal(attempts.length, 1);
   assert.equal(attempts[0]?.bytesToUpstream, 0);
 });

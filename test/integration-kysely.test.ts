@@ -1,47 +1,36 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { type Generated, Kysely, sql } from 'kysely';
 import pg from 'pg';
 import { type RaTlsDialect, raTlsDialect } from '../integrations/kysely/index.js';
 import { createPool } from '../integrations/pg/index.js';
 import { isRaTlsError } from '../src/errors.js';
-import { createDstackIssuer } from '../src/testing/dstack-issuer.js';
-import { type LocalStack, startLocalStack } from '../src/testing/local-stack.js';
+import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
 interface Database {
   notes: { id: Generated<number>; body: string };
 }
 
-let stack: LocalStack;
 let dialect: RaTlsDialect;
 let db: Kysely<Database>;
-
-before(async () => {
-  stack = await startLocalStack({ logger: () => {} });
-  dialect = raTlsDialect({
-    connectionString: stack.databaseUrl,
-    ...stack.clientOptions,
-    pool: { max: 4, reattestEvery: '5m' },
-  });
-  db = new Kysely<Database>({ dialect });
-  await db.schema
-    .createTable('notes')
-    .addColumn('id', 'serial', (column) => column.primaryKey())
-    .addColumn('body', 'text', (column) => column.notNull())
-    .execute();
+const stack = useLocalStack({
+  setup: async ({ databaseUrl, clientOptions }) => {
+    dialect = raTlsDialect({
+      connectionString: databaseUrl,
+      ...clientOptions,
+      pool: { max: 4, reattestEvery: '5m' },
+    });
+    db = new Kysely<Database>({ dialect });
+    await db.schema
+      .createTable('notes')
+      .addColumn('id', 'serial', (column) => column.primaryKey())
+      .addColumn('body', 'text', (column) => column.notNull())
+      .execute();
+  },
+  teardown: async () => {
+    await db?.destroy();
+  },
 });
-
-after(async () => {
-  await db?.destroy();
-  await stack?.stop();
-  assert.deepEqual(openSockets(), [], 'every socket and server is closed');
-});
-
-function openSockets(): string[] {
-  return process
-    .getActiveResourcesInfo()
-    .filter((name) => /TCP|TLS|Pipe/.test(name) && name !== 'PipeWrap');
-}
 
 test('Kysely commits one transaction and rolls back another over attested connections', async () => {
   await db.transaction().execute(async (trx) => {
@@ -56,15 +45,15 @@ test('Kysely commits one transaction and rolls back another over attested connec
   );
   const bodies = await db.selectFrom('notes').select('body').execute();
   assert.deepEqual(bodies, [{ body: 'kept' }]);
-  assert.equal(dialect.pool.attestation?.mrtd, stack.expected.mrtd);
-  assert.equal(dialect.pool.attestation?.app?.appId, stack.expected.appId);
+  assert.equal(dialect.pool.attestation?.mrtd, stack().expected.mrtd);
+  assert.equal(dialect.pool.attestation?.app?.appId, stack().expected.appId);
 });
 
 test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => {
   const reader = new Kysely<Database>({
     dialect: raTlsDialect({
-      connectionString: stack.databaseUrlFor('teesql_read'),
-      ...stack.clientOptions,
+      connectionString: stack().databaseUrlFor('teesql_read'),
+      ...stack().clientOptions,
     }),
   });
   try {
@@ -78,27 +67,19 @@ test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => 
 });
 
 test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres gets no byte', async () => {
-  const impostor = createDstackIssuer({
-    authority: stack.authority,
-    identity: { ...stack.expected, mrtd: 'ee'.repeat(48) },
-  });
-  const issued = await impostor.issueTlsKey({ usageRaTls: true, usageServerAuth: true });
   const fresh = new Kysely<Database>({
-    dialect: raTlsDialect({ connectionString: stack.databaseUrl, ...stack.clientOptions }),
+    dialect: raTlsDialect({ connectionString: stack().databaseUrl, ...stack().clientOptions }),
   });
-  const seen = stack.sidecar.stats.accepted;
-  stack.sidecar.misbehave({
-    credentials: { key: issued.key, cert: issued.certificateChain.join('\n') },
-  });
+  const seen = await presentForeignMrtd(stack());
   try {
     await assert.rejects(fresh.selectFrom('notes').selectAll().execute(), (error: unknown) =>
       isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
   } finally {
-    stack.sidecar.reset();
+    stack().sidecar.reset();
     await fresh.destroy();
   }
-  const attempts = stack.sidecar.stats.connections.filter((connection) => connection.id > seen);
+  const attempts = attemptsSince(stack(), seen);
   assert.ok(attempts.length >= 1);
   assert.deepEqual(
     attempts.map((connection) => connection.bytesToUpstream),
@@ -129,7 +110,7 @@ test('.stream() reads a large result through pg-cursor and can stop early', asyn
 
   const noCursor = new Kysely<Database>({
     dialect: raTlsDialect({
-      pool: createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions }),
+      pool: createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions }),
       cursor: false,
     }),
   });
@@ -165,8 +146,8 @@ test('a running query is cancelled with pg_cancel_backend from another connectio
 test('statement_timeout in the dialect options times a query out (57014)', async () => {
   const limited = new Kysely<Database>({
     dialect: raTlsDialect({
-      connectionString: stack.databaseUrl,
-      ...stack.clientOptions,
+      connectionString: stack().databaseUrl,
+      ...stack().clientOptions,
       statement_timeout: 200,
     }),
   });
@@ -181,7 +162,7 @@ test('statement_timeout in the dialect options times a query out (57014)', async
 });
 
 test('an existing RaTlsPool is accepted; a plain pg.Pool or mixed options are refused', async () => {
-  const pool = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const pool = createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   const shared = new Kysely<Database>({ dialect: raTlsDialect({ pool }) });
   try {
     const { rows } = await sql<{ who: string }>`select current_user as who`.execute(shared);
@@ -202,10 +183,10 @@ test('an existing RaTlsPool is accepted; a plain pg.Pool or mixed options are re
   } finally {
     await plain.end();
   }
-  const other = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const other = createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   try {
     assert.throws(
-      () => raTlsDialect({ pool: other, connectionString: stack.databaseUrl }),
+      () => raTlsDialect({ pool: other, connectionString: stack().databaseUrl }),
       (error: unknown) =>
         isRaTlsError(error, 'BAD_CONFIG') && /also connectionString/.test(error.message),
     );

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import pg from 'pg';
 import {
   type AttestationReport,
@@ -10,34 +10,21 @@ import {
   Pool,
   RaTlsClient,
 } from '../integrations/pg/index.js';
-import { createDstackIssuer } from '../src/testing/dstack-issuer.js';
-import { type LocalStack, startLocalStack } from '../src/testing/local-stack.js';
+import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
-let stack: LocalStack;
-
-before(async () => {
-  stack = await startLocalStack({ logger: () => {} });
-  const pool = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
-  try {
-    await pool.query('create table accounts (id serial primary key, owner text not null)');
-  } finally {
-    await pool.end();
-  }
+const stack = useLocalStack({
+  setup: async ({ databaseUrl, clientOptions }) => {
+    const pool = createPool({ connectionString: databaseUrl, ...clientOptions });
+    try {
+      await pool.query('create table accounts (id serial primary key, owner text not null)');
+    } finally {
+      await pool.end();
+    }
+  },
 });
-
-after(async () => {
-  await stack?.stop();
-  assert.deepEqual(openSockets(), [], 'every socket and server is closed');
-});
-
-function openSockets(): string[] {
-  return process
-    .getActiveResourcesInfo()
-    .filter((name) => /TCP|TLS|Pipe/.test(name) && name !== 'PipeWrap');
-}
 
 test('pg code runs unchanged on the attested pool: transactions commit and roll back', async () => {
-  const pool = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const pool = createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   try {
     assert.ok(pool instanceof pg.Pool);
     const client = await pool.connect();
@@ -54,14 +41,18 @@ test('pg code runs unchanged on the attested pool: transactions commit and roll 
     const { rows } = await pool.query<{ owner: string }>('select owner from accounts');
     assert.deepEqual(rows, [{ owner: 'alice' }]);
     assert.ok(client instanceof RaTlsClient);
-    assert.equal(client.attestation?.mrtd, stack.expected.mrtd);
+    assert.equal(client.attestation?.mrtd, stack().expected.mrtd);
   } finally {
     await pool.end();
   }
 });
 
 test('the pool keeps pg-pool counters and events', async () => {
-  const pool = new Pool({ connectionString: stack.databaseUrl, ...stack.clientOptions, max: 2 });
+  const pool = new Pool({
+    connectionString: stack().databaseUrl,
+    ...stack().clientOptions,
+    max: 2,
+  });
   const events: string[] = [];
   for (const name of ['connect', 'acquire', 'release', 'remove'] as const) {
     pool.on(name, () => events.push(name));
@@ -87,7 +78,7 @@ test('the pool keeps pg-pool counters and events', async () => {
   assert.equal(pool.totalCount, 0);
 
   assert.equal(attested.length, 2, 'one attestation per new connection');
-  assert.ok(attested.every((report) => report.mrtd === stack.expected.mrtd));
+  assert.ok(attested.every((report) => report.mrtd === stack().expected.mrtd));
   assert.deepEqual(
     events.filter((name) => name === 'connect'),
     ['connect', 'connect'],
@@ -98,13 +89,13 @@ test('the pool keeps pg-pool counters and events', async () => {
 });
 
 test('createClient gives one attested pg.Client', async () => {
-  const client = createClient({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const client = createClient({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   await client.connect();
   try {
     assert.ok(client instanceof pg.Client);
     const { rows } = await client.query('select current_user as who');
     assert.deepEqual(rows, [{ who: 'teesql_readwrite' }]);
-    assert.equal(client.attestation?.app?.composeHash, stack.expected.composeHash);
+    assert.equal(client.attestation?.app?.composeHash, stack().expected.composeHash);
   } finally {
     await client.end();
   }
@@ -112,8 +103,8 @@ test('createClient gives one attested pg.Client', async () => {
 
 test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => {
   const pool = createPool({
-    connectionString: stack.databaseUrlFor('teesql_read'),
-    ...stack.clientOptions,
+    connectionString: stack().databaseUrlFor('teesql_read'),
+    ...stack().clientOptions,
   });
   try {
     assert.ok((await pool.query('select * from accounts')).rowCount! >= 1);
@@ -126,27 +117,19 @@ test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => 
 });
 
 test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres gets no byte', async () => {
-  const impostor = createDstackIssuer({
-    authority: stack.authority,
-    identity: { ...stack.expected, mrtd: 'ee'.repeat(48) },
-  });
-  const issued = await impostor.issueTlsKey({ usageRaTls: true, usageServerAuth: true });
-  const seen = stack.sidecar.stats.accepted;
-  stack.sidecar.misbehave({
-    credentials: { key: issued.key, cert: issued.certificateChain.join('\n') },
-  });
-  const pool = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
-  const client = createClient({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const seen = await presentForeignMrtd(stack());
+  const pool = createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions });
+  const client = createClient({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   try {
     const refused = (error: unknown) => isRaTlsError(error, 'MRTD_NOT_ALLOWED');
     await assert.rejects(pool.query('select 1'), refused);
     await assert.rejects(client.connect(), refused);
   } finally {
-    stack.sidecar.reset();
+    stack().sidecar.reset();
     await pool.end();
     await client.end();
   }
-  const attempts = stack.sidecar.stats.connections.filter((connection) => connection.id > seen);
+  const attempts = attemptsSince(stack(), seen);
   assert.equal(attempts.length, 2);
   assert.deepEqual(
     attempts.map((connection) => connection.bytesToUpstream),

@@ -1,40 +1,27 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import postgres from 'postgres';
 import { postgresOptions, raTlsPostgres } from '../integrations/postgres-js/index.js';
 import { isRaTlsError } from '../src/errors.js';
-import { createDstackIssuer } from '../src/testing/dstack-issuer.js';
-import { type LocalStack, startLocalStack } from '../src/testing/local-stack.js';
+import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
-let stack: LocalStack;
-
-before(async () => {
-  stack = await startLocalStack({ logger: () => {} });
-  const sql = raTlsPostgres({ connectionString: stack.databaseUrl, ...stack.clientOptions });
-  try {
-    await sql`create table events (id serial primary key, kind text not null)`;
-  } finally {
-    await sql.end();
-  }
+const stack = useLocalStack({
+  setup: async ({ databaseUrl, clientOptions }) => {
+    const sql = raTlsPostgres({ connectionString: databaseUrl, ...clientOptions });
+    try {
+      await sql`create table events (id serial primary key, kind text not null)`;
+    } finally {
+      await sql.end();
+    }
+  },
 });
-
-after(async () => {
-  await stack?.stop();
-  assert.deepEqual(openSockets(), [], 'every socket and server is closed');
-});
-
-function openSockets(): string[] {
-  return process
-    .getActiveResourcesInfo()
-    .filter((name) => /TCP|TLS|Pipe/.test(name) && name !== 'PipeWrap');
-}
 
 test('postgres.js commits one transaction and rolls back another over attested sockets', async () => {
-  const before = stack.sidecar.stats.established;
+  const before = stack().sidecar.stats.established;
   const sql = postgres(
     postgresOptions({
-      connectionString: stack.databaseUrl,
-      ...stack.clientOptions,
+      connectionString: stack().databaseUrl,
+      ...stack().clientOptions,
       postgres: { max: 2 },
     }),
   );
@@ -56,13 +43,13 @@ test('postgres.js commits one transaction and rolls back another over attested s
   } finally {
     await sql.end();
   }
-  assert.ok(stack.sidecar.stats.established > before, 'the sessions went through the sidecar');
+  assert.ok(stack().sidecar.stats.established > before, 'the sessions went through the sidecar');
 });
 
 test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => {
   const sql = raTlsPostgres({
-    connectionString: stack.databaseUrlFor('teesql_read'),
-    ...stack.clientOptions,
+    connectionString: stack().databaseUrlFor('teesql_read'),
+    ...stack().clientOptions,
   });
   try {
     assert.equal((await sql`select * from events`).length, 1);
@@ -76,31 +63,23 @@ test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => 
 });
 
 test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres gets no byte', async () => {
-  const impostor = createDstackIssuer({
-    authority: stack.authority,
-    identity: { ...stack.expected, mrtd: 'ee'.repeat(48) },
-  });
-  const issued = await impostor.issueTlsKey({ usageRaTls: true, usageServerAuth: true });
-  const seen = stack.sidecar.stats.accepted;
-  stack.sidecar.misbehave({
-    credentials: { key: issued.key, cert: issued.certificateChain.join('\n') },
-  });
-  const sql = raTlsPostgres({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const seen = await presentForeignMrtd(stack());
+  const sql = raTlsPostgres({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   try {
     await assert.rejects(sql`select 1`, (error: unknown) =>
       isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
   } finally {
-    stack.sidecar.reset();
+    stack().sidecar.reset();
     await sql.end();
   }
-  const attempts = stack.sidecar.stats.connections.filter((connection) => connection.id > seen);
+  const attempts = attemptsSince(stack(), seen);
   assert.equal(attempts.length, 1);
   assert.equal(attempts[0]?.bytesToUpstream, 0);
 });
 
 test('query.cancel() sends the CancelRequest over a new attested connection (57014)', async () => {
-  const sql = raTlsPostgres({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const sql = raTlsPostgres({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   try {
     const sleeping = sql`select pg_sleep(30)`.execute();
     await waitUntil(async () => {
@@ -109,13 +88,10 @@ test('query.cancel() sends the CancelRequest over a new attested connection (570
         where state = 'active' and query like 'select pg_sleep%'`;
       return row?.n === 1;
     });
-    const before = stack.sidecar.stats;
+    const before = stack().sidecar.stats;
     await sleeping.cancel();
     await assert.rejects(sleeping, { code: '57014', message: /cancel.*user request/ });
-    const after = stack.sidecar.stats;
-    const cancelConnections = after.connections.filter(
-      (connection) => connection.id > before.accepted,
-    );
+    const cancelConnections = attemptsSince(stack(), before.accepted);
     assert.equal(cancelConnections.length, 1, 'the cancel opened exactly one connection');
     assert.equal(cancelConnections[0]?.bytesToUpstream, 16, 'a CancelRequest is 16 bytes');
     const [alive] = await sql<{ ok: number }[]>`select 1 as ok`;
@@ -126,8 +102,11 @@ test('query.cancel() sends the CancelRequest over a new attested connection (570
 });
 
 test('postgresOptions keeps the secret out of logs and refuses transport overrides', () => {
-  const options = postgresOptions({ connectionString: stack.databaseUrl, ...stack.clientOptions });
-  const password = new URL(stack.databaseUrl).password;
+  const options = postgresOptions({
+    connectionString: stack().databaseUrl,
+    ...stack().clientOptions,
+  });
+  const password = new URL(stack().databaseUrl).password;
   assert.equal(options.ssl, false);
   assert.equal(typeof options.socket, 'function');
   assert.ok(!JSON.stringify(options).includes(password));
@@ -136,8 +115,8 @@ test('postgresOptions keeps the secret out of logs and refuses transport overrid
     assert.throws(
       () =>
         postgresOptions({
-          connectionString: stack.databaseUrl,
-          ...stack.clientOptions,
+          connectionString: stack().databaseUrl,
+          ...stack().clientOptions,
           postgres: { [key]: 'x' } as never,
         }),
       (error: unknown) => isRaTlsError(error, 'BAD_CONFIG') && error.message.includes(key),

@@ -1,31 +1,15 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import type { SqlQuery } from '@prisma/driver-adapter-utils';
 import pg from 'pg';
 import { createPool } from '../integrations/pg/index.js';
 import { prismaAdapter } from '../integrations/prisma/index.js';
 import { isRaTlsError } from '../src/errors.js';
 import { RaTlsPool } from '../src/index.js';
-import { createDstackIssuer } from '../src/testing/dstack-issuer.js';
-import { type LocalStack, startLocalStack } from '../src/testing/local-stack.js';
+import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
-let stack: LocalStack;
-
-before(async () => {
-  stack = await startLocalStack({ logger: () => {} });
-});
-
-after(async () => {
-  await stack?.stop();
-  assert.deepEqual(openSockets(), [], 'every socket and server is closed');
-});
-
-function openSockets(): string[] {
-  return process
-    .getActiveResourcesInfo()
-    .filter((name) => /TCP|TLS|Pipe/.test(name) && name !== 'PipeWrap');
-}
+const stack = useLocalStack();
 
 /** A query as Prisma's query engine hands it to a driver adapter. */
 function query(sql: string, args: unknown[] = []): SqlQuery {
@@ -37,8 +21,11 @@ function query(sql: string, args: unknown[] = []): SqlQuery {
 }
 
 test("Prisma's pg adapter runs its queries on our attested pool, not a pool of its own", async () => {
-  const before = stack.sidecar.stats;
-  const adapter = prismaAdapter({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const before = stack().sidecar.stats;
+  const adapter = prismaAdapter({
+    connectionString: stack().databaseUrl,
+    ...stack().clientOptions,
+  });
   const driver = await adapter.connect();
   const pool = driver.underlyingDriver();
   assert.ok(pool instanceof RaTlsPool, 'PrismaPg kept our pool instead of building its own');
@@ -54,15 +41,15 @@ test("Prisma's pg adapter runs its queries on our attested pool, not a pool of i
   }
   assert.equal(pool.ending, true, 'dispose ended the pool the adapter created');
 
-  const after = stack.sidecar.stats;
+  const after = stack().sidecar.stats;
   assert.equal(attestations, 1, 'one attested connection carried both queries');
   assert.equal(after.established - before.established, 1, 'the sidecar piped exactly that one');
   assert.ok(after.bytesToUpstream > before.bytesToUpstream);
-  assert.equal(pool.attestation?.mrtd, stack.expected.mrtd);
+  assert.equal(pool.attestation?.mrtd, stack().expected.mrtd);
 });
 
 test('Prisma transactions commit and roll back on one attested connection', async () => {
-  const pool = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const pool = createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   const driver = await prismaAdapter(pool).connect();
   try {
     // What Prisma's engine does for an adapter transaction (usePhantomQuery: false):
@@ -86,7 +73,7 @@ test('Prisma transactions commit and roll back on one attested connection', asyn
 });
 
 test('a shadow database is refused: PrismaPg would build it on our pool and hit the real database', async () => {
-  const pool = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const pool = createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   try {
     await assert.rejects(prismaAdapter(pool).connectToShadowDb(), (error: unknown) =>
       isRaTlsError(error, 'BAD_CONFIG'),
@@ -99,8 +86,8 @@ test('a shadow database is refused: PrismaPg would build it on our pool and hit 
 
 test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => {
   const driver = await prismaAdapter({
-    connectionString: stack.databaseUrlFor('teesql_read'),
-    ...stack.clientOptions,
+    connectionString: stack().databaseUrlFor('teesql_read'),
+    ...stack().clientOptions,
   }).connect();
   try {
     await assert.rejects(
@@ -116,18 +103,10 @@ test('teesql_read is refused an INSERT by Postgres itself (42501)', async () => 
 });
 
 test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres gets no byte', async () => {
-  const impostor = createDstackIssuer({
-    authority: stack.authority,
-    identity: { ...stack.expected, mrtd: 'ee'.repeat(48) },
-  });
-  const issued = await impostor.issueTlsKey({ usageRaTls: true, usageServerAuth: true });
-  const seen = stack.sidecar.stats.accepted;
-  stack.sidecar.misbehave({
-    credentials: { key: issued.key, cert: issued.certificateChain.join('\n') },
-  });
+  const seen = await presentForeignMrtd(stack());
   const driver = await prismaAdapter({
-    connectionString: stack.databaseUrl,
-    ...stack.clientOptions,
+    connectionString: stack().databaseUrl,
+    ...stack().clientOptions,
   }).connect();
   try {
     // The adapter passes errors that are not Postgres', socket or TLS errors through unchanged.
@@ -135,16 +114,16 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
       isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
   } finally {
-    stack.sidecar.reset();
+    stack().sidecar.reset();
     await driver.dispose();
   }
-  const attempts = stack.sidecar.stats.connections.filter((connection) => connection.id > seen);
+  const attempts = attemptsSince(stack(), seen);
   assert.equal(attempts.length, 1);
   assert.equal(attempts[0]?.bytesToUpstream, 0);
 });
 
 test('a second copy of pg under @prisma/adapter-pg, or a plain pg.Pool, is refused with BAD_CONFIG', async () => {
-  const pool = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const pool = createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   // Simulate a duplicate install: drop pg's entry module from the CommonJS cache,
   // so the adapter's location resolves pg to a freshly evaluated copy with its own Pool class.
   const require = createRequire(import.meta.url);
@@ -163,7 +142,7 @@ test('a second copy of pg under @prisma/adapter-pg, or a plain pg.Pool, is refus
     if (cached !== undefined) require.cache[pgEntry] = cached;
     await pool.end();
   }
-  const restored = createPool({ connectionString: stack.databaseUrl, ...stack.clientOptions });
+  const restored = createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   try {
     assert.doesNotThrow(() => prismaAdapter(restored), 'one pg again once the cache is restored');
   } finally {
