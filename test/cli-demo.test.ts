@@ -45,10 +45,22 @@ function spawnDemo(scratch: string) {
   });
 }
 
-test('pg-ra-tls demo runs end to end, exits 0 and leaves no process or temp dir behind', async () => {
-  // A private TMPDIR: whatever the demo writes lands here, so leftovers are visible.
+/**
+ * Runs the demo in a fresh scratch dir (TMPDIR and Postgres data; traversable by
+ * the OS user `postgres` when we are root), hands its stdout so far to
+ * `onStdout` as it grows, and returns the outcome; `check` runs before the
+ * scratch dir is removed.
+ */
+async function runDemo(
+  check: (outcome: {
+    code: number | null;
+    stdout: string;
+    stderr: string;
+    scratch: string;
+  }) => Promise<void>,
+  onStdout: (stdout: string, child: ReturnType<typeof spawnDemo>) => void = () => {},
+): Promise<void> {
   const scratch = await mkdtemp(join(tmpdir(), 'pg-ra-tls-cli-demo-'));
-  // Postgres runs as the OS user `postgres` when we are root: it must traverse this dir.
   await chmod(scratch, 0o755);
   try {
     const child = spawnDemo(scratch);
@@ -56,12 +68,20 @@ test('pg-ra-tls demo runs end to end, exits 0 and leaves no process or temp dir 
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => {
       stdout += chunk.toString('utf8');
+      onStdout(stdout, child);
     });
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString('utf8');
     });
-    const [code] = await once(child, 'close');
+    const [code] = (await once(child, 'close')) as [number | null];
+    await check({ code, stdout, stderr, scratch });
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
 
+test('pg-ra-tls demo runs end to end, exits 0 and leaves no process or temp dir behind', async () => {
+  await runDemo(async ({ code, stdout, stderr, scratch }) => {
     assert.equal(code, 0, `stdout:\n${stdout}\nstderr:\n${stderr}`);
     assert.match(stdout, /TEST root of trust, not Intel's/);
     assert.match(stdout, /connecting with Kysely through the gateway \(SNI [0-9a-f]{40}-5433s\./);
@@ -91,34 +111,21 @@ test('pg-ra-tls demo runs end to end, exits 0 and leaves no process or temp dir 
     const left = await leftovers(scratch);
     assert.deepEqual(left, [], 'every temp dir was removed');
     assert.deepEqual(await processesMentioning(scratch), [], 'no Postgres is left running');
-  } finally {
-    await rm(scratch, { recursive: true, force: true });
-  }
+  });
 });
 
 test('Ctrl-C during the demo stops the stack, exits 130 and leaves nothing behind', async () => {
-  const scratch = await mkdtemp(join(tmpdir(), 'pg-ra-tls-cli-demo-'));
-  await chmod(scratch, 0o755);
-  try {
-    const child = spawnDemo(scratch);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString('utf8');
+  await runDemo(
+    async ({ code, stdout, stderr, scratch }) => {
+      assert.equal(code, 130, `stdout:\n${stdout}\nstderr:\n${stderr}`);
+      assert.match(stderr, /pg-ra-tls demo: SIGINT: stopped; temporary files removed/);
+      assert.doesNotMatch(stdout, /^done in /m);
+      assert.deepEqual(await leftovers(scratch), [], 'every temp dir was removed');
+      assert.deepEqual(await processesMentioning(scratch), [], 'no Postgres is left running');
+    },
+    (stdout, child) => {
       // Interrupt once the stack is up and the first connection is being made.
       if (stdout.includes('[2/6]') && child.exitCode === null) child.kill('SIGINT');
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    const [code] = await once(child, 'close');
-
-    assert.equal(code, 130, `stdout:\n${stdout}\nstderr:\n${stderr}`);
-    assert.match(stderr, /pg-ra-tls demo: SIGINT: stopped; temporary files removed/);
-    assert.doesNotMatch(stdout, /^done in /m);
-    assert.deepEqual(await leftovers(scratch), [], 'every temp dir was removed');
-    assert.deepEqual(await processesMentioning(scratch), [], 'no Postgres is left running');
-  } finally {
-    await rm(scratch, { recursive: true, force: true });
-  }
+    },
+  );
 });

@@ -41,6 +41,17 @@ async function verifyKnownClient(der: Uint8Array): Promise<void> {
   }
 }
 
+/** The sidecar most tests need: our server certificate, known clients only, a counting upstream. */
+async function startDefaultSidecar() {
+  const upstream = await startCountingUpstream();
+  const sidecar = await startSidecar({
+    serverCredentials: () => serverCert,
+    verifyClient: verifyKnownClient,
+    upstream: { host: '127.0.0.1', port: upstream.port },
+  });
+  return { upstream, sidecar };
+}
+
 /** A TCP server standing in for Postgres that records every connection and byte it gets. */
 async function startCountingUpstream(): Promise<{
   server: Server;
@@ -156,12 +167,7 @@ test('an attested client reaches Postgres through the sidecar and every byte is 
 });
 
 test('a client without a certificate is refused and nothing reaches Postgres', async () => {
-  const upstream = await startCountingUpstream();
-  const sidecar = await startSidecar({
-    serverCredentials: () => serverCert,
-    verifyClient: verifyKnownClient,
-    upstream: { host: '127.0.0.1', port: upstream.port },
-  });
+  const { upstream, sidecar } = await startDefaultSidecar();
   try {
     const { socket, secure } = await tlsClient(sidecar.port);
     if (secure) socket.write('startup message that must go nowhere');
@@ -239,12 +245,7 @@ test('data sent while verification is pending is forwarded once the client is ac
 });
 
 test('misbehave presents other credentials, from a given connection on, until reset', async () => {
-  const upstream = await startCountingUpstream();
-  const sidecar = await startSidecar({
-    serverCredentials: () => serverCert,
-    verifyClient: verifyKnownClient,
-    upstream: { host: '127.0.0.1', port: upstream.port },
-  });
+  const { upstream, sidecar } = await startDefaultSidecar();
   const presented = async (): Promise<string> => {
     const { socket } = await tlsClient(sidecar.port, clientCert);
     const subject = socket.getPeerCertificate().subject.CN;
@@ -268,12 +269,7 @@ test('misbehave presents other credentials, from a given connection on, until re
 });
 
 test('misbehave stalls or closes during the handshake', async () => {
-  const upstream = await startCountingUpstream();
-  const sidecar = await startSidecar({
-    serverCredentials: () => serverCert,
-    verifyClient: verifyKnownClient,
-    upstream: { host: '127.0.0.1', port: upstream.port },
-  });
+  const { upstream, sidecar } = await startDefaultSidecar();
   try {
     sidecar.misbehave({ closeDuringHandshake: true });
     const cut = await tlsClient(sidecar.port, clientCert);
