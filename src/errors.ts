@@ -45,6 +45,9 @@ export const ErrorCodes = {
   DEBUG_MODE: 'The TD runs in debug mode',
   BAD_TCB_STATUS: 'The TCB status is not acceptable',
   SEAM_SIGNER_NOT_ZERO: 'mr_signer_seam (or mr_service_td) is not all zero',
+  MEASUREMENT_NOT_ALLOWED: 'The boot chain (MRTD, RTMR0-2) matches no set in allowedMeasurements',
+  KMS_NOT_TRUSTED: 'The certificate chain does not end in a trusted KMS root',
+  APP_ID_MISMATCH: "The KMS app CA's app-id differs from the attested app-id",
 
   // Transport and pool
   CONNECT_TIMEOUT: 'TCP connect timed out',

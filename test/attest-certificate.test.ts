@@ -98,7 +98,12 @@ describe('attestCertificate', () => {
     assert.equal(report.tcbStatus, 'UpToDate');
     assert.deepEqual(report.advisoryIds, ['INTEL-SA-00001']);
     assert.equal(report.verifiedAt, NOW.getTime());
-    assert.deepEqual(report.warnings, []);
+    // MRTD and app-id pinned without the boot chain or a KMS root: honest, not silent.
+    assert.equal(report.warnings.length, 1);
+    assert.match(
+      report.warnings[0]!,
+      /without policy\.allowedMeasurements or policy\.trustedKmsRoots/,
+    );
     assert.ok(
       Object.isFrozen(report) && Object.isFrozen(report.warnings) && Object.isFrozen(report.app),
     );

@@ -204,7 +204,11 @@ describe('policy warnings', () => {
     const warnings: string[] = [];
     const pool = createPool({
       ...base,
-      policy: { allowedMrtds: ['ab'.repeat(48)] },
+      policy: {
+        allowedMeasurements: [
+          { mrtd: 'ab'.repeat(48), rtmr1: 'cd'.repeat(48), rtmr2: 'ef'.repeat(48) },
+        ],
+      },
       logger: (message) => warnings.push(message),
     });
     assert.deepEqual(warnings, []);

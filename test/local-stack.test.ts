@@ -175,20 +175,36 @@ describe('starting and stopping', () => {
  * to an attested app; resolves once the sidecar has judged the app and, with
  * nothing upstream, closed the connection.
  */
-async function serverCertificate(local: LocalStack): Promise<Uint8Array> {
+/** The leaf the sidecar presents and the certificates it sends after it (its KMS chain). */
+interface PresentedChain {
+  readonly leaf: Uint8Array;
+  readonly issuers: readonly Uint8Array[];
+}
+
+async function serverCertificate(local: LocalStack): Promise<PresentedChain> {
   const credential = await agentCredential(local.dstackEndpoint);
   const { socket, error } = await dial(local.sidecar.port, credential);
   assert.equal(error, undefined);
-  const der = new Uint8Array(socket.getPeerCertificate().raw);
+  const presented = presentedChain(socket);
   socket.on('error', () => {});
   if (!socket.destroyed) await once(socket, 'close');
-  return der;
+  return presented;
 }
 
-function attestUnder(local: LocalStack, der: Uint8Array) {
-  return attestCertificate(der, {
+function presentedChain(socket: TLSSocket): PresentedChain {
+  const leaf = socket.getPeerCertificate(true);
+  const issuers: Uint8Array[] = [];
+  for (let cert = leaf; cert.issuerCertificate !== cert; cert = cert.issuerCertificate) {
+    issuers.push(new Uint8Array(cert.issuerCertificate.raw));
+  }
+  return { leaf: new Uint8Array(leaf.raw), issuers };
+}
+
+function attestUnder(local: LocalStack, presented: PresentedChain) {
+  return attestCertificate(presented.leaf, {
     verifier: local.clientOptions.verifier,
     policy: normalizePolicy(local.clientOptions.policy),
+    chain: presented.issuers,
   });
 }
 
@@ -287,15 +303,27 @@ describe('one running stack', () => {
   test('the certificate the sidecar presents passes attestation under clientOptions', async () => {
     const { socket, error } = await dial(stack.sidecar.port, appCredential);
     assert.equal(error, undefined);
-    const der = new Uint8Array(socket.getPeerCertificate().raw);
+    const { leaf, issuers } = presentedChain(socket);
     socket.destroy();
-    const report = await attestCertificate(der, {
+    const report = await attestCertificate(leaf, {
       verifier: stack.clientOptions.verifier,
       policy: normalizePolicy(stack.clientOptions.policy),
+      chain: issuers,
     });
     assert.equal(report.mrtd, stack.expected.mrtd);
     assert.equal(report.app?.appId, stack.expected.appId);
     assert.equal(report.app?.composeHash, stack.expected.composeHash);
+    // The policy pins the boot chain and the KMS root the sidecar's chain ends in.
+    assert.deepEqual(
+      [report.rtmr0, report.rtmr1, report.rtmr2],
+      [stack.expected.rtmr0, stack.expected.rtmr1, stack.expected.rtmr2],
+    );
+    assert.deepEqual(report.kms, {
+      rootSpkiSha256: stack.expected.kmsRoot,
+      appId: stack.expected.appId,
+      pinned: true,
+    });
+    assert.deepEqual(report.warnings, []);
     assert.equal(report.tcbStatus, 'UpToDate');
     assert.equal(stack.clientOptions.dstackEndpoint, stack.dstackEndpoint);
     // The test root is loud: the sidecar's verifier logged its warning through the logger.

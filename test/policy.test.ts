@@ -41,6 +41,8 @@ describe('normalizePolicy', () => {
       allowedMrtds: [],
       allowedAppIds: [],
       allowedComposeHashes: [],
+      allowedMeasurements: [],
+      trustedKmsRoots: [],
       allowDebugMode: false,
       acceptableTcbStatuses: ['UpToDate', 'SWHardeningNeeded'],
     });
@@ -94,7 +96,8 @@ describe('normalizePolicy', () => {
 
 describe('policyWarnings', () => {
   test('warns that any MRTD is accepted and that debug TDs are accepted', () => {
-    assert.equal(policyWarnings(normalizePolicy({ allowedMrtds: [MRTD] })).length, 0);
+    const bootChain = { mrtd: MRTD, rtmr1: MRTD, rtmr2: MRTD };
+    assert.equal(policyWarnings(normalizePolicy({ allowedMeasurements: [bootChain] })).length, 0);
     const warnings = policyWarnings(normalizePolicy({ allowDebugMode: true }));
     assert.equal(warnings.length, 2);
     assert.match(warnings[0]!, /allowedMrtds is empty/);

@@ -1,6 +1,11 @@
 import { describeCause, RaTlsError } from '../errors.js';
 import { checkBinding } from '../evidence/binding.js';
 import { readRaTlsCertificate } from '../evidence/certificate.js';
+import {
+  inspectKmsChain,
+  type KmsChainFacts,
+  pemCertificates,
+} from '../evidence/certificate-chain.js';
 import { parseQuote } from '../evidence/quote.js';
 import { verifyAppIdentity } from '../evidence/rtmr3.js';
 import type { ParsedQuote, RaTlsCertificate } from '../evidence/types.js';
@@ -16,7 +21,14 @@ export interface AttestCertificateOptions {
   readonly verifier: RaTlsVerifier;
   /** A policy from `normalizePolicy`. */
   readonly policy: NormalizedPolicy;
-  /** Verification time; defaults to now. */
+  /**
+   * DER of the certificates the server presented after its leaf, in the same
+   * handshake (the app CA and KMS root under a dstack KMS). Judged only by
+   * `policy.trustedKmsRoots`, and reported; absent means none were captured,
+   * unless `certificate` is a PEM chain (leaf first), whose later blocks are then used.
+   */
+  readonly chain?: readonly Uint8Array[];
+  /** Verification time; defaults to now. Also the time the chain's validity is checked at. */
   readonly now?: Date;
   /** Aborts verification; the reason is rethrown when it is a RaTlsError. */
   readonly signal?: AbortSignal;
@@ -51,6 +63,11 @@ export async function attestCertificate(
       : undefined;
 
   const now = options.now ?? new Date();
+  // A few signature checks, once per certificate per reattestEvery (the result is cached with the report).
+  const chain =
+    options.chain ??
+    (typeof certificate === 'string' ? pemCertificates(certificate).slice(1) : undefined);
+  const kmsChain = chain === undefined ? undefined : inspectKmsChain(cert.der, chain, now);
   let verification: VerificationResult;
   try {
     verification = await verifier.verify(cert.attestation.quote, { now, signal });
@@ -72,6 +89,7 @@ export async function attestCertificate(
       verifierSaysDebug: verification.isDebug,
       unverified: verifier.unverified === true,
       app,
+      ...(kmsChain === undefined ? {} : { kmsChain }),
     },
     policy,
   );
@@ -104,8 +122,22 @@ export async function attestCertificate(
     advisoryIds: [...(verification.advisoryIds ?? [])],
     reportData: toHex(quote.reportData),
     app,
+    kms: kmsReport(kmsChain, policy),
     verifier: verification.verifier ?? verifier.name,
     warnings,
+  });
+}
+
+/** The KMS part of the report: present only when the chain verified as [leaf, app CA, KMS root]. */
+function kmsReport(
+  chain: KmsChainFacts | undefined,
+  policy: NormalizedPolicy,
+): AttestationReport['kms'] {
+  if (chain === undefined || !chain.verified) return undefined;
+  return Object.freeze({
+    rootSpkiSha256: chain.rootSpkiSha256,
+    appId: chain.appId,
+    pinned: policy.trustedKmsRoots.includes(chain.rootSpkiSha256),
   });
 }
 

@@ -32,8 +32,22 @@ export interface AttestationReport {
   readonly reportData: string;
   /** The app identity from RTMR3 events whose replay matched; undefined when there are no events. */
   readonly app?: AppIdentity;
+  /**
+   * The dstack KMS behind the certificate, when the server presented a chain
+   * `[leaf, app CA, KMS root]` whose signatures and dates verified (PROTOCOL.md §1).
+   * `pinned` is true only when `policy.trustedKmsRoots` names that root, which
+   * then also proved `appId` equal to the attested app-id; unpinned, it is only
+   * what was presented (copy `rootSpkiSha256` into a policy once you trust it).
+   */
+  readonly kms?: {
+    /** SHA-256 of the KMS root's DER SubjectPublicKeyInfo, lowercase hex: the value `trustedKmsRoots` accepts. */
+    readonly rootSpkiSha256: string;
+    /** The app CA's app-id claim (OID 1.3.6.1.4.1.62397.1.3). */
+    readonly appId: string;
+    readonly pinned: boolean;
+  };
   /** Name of the verifier that checked the quote. */
   readonly verifier: string;
-  /** Policy warnings (e.g. "allowedMrtds is empty: any MRTD is accepted"). */
+  /** Policy warnings (e.g. "allowedMrtds is empty: any MRTD is accepted"), as `policyWarnings` gives them. */
   readonly warnings: readonly string[];
 }

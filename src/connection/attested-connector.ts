@@ -65,12 +65,16 @@ export interface AttestedSocket {
   readonly cacheHit: boolean;
   /** DER of the server leaf certificate the report is about. */
   readonly peerCertificateDer: Uint8Array;
+  /** DER of the certificates the server sent after its leaf in the same handshake. */
+  readonly peerIssuersDer: readonly Uint8Array[];
 }
 
 /** A certificate seen on a fresh handshake. */
 export interface ProbeResult {
   readonly fingerprint: string;
   readonly certificateDer: Uint8Array;
+  /** The certificates sent after it in the same handshake. */
+  readonly issuersDer: readonly Uint8Array[];
   /** When the handshake completed (ms since epoch). */
   readonly at: number;
 }
@@ -180,15 +184,23 @@ export class AttestedConnector {
   /**
    * Verifies a server leaf certificate (cache-aware, coalesced per fingerprint)
    * in a `pg_ra_tls.verify` span. VERIFY_TIMEOUT after `verifyTimeout`.
+   * `issuers` are the certificates the server sent after `der` in the same
+   * handshake, judged by `policy.trustedKmsRoots`. The cache stays keyed by the
+   * leaf alone: the chain's verdict is a fact about the leaf (whose issuer
+   * signature it checks), and every handshake proves possession of that leaf's key.
    */
-  verifyCertificate(der: Uint8Array, signal?: AbortSignal): Promise<CachedVerification> {
+  verifyCertificate(
+    der: Uint8Array,
+    signal?: AbortSignal,
+    issuers: readonly Uint8Array[] = [],
+  ): Promise<CachedVerification> {
     const fingerprint = toHex(sha256(der));
     return withSpan(
       SpanNames.VERIFY,
       { [SpanAttributes.FINGERPRINT]: fingerprint, [SpanAttributes.VERIFIER]: this.verifier.name },
       async (span) => {
         const result = await raceSignal(
-          this.cache.verify(fingerprint, () => this.#attest(der, fingerprint)),
+          this.cache.verify(fingerprint, () => this.#attest(der, issuers, fingerprint)),
           signal,
         );
         span.setAttribute(SpanAttributes.CACHE_HIT, result.cacheHit);
@@ -215,12 +227,13 @@ export class AttestedConnector {
 
   /** A fresh handshake to learn which certificate the server presents now; the socket is closed. */
   async probe(target: EndpointTarget, signal?: AbortSignal): Promise<ProbeResult> {
-    const { socket, peerCertificateDer } = await this.dial(target, signal);
+    const { socket, peerCertificateDer, peerIssuersDer } = await this.dial(target, signal);
     socket.on('error', () => {});
     socket.destroy();
     return {
       fingerprint: toHex(sha256(peerCertificateDer)),
       certificateDer: peerCertificateDer,
+      issuersDer: peerIssuersDer,
       at: this.now(),
     };
   }
@@ -231,7 +244,7 @@ export class AttestedConnector {
    * owner attaches its own cannot crash the process.
    */
   async open(target: EndpointTarget, options: OpenOptions = {}): Promise<AttestedSocket> {
-    const { socket, peerCertificateDer } = await this.dial(target, options.signal);
+    const { socket, peerCertificateDer, peerIssuersDer } = await this.dial(target, options.signal);
     // Watch the socket while it waits for the verdict: a server that hangs up
     // ends the attempt at once instead of after the verification.
     const closed = new AbortController();
@@ -250,10 +263,14 @@ export class AttestedConnector {
         closed.signal,
         ...(options.signal === undefined ? [] : [options.signal]),
       ]);
-      const { report, cacheHit } = await this.verifyCertificate(peerCertificateDer, signal);
+      const { report, cacheHit } = await this.verifyCertificate(
+        peerCertificateDer,
+        signal,
+        peerIssuersDer,
+      );
       options.admit?.(report);
       if (socket.destroyed) throw closed.signal.reason;
-      return { socket, report, cacheHit, peerCertificateDer };
+      return { socket, report, cacheHit, peerCertificateDer, peerIssuersDer };
     } catch (error) {
       socket.destroy();
       throw error;
@@ -270,10 +287,17 @@ export class AttestedConnector {
     if (this.#ownsIdentity) this.identity.close();
   }
 
-  /** Validates a policy and says out loud what it lets through (policyWarnings). */
+  /**
+   * Validates a policy and says out loud what it lets through (policyWarnings),
+   * once per policy object and logger: pools, verifyServer calls and
+   * re-judgements sharing one policy do not repeat the warning until it is ignored.
+   */
   #judgeWith(policy: Policy | undefined): NormalizedPolicy {
     const normalized = normalizePolicy(policy);
-    for (const warning of policyWarnings(normalized)) this.#logger(`pg-ra-tls: ${warning}`);
+    const warnings = policyWarnings(normalized);
+    if (warnings.length > 0 && firstWarningFor(policy, this.#logger)) {
+      for (const warning of warnings) this.#logger(`pg-ra-tls: ${warning}`);
+    }
     return normalized;
   }
 
@@ -283,7 +307,11 @@ export class AttestedConnector {
       : AbortSignal.any([this.#lifetime.signal, signal]);
   }
 
-  async #attest(der: Uint8Array, fingerprint: string): Promise<AttestationReport> {
+  async #attest(
+    der: Uint8Array,
+    issuers: readonly Uint8Array[],
+    fingerprint: string,
+  ): Promise<AttestationReport> {
     const timeout = new AbortController();
     const timer = setTimeout(
       () =>
@@ -303,6 +331,7 @@ export class AttestedConnector {
         attestCertificate(der, {
           verifier: this.verifier,
           policy: this.#policy,
+          chain: issuers,
           now: this.#now(),
           signal,
         }),
@@ -319,6 +348,22 @@ export class AttestedConnector {
       clearTimeout(timer);
     }
   }
+}
+
+/** Policy objects whose warnings a logger has already received. */
+const warnedPolicies = new WeakMap<object, WeakSet<(message: string) => void>>();
+
+/** True the first time `policy` is judged for `logger`; always true without a policy object. */
+function firstWarningFor(policy: Policy | undefined, logger: (message: string) => void): boolean {
+  if (policy === undefined || policy === null || typeof policy !== 'object') return true;
+  let loggers = warnedPolicies.get(policy);
+  if (loggers === undefined) {
+    loggers = new WeakSet();
+    warnedPolicies.set(policy, loggers);
+  }
+  if (loggers.has(logger)) return false;
+  loggers.add(logger);
+  return true;
 }
 
 let sharedDcapVerifier: DcapVerifier | undefined;

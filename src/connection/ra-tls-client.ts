@@ -78,6 +78,7 @@ export class RaTlsClient extends pg.Client {
   #abort: AbortController | undefined;
   #attestation: AttestationReport | undefined;
   #certificateDer: Uint8Array | undefined;
+  #issuersDer: readonly Uint8Array[] = [];
 
   constructor(options: RaTlsClientOptions) {
     const binding = prepareBinding(options);
@@ -104,6 +105,11 @@ export class RaTlsClient extends pg.Client {
   /** DER of the server certificate this client's socket was verified against. */
   get serverCertificate(): Uint8Array | undefined {
     return this.#certificateDer;
+  }
+
+  /** DER of the certificates the server sent after its leaf in that same handshake. */
+  get serverIssuers(): readonly Uint8Array[] {
+    return this.#issuersDer;
   }
 
   /** Records a newer report for the same certificate (pool re-attestation). @internal */
@@ -192,6 +198,7 @@ export class RaTlsClient extends pg.Client {
         setAttributes(span, reportAttributes(attested.report));
         this.#attestation = attested.report;
         this.#certificateDer = attested.peerCertificateDer;
+        this.#issuersDer = attested.peerIssuersDer;
         try {
           this.#hooks?.attested?.(this, attested);
         } catch (error) {

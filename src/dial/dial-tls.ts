@@ -23,6 +23,12 @@ export interface DialedSocket {
   readonly socket: TLSSocket;
   /** DER of the peer's leaf certificate, captured once at secureConnect. */
   readonly peerCertificateDer: Uint8Array;
+  /**
+   * DER of the certificates the peer sent after its leaf, in issuing order
+   * (each issued the one before), from the same handshake: the app CA and KMS
+   * root of a dstack KMS chain (PROTOCOL.md §1). Empty when it sent only its leaf.
+   */
+  readonly peerIssuersDer: readonly Uint8Array[];
 }
 
 /**
@@ -87,7 +93,11 @@ export function dialTls(options: DialOptions): Promise<DialedSocket> {
         return;
       }
       cleanup();
-      resolve({ socket, peerCertificateDer: new Uint8Array(raw) });
+      resolve({
+        socket,
+        peerCertificateDer: new Uint8Array(raw),
+        peerIssuersDer: issuersOf(socket),
+      });
     };
     const onError = (error: Error) => {
       const code = phase === 'connect' ? 'CONNECT_FAILED' : 'HANDSHAKE_FAILED';
@@ -111,6 +121,31 @@ export function dialTls(options: DialOptions): Promise<DialedSocket> {
     signal?.addEventListener('abort', onAbort, { once: true });
     arm(options.connectTimeoutMs, 'CONNECT_TIMEOUT', 'TCP connect');
   });
+}
+
+/** Longest chain kept: a dstack chain has 3 certificates; anything longer is refused later anyway. */
+const MAX_ISSUERS = 8;
+
+/**
+ * The peer's issuers as Node links them: it orders the certificates the peer
+ * sent by issuer name (not by their order on the wire) and stops at a
+ * self-issued one. With `rejectUnauthorized: false` it may append an issuer
+ * from the default CA store when the peer's last certificate is not
+ * self-issued; no dstack KMS root is in that store, so such a chain fails
+ * the KMS pin, as it should.
+ */
+function issuersOf(socket: TLSSocket): Uint8Array[] {
+  const issuers: Uint8Array[] = [];
+  let current = socket.getPeerCertificate(true);
+  while (issuers.length < MAX_ISSUERS) {
+    const issuer = current?.issuerCertificate;
+    // Node ends the chain with a certificate that is its own issuer.
+    if (issuer === undefined || issuer === null || issuer === current) break;
+    if (issuer.raw === undefined || issuer.raw.length === 0) break;
+    issuers.push(new Uint8Array(issuer.raw));
+    current = issuer;
+  }
+  return issuers;
 }
 
 function abortReason(signal: AbortSignal): RaTlsError {

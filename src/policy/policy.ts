@@ -1,7 +1,10 @@
 import { RaTlsError } from '../errors.js';
+import type { KmsChainFacts } from '../evidence/certificate-chain.js';
 import type { AppIdentity, ParsedQuote } from '../evidence/types.js';
 import { normalizeHex } from '../util/bytes.js';
 import { TCB_STATUSES, type TcbStatus } from '../verification/verifier.js';
+import { checkKmsChain, normalizeKmsRoots } from './kms-roots.js';
+import { checkMeasurements, normalizeMeasurementSets } from './measurements.js';
 import type { NormalizedPolicy, Policy } from './types.js';
 
 /** The statuses the existing connectors accept (PROTOCOL.md §3). */
@@ -14,6 +17,8 @@ const POLICY_KEYS: ReadonlySet<string> = new Set([
   'allowedMrtds',
   'allowedAppIds',
   'allowedComposeHashes',
+  'allowedMeasurements',
+  'trustedKmsRoots',
   'allowDebugMode',
   'acceptableTcbStatuses',
 ]);
@@ -46,6 +51,8 @@ export function normalizePolicy(policy?: Policy): NormalizedPolicy {
     allowedMrtds: hexList(policy.allowedMrtds, 'policy.allowedMrtds', 48),
     allowedAppIds: hexList(policy.allowedAppIds, 'policy.allowedAppIds', 20),
     allowedComposeHashes: hexList(policy.allowedComposeHashes, 'policy.allowedComposeHashes', 32),
+    allowedMeasurements: normalizeMeasurementSets(policy.allowedMeasurements),
+    trustedKmsRoots: normalizeKmsRoots(policy.trustedKmsRoots),
     allowDebugMode,
     acceptableTcbStatuses: statusList(policy.acceptableTcbStatuses),
   });
@@ -54,9 +61,25 @@ export function normalizePolicy(policy?: Policy): NormalizedPolicy {
 /** Warnings a normalised policy deserves, for logs and the AttestationReport. */
 export function policyWarnings(policy: NormalizedPolicy): string[] {
   const warnings: string[] = [];
-  if (policy.allowedMrtds.length === 0) {
+  const bootOrKmsPinned =
+    policy.allowedMeasurements.length > 0 || policy.trustedKmsRoots.length > 0;
+  if (policy.allowedMrtds.length === 0 && !bootOrKmsPinned) {
     warnings.push(
-      'policy.allowedMrtds is empty: any MRTD (any firmware/OS image) is accepted; pin the MRTDs you deploy.',
+      'policy.allowedMrtds is empty: any MRTD (any firmware, any OS) is accepted; pin policy.allowedMeasurements or policy.trustedKmsRoots.',
+    );
+  }
+  // PROTOCOL.md §2: MRTD measures only the firmware, and RTMR3 events are written by the
+  // booted OS: without the boot chain or a KMS root pinned, a foreign kernel can claim them.
+  const weakPins = [
+    ...(policy.allowedMrtds.length > 0 ? ['policy.allowedMrtds'] : []),
+    ...(policy.allowedAppIds.length > 0 ? ['policy.allowedAppIds'] : []),
+    ...(policy.allowedComposeHashes.length > 0 ? ['policy.allowedComposeHashes'] : []),
+  ];
+  if (weakPins.length > 0 && !bootOrKmsPinned) {
+    warnings.push(
+      `${weakPins.join(', ')} ${weakPins.length === 1 ? 'is' : 'are'} pinned without policy.allowedMeasurements or policy.trustedKmsRoots: ` +
+        'MRTD measures only the firmware, and app-id and compose-hash are written into RTMR3 by the booted OS, which nothing pins, ' +
+        'so a foreign kernel on genuine firmware can claim them. Pin the boot chain (MRTD + RTMR0-2) or the KMS root.',
     );
   }
   if (policy.allowDebugMode) {
@@ -77,14 +100,18 @@ export interface PolicyFacts {
   readonly unverified?: boolean;
   /** The identity from runtime events whose RTMR3 replay matched; absent without events. */
   readonly app?: AppIdentity;
+  /** The certificates presented behind the leaf in the verified handshake, judged; absent when none were captured. */
+  readonly kmsChain?: KmsChainFacts;
 }
 
 /**
  * Applies `policy` to verified facts (PROTOCOL.md §2, §3). Every rule is
  * enforced here, never left to an engine. Throws SEAM_SIGNER_NOT_ZERO,
- * DEBUG_MODE, MRTD_NOT_ALLOWED, BAD_TCB_STATUS, APP_IDENTITY_UNVERIFIED,
- * APP_NOT_ALLOWED or COMPOSE_HASH_NOT_ALLOWED; each message names the
- * offending value and the option to change.
+ * DEBUG_MODE, MRTD_NOT_ALLOWED, MEASUREMENT_NOT_ALLOWED, BAD_TCB_STATUS,
+ * KMS_NOT_TRUSTED, APP_ID_MISMATCH, APP_IDENTITY_UNVERIFIED, APP_NOT_ALLOWED
+ * or COMPOSE_HASH_NOT_ALLOWED; each message names the offending value and the
+ * option to change. The boot chain and KMS rules run before the app rules,
+ * because they are what makes the app-id trustworthy (PROTOCOL.md §2).
  */
 export function applyPolicy(facts: PolicyFacts, policy: NormalizedPolicy): void {
   const { quote } = facts;
@@ -117,6 +144,7 @@ export function applyPolicy(facts: PolicyFacts, policy: NormalizedPolicy): void 
       { details: { mrtd: quote.mrtd } },
     );
   }
+  checkMeasurements(quote, policy.allowedMeasurements);
   if (facts.unverified !== true && !policy.acceptableTcbStatuses.includes(facts.tcbStatus)) {
     throw new RaTlsError(
       'BAD_TCB_STATUS',
@@ -124,6 +152,7 @@ export function applyPolicy(facts: PolicyFacts, policy: NormalizedPolicy): void 
       { details: { tcbStatus: facts.tcbStatus } },
     );
   }
+  checkKmsChain(facts.kmsChain, facts.app, policy.trustedKmsRoots);
   checkAppRule(
     facts.app,
     'appId',

@@ -290,7 +290,7 @@ export class RaTlsPool extends pg.Pool {
     const policyStale = this.#policyVersions.get(client) !== this.connector.policyVersion;
     if (!ageStale && !policyStale) return;
 
-    await this.#reattest(ageStale, der, report, [client]);
+    await this.#reattest(ageStale, der, client.serverIssuers, report, [client]);
   }
 
   /**
@@ -302,6 +302,7 @@ export class RaTlsPool extends pg.Pool {
   async #reattest(
     probe: boolean,
     der: Uint8Array,
+    issuers: readonly Uint8Array[],
     report: AttestationReport,
     clients: readonly RaTlsClient[],
   ): Promise<AttestationReport> {
@@ -331,11 +332,11 @@ export class RaTlsPool extends pg.Pool {
           if (probe) {
             const seen = await this.#sharedProbe(signal);
             if (seen.fingerprint !== report.fingerprint) {
-              await this.#serverChanged(seen.fingerprint, seen.certificateDer, signal);
+              await this.#serverChanged(seen, signal);
               throw kSuperseded;
             }
           }
-          return this.connector.verifyCertificate(der, signal);
+          return this.connector.verifyCertificate(der, signal, issuers);
         };
         try {
           const { report: fresh, cacheHit } = await raceSignal(work(), signal);
@@ -399,13 +400,18 @@ export class RaTlsPool extends pg.Pool {
   }
 
   /** A probe saw another certificate: verify it fully ('reverify') or refuse ('reject'). */
-  async #serverChanged(fingerprint: string, der: Uint8Array, signal: AbortSignal): Promise<void> {
+  async #serverChanged(seen: ProbeResult, signal: AbortSignal): Promise<void> {
+    const { fingerprint } = seen;
     if (this.#pinned === undefined || this.#pinned.fingerprint === fingerprint) return;
     if (this.#mode === 'reject') {
       this.#applyServerChange(fingerprint, undefined);
       return;
     }
-    const { report } = await this.connector.verifyCertificate(der, signal);
+    const { report } = await this.connector.verifyCertificate(
+      seen.certificateDer,
+      signal,
+      seen.issuersDer,
+    );
     if (this.#pinned.fingerprint !== report.fingerprint) {
       this.#applyServerChange(report.fingerprint, report);
     }
@@ -480,7 +486,7 @@ export class RaTlsPool extends pg.Pool {
     const der = current[0]?.serverCertificate;
     if (der === undefined) return;
     this.#sweeping = true;
-    this.#reattest(true, der, pinned, current)
+    this.#reattest(true, der, current[0]!.serverIssuers, pinned, current)
       .catch((error: unknown) => {
         if (error !== kSuperseded) {
           this.#emitFailure(asRaTlsError(error, 'REATTEST_FAILED'), 'background');

@@ -89,8 +89,17 @@ export interface DstackIssuerOptions {
   readonly chain?: 'kms' | 'local';
   /** Applied to every certificate and quote; a request's own faults win. */
   readonly faults?: DstackIssuerFaults;
-  /** Seed of the KMS root / local CA keys. Default: a fixed seed, so the defaults never change. */
+  /**
+   * Seed of the KMS root / local CA keys. Default: a fixed seed, so the defaults
+   * never change. Another seed is another KMS (what `policy.trustedKmsRoots` must refuse).
+   */
   readonly caSeed?: string;
+  /**
+   * A faulty app CA (chain 'kms'), for KMS-pin tests: `notAfter` ends its
+   * validity (an expired app CA), `appIdClaim` (20 bytes) replaces the app-id
+   * the KMS claims for it (APP_ID_MISMATCH against the RTMR3 app-id).
+   */
+  readonly appCa?: { readonly notAfter?: Date; readonly appIdClaim?: BytesLike };
 }
 
 /** A GetTlsKey request (PROTOCOL.md §4), camel-cased. Times are Unix seconds. */
@@ -247,6 +256,7 @@ function caCertificate(
   issuer: { readonly name: Uint8Array; readonly key: P256KeyPair } | 'self',
   seed: Uint8Array,
   claims: ReadonlyMap<string, Uint8Array>,
+  notAfter: Date = new Date(Date.now() + 3650 * DAY_MS),
 ): CaCertificate {
   const name = encodeName(subject);
   const signer = issuer === 'self' ? { name, key } : issuer;
@@ -259,7 +269,7 @@ function caCertificate(
       issuerKeyId: signer.key.keyId,
       publicKey: key.publicKey,
       notBefore: DSTACK_NOT_BEFORE,
-      notAfter: new Date(Date.now() + 3650 * DAY_MS),
+      notAfter,
       caPathLength: pathLength,
       phalaExtensions: claims,
       serialNumber,
@@ -356,7 +366,15 @@ export function createDstackIssuer(options: DstackIssuerOptions): DstackIssuer {
 
   // PROTOCOL.md §1: under a KMS the leaf is signed by an app CA derived per app-id, itself signed by the KMS root.
   const appIdClaim = new Map([[RA_TLS_OIDS.appId, fromHex(appId)]]);
-  const caClaims = new Map([...appIdClaim, [RA_TLS_OIDS.usage, utf8.encode('app:ca')]]);
+  const caAppId = hexOption(options.appCa?.appIdClaim, 'appCa.appIdClaim', 20, appId);
+  const caClaims = new Map([
+    [RA_TLS_OIDS.appId, fromHex(caAppId)],
+    [RA_TLS_OIDS.usage, utf8.encode('app:ca')],
+  ]);
+  const appCaNotAfter = options.appCa?.notAfter;
+  if (appCaNotAfter !== undefined && !(appCaNotAfter instanceof Date)) {
+    throw badOption('appCa.notAfter', 'a Date');
+  }
   let signingCa: CaCertificate;
   let caChain: string[];
   let keyProviderDefault: string;
@@ -383,6 +401,7 @@ export function createDstackIssuer(options: DstackIssuerOptions): DstackIssuer {
       { name: root.name, key: rootKey },
       seed,
       caClaims,
+      appCaNotAfter,
     );
     caChain = [signingCa.pem, root.pem];
     const rootSpki = rootKey.publicKey.export({ type: 'spki', format: 'der' });

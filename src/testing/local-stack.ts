@@ -5,13 +5,14 @@
  * CVM's guest agent issuing the client's, and a TLS-passthrough gateway
  * (PROTOCOL.md §4, §5, §8). For tests, demos and `pg-ra-tls dev` only.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { attestCertificate } from '../attest/attest-certificate.js';
 import { describeCause, RaTlsError } from '../errors.js';
+import { spkiSha256Of } from '../evidence/certificate-chain.js';
 import { DEFAULT_ACCEPTABLE_TCB_STATUSES, normalizePolicy } from '../policy/policy.js';
 import type { Policy } from '../policy/types.js';
 import { sha256, toHex } from '../util/bytes.js';
@@ -27,7 +28,12 @@ import { type Gateway, startGateway } from './stack/gateway.js';
 import { type GuestAgent, startGuestAgent } from './stack/guest-agent.js';
 import { findFreePort } from './stack/net-utils.js';
 import { type LocalPostgres, startPostgres, type TeesqlRole } from './stack/postgres.js';
-import { type Sidecar, type SidecarCredentials, startSidecar } from './stack/sidecar.js';
+import {
+  type Sidecar,
+  type SidecarCredentials,
+  type SidecarImpostor,
+  startSidecar,
+} from './stack/sidecar.js';
 
 /** Measurements of one CVM identity (hex, any case, optional `0x`). */
 export interface LocalStackIdentity {
@@ -85,8 +91,14 @@ export interface LocalStackOptions {
 /** What the database CVM attests: the values `clientOptions` pin. Lowercase hex. */
 export interface LocalStackExpectedIdentity {
   readonly mrtd: string;
+  /** The rest of the boot chain (PROTOCOL.md §2). */
+  readonly rtmr0: string;
+  readonly rtmr1: string;
+  readonly rtmr2: string;
   readonly appId: string;
   readonly composeHash: string;
+  /** SHA-256 of the DER SubjectPublicKeyInfo of the KMS root its certificate chain ends in. */
+  readonly kmsRoot: string;
 }
 
 /**
@@ -96,7 +108,11 @@ export interface LocalStackExpectedIdentity {
 export interface LocalStackClientOptions {
   /** DCAP, pure-JS engine, this stack's test root and PCCS only. */
   readonly verifier: RaTlsVerifier;
-  /** Pinned to the database CVM's MRTD, app-id and compose-hash. */
+  /**
+   * Pinned to the database CVM's boot chain (MRTD + RTMR0–2, also as
+   * `allowedMrtds`), its KMS root, app-id and compose-hash: the production
+   * checklist's policy.
+   */
   readonly policy: Policy;
   /** The client guest agent, which issues the app CVM's attested client certificate. */
   readonly dstackEndpoint: string;
@@ -236,6 +252,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       authority,
       identity: { ...DEFAULT_CLIENT_IDENTITY, ...options.clientIdentity },
     });
+    const impostorIssuers = impostorsOf(authority, serverIssuer);
     const collateral = authority.collateral(
       options.tcbStatus === undefined ? {} : { tcbStatus: options.tcbStatus },
     );
@@ -287,6 +304,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     step = 'the sidecar';
     const gatewayServername = `${serverIssuer.expected.appId}-${SIDECAR_PORT}s.${GATEWAY_BASE_DOMAIN}`;
     const credentials = await serverCredentialSource(serverIssuer, gatewayServername, lifetimeMs);
+    const impostors = await impostorCredentials(impostorIssuers, gatewayServername);
     const sidecarVerifier = new DcapVerifier({
       engine: 'js',
       rootCa: authority.rootCaDer,
@@ -311,6 +329,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         admittedClients.set(fingerprint, Date.now() + CLIENT_VERIFICATION_TTL_MS);
       },
       upstream: { host: upstream.host, port: upstream.port },
+      impostors,
     });
     cleanups.add('sidecar', () => sidecar.close());
 
@@ -337,6 +356,15 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       verifier: clientVerifier,
       policy: Object.freeze({
         allowedMrtds: Object.freeze([expected.mrtd]),
+        allowedMeasurements: Object.freeze([
+          Object.freeze({
+            mrtd: expected.mrtd,
+            rtmr0: expected.rtmr0,
+            rtmr1: expected.rtmr1,
+            rtmr2: expected.rtmr2,
+          }),
+        ]),
+        trustedKmsRoots: Object.freeze([expected.kmsRoot]),
         allowedAppIds: Object.freeze([expected.appId]),
         allowedComposeHashes: Object.freeze([expected.composeHash]),
       }),
@@ -430,8 +458,61 @@ function acceptedStatuses(tcbStatus: TcbLevelStatus | undefined): TcbStatus[] {
 }
 
 function identityOf(issuer: DstackIssuer): LocalStackExpectedIdentity {
-  const { mrtd, appId, composeHash } = issuer.expected;
-  return Object.freeze({ mrtd, appId, composeHash });
+  const { mrtd, rtmr0, rtmr1, rtmr2, appId, composeHash } = issuer.expected;
+  const kmsRoot = spkiSha256Of(new Uint8Array(new X509Certificate(issuer.rootCertificatePem).raw));
+  if (kmsRoot === undefined) throw new Error('the dstack issuer made an unreadable KMS root');
+  return Object.freeze({ mrtd, rtmr0, rtmr1, rtmr2, appId, composeHash, kmsRoot });
+}
+
+/** A kernel and initrd no one deployed: other RTMR1/RTMR2 on the same firmware. */
+const FOREIGN_KERNEL = {
+  rtmr1: 'f1'.repeat(48),
+  rtmr2: 'f2'.repeat(48),
+} as const;
+
+/**
+ * The attackers of {@link SidecarImpostor}, under the stack's own test root so
+ * their quotes verify: only the boot chain or KMS pins can refuse them.
+ */
+function impostorsOf(
+  authority: TestAuthority,
+  server: DstackIssuer,
+): Readonly<Record<SidecarImpostor, DstackIssuer>> {
+  const { mrtd, rtmr0, rtmr1, rtmr2, appId, composeHash, instanceId, osImageHash } =
+    server.expected;
+  const victim = { mrtd, rtmr0, appId, composeHash, instanceId, osImageHash };
+  return {
+    // It writes the victim's app events itself, and has no way into the victim's KMS.
+    'foreign-kernel': createDstackIssuer({
+      authority,
+      identity: { ...victim, ...FOREIGN_KERNEL },
+      caSeed: 'pg-ra-tls impostor KMS',
+    }),
+    'foreign-kms': createDstackIssuer({
+      authority,
+      identity: { ...victim, rtmr1, rtmr2 },
+      caSeed: 'pg-ra-tls foreign KMS',
+    }),
+  };
+}
+
+async function impostorCredentials(
+  issuers: Readonly<Record<SidecarImpostor, DstackIssuer>>,
+  servername: string,
+): Promise<Readonly<Record<SidecarImpostor, SidecarCredentials>>> {
+  const issue = async (issuer: DstackIssuer): Promise<SidecarCredentials> => {
+    const issued = await issuer.issueTlsKey({
+      subject: servername,
+      altNames: [servername, 'localhost', '127.0.0.1'],
+      usageRaTls: true,
+      usageServerAuth: true,
+    });
+    return Object.freeze({ key: issued.key, cert: issued.certificateChain.join('\n') });
+  };
+  return Object.freeze({
+    'foreign-kernel': await issue(issuers['foreign-kernel']),
+    'foreign-kms': await issue(issuers['foreign-kms']),
+  });
 }
 
 /**

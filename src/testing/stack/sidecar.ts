@@ -26,7 +26,21 @@ export interface SidecarOptions {
   readonly host?: string;
   /** A TLS handshake not finished by then is dropped. Default 10 s. */
   readonly handshakeTimeout?: number;
+  /** The credentials each {@link SidecarImpostor} presents; without them `misbehave({ impostor })` throws. */
+  readonly impostors?: Readonly<Record<SidecarImpostor, SidecarCredentials>>;
 }
+
+/**
+ * Attackers the issue-9 trust model must stop (PROTOCOL.md §2), each
+ * presenting a certificate whose quote is genuine under the test root:
+ * - `foreign-kernel`: the victim's firmware (same MRTD and RTMR0) booting
+ *   the attacker's kernel and initrd (other RTMR1/RTMR2), which writes the
+ *   victim's app-id and compose-hash into RTMR3; it cannot get keys from the
+ *   victim's KMS, so its chain ends in the attacker's own KMS root.
+ * - `foreign-kms`: the victim's exact measurements and app, but a chain from
+ *   another KMS root.
+ */
+export type SidecarImpostor = 'foreign-kernel' | 'foreign-kms';
 
 /**
  * Fault switches for tests, applied to connections accepted after the call
@@ -35,7 +49,9 @@ export interface SidecarOptions {
 export interface SidecarMisbehaviour {
   /** Present these credentials instead of `serverCredentials()` (an unattested, foreign, debug, ... certificate). */
   readonly credentials?: SidecarCredentials;
-  /** With `credentials`: only from the connection with this 1-based number on (a rotation). */
+  /** Present an impostor's certificate (see {@link SidecarImpostor}); `credentials` wins over it. */
+  readonly impostor?: SidecarImpostor;
+  /** With `credentials` or `impostor`: only from the connection with this 1-based number on (a rotation). */
   readonly fromConnection?: number;
   /** Accept TCP and never answer the ClientHello. */
   readonly stallHandshake?: boolean;
@@ -131,9 +147,11 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   };
 
   const credentialsFor = (id: number): SidecarCredentials => {
-    const { credentials, fromConnection } = misbehaviour;
-    if (credentials !== undefined && (fromConnection === undefined || id >= fromConnection)) {
-      return credentials;
+    const { credentials, impostor, fromConnection } = misbehaviour;
+    const replacement =
+      credentials ?? (impostor === undefined ? undefined : options.impostors?.[impostor]);
+    if (replacement !== undefined && (fromConnection === undefined || id >= fromConnection)) {
+      return replacement;
     }
     return options.serverCredentials();
   };
@@ -298,6 +316,12 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       });
     },
     misbehave(next: SidecarMisbehaviour) {
+      if (next.impostor !== undefined && options.impostors?.[next.impostor] === undefined) {
+        // A test that asks for an attacker must never silently get the genuine server.
+        throw new Error(
+          `sidecar impostor ${JSON.stringify(next.impostor)} is not configured (expected one of ${Object.keys(options.impostors ?? {}).join(', ') || 'none'})`,
+        );
+      }
       const { dropEstablished, ...persistent } = next;
       misbehaviour = { ...misbehaviour, ...persistent };
       if (dropEstablished) {
