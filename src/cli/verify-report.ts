@@ -122,7 +122,14 @@ export function formatVerifyText(outcome: VerifyOutcome): string {
       line('app-id', app.appId ?? '(no app-id event)');
       line('compose-hash', app.composeHash ?? '(no compose-hash event)');
       line('instance-id', app.instanceId ?? '(no instance-id event)');
+      line('key-provider', app.keyProvider ?? '(no key-provider event)');
     }
+    line(
+      'kms root',
+      report.kms === undefined
+        ? 'none: no verified [leaf, app CA, KMS root] chain was presented'
+        : `spki sha256 ${report.kms.rootSpkiSha256}${report.kms.pinned ? ' (pinned by --kms-root)' : ' (not pinned)'}; app CA for app-id ${report.kms.appId}`,
+    );
   }
   line('policy', policyText(outcome));
   for (const warning of outcome.warnings) line('warning', warning);
@@ -176,6 +183,7 @@ export function verifyJson(outcome: VerifyOutcome): Record<string, unknown> {
             rtmr2: report.rtmr2,
             rtmr3: report.rtmr3,
             reportData: report.reportData,
+            kms: report.kms === undefined ? null : { ...report.kms },
             verifiedAt: new Date(report.verifiedAt).toISOString(),
           },
     app:
@@ -186,6 +194,7 @@ export function verifyJson(outcome: VerifyOutcome): Record<string, unknown> {
             composeHash: report.app.composeHash ?? null,
             instanceId: report.app.instanceId ?? null,
             osImageHash: report.app.osImageHash ?? null,
+            keyProvider: report.app.keyProvider ?? null,
             runtimeEvents: report.app.events.map((event) => event.event),
           },
     policy: {
@@ -193,6 +202,8 @@ export function verifyJson(outcome: VerifyOutcome): Record<string, unknown> {
       allowedMrtds: [...policy.allowedMrtds],
       allowedAppIds: [...policy.allowedAppIds],
       allowedComposeHashes: [...policy.allowedComposeHashes],
+      allowedMeasurements: policy.allowedMeasurements.map((set) => ({ ...set })),
+      trustedKmsRoots: [...policy.trustedKmsRoots],
       allowDebugMode: policy.allowDebugMode,
       acceptableTcbStatuses: [...policy.acceptableTcbStatuses],
       warnings: [...outcome.warnings],
@@ -223,6 +234,10 @@ function policyRules(policy: NormalizedPolicy): string[] {
     values.length === 0 ? `any ${what}` : `${what} in ${flag} (${values.length})`;
   return [
     pinned(policy.allowedMrtds, 'MRTD', '--mrtd'),
+    policy.allowedMeasurements.length === 0
+      ? 'any boot chain'
+      : `boot chain in --rtmr*/--measurements (${policy.allowedMeasurements.length})`,
+    pinned(policy.trustedKmsRoots, 'KMS root', '--kms-root'),
     pinned(policy.allowedAppIds, 'app-id', '--app-id'),
     pinned(policy.allowedComposeHashes, 'compose-hash', '--compose-hash'),
     `TCB ${policy.acceptableTcbStatuses.join('/')}`,

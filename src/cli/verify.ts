@@ -22,7 +22,7 @@ import { parseQuote } from '../evidence/quote.js';
 import { type ClientCertificate, ClientIdentity } from '../identity/client-identity.js';
 import { resolveDstackEndpoint } from '../identity/dstack-endpoint.js';
 import { normalizePolicy, policyWarnings } from '../policy/policy.js';
-import type { NormalizedPolicy } from '../policy/types.js';
+import type { MeasurementSet, NormalizedPolicy, Policy } from '../policy/types.js';
 import { sha256, toHex } from '../util/bytes.js';
 import { parseDuration } from '../util/duration.js';
 import { DcapVerifier, type EngineChoice } from '../verification/dcap-verifier.js';
@@ -58,6 +58,12 @@ export interface VerifyArguments {
   /** TLS SNI: --servername, else the host name (never an IP address). */
   readonly servername: string | undefined;
   readonly policy: NormalizedPolicy;
+  /** The policy as typed, before --measurements and --kms-root files are read into it. */
+  readonly policyInput: Policy;
+  /** --measurements: a JSON file of boot measurement sets. */
+  readonly measurementsPath?: string;
+  /** --kms-root: KMS root certificates (PEM or DER) or SPKI SHA-256 hex files. */
+  readonly kmsRootPaths: readonly string[];
   readonly verifier: VerifierChoice;
   readonly dstackEndpoint?: string;
   readonly connectTimeoutMs: number;
@@ -80,10 +86,17 @@ Exit status: 0 the server passed; 1 it did not (or could not be reached);
 2 the command line is wrong.
 
 Policy:
-  --mrtd <hex>             Allowed MRTD (48 bytes); repeatable. Without it any
-                           MRTD passes, with a warning
+  --mrtd <hex>             Allowed MRTD (48 bytes); repeatable. MRTD is only the
+                           firmware: pin the boot chain or a KMS root as well
   --app-id <hex>           Allowed app-id (20 bytes) from verified RTMR3 events; repeatable
   --compose-hash <hex>     Allowed compose-hash (32 bytes); repeatable
+  --rtmr0/--rtmr1/--rtmr2 <hex>
+                           With one --mrtd: the boot chain to pin (firmware
+                           config, kernel, cmdline+initrd; RTMR0 optional)
+  --measurements <file>    JSON boot measurement sets: [{mrtd, rtmr0?, rtmr1,
+                           rtmr2}, ...], one set, or a verify --json report
+  --kms-root <file>        Trusted dstack KMS root: PEM or DER certificate, or
+                           its SPKI SHA-256 in hex; repeatable
   --tcb-status <status>    Acceptable TCB status; repeatable
                            (default UpToDate and SWHardeningNeeded)
   --allow-debug            Accept a debug TD (never in production)
@@ -113,6 +126,9 @@ Output:
 /** Policy error codes: the evidence verified, the user's pins refused it. */
 const POLICY_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'MRTD_NOT_ALLOWED',
+  'MEASUREMENT_NOT_ALLOWED',
+  'KMS_NOT_TRUSTED',
+  'APP_ID_MISMATCH',
   'APP_NOT_ALLOWED',
   'COMPOSE_HASH_NOT_ALLOWED',
   'APP_IDENTITY_UNVERIFIED',
@@ -123,6 +139,8 @@ const POLICY_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 /** Library option names in messages, and the flags that set them here. */
 const FLAG_FOR_OPTION: readonly (readonly [string, string])[] = [
   ['policy.allowedMrtds', '--mrtd'],
+  ['policy.allowedMeasurements', '--rtmr0/1/2 (or --measurements)'],
+  ['policy.trustedKmsRoots', '--kms-root'],
   ['policy.allowedAppIds', '--app-id'],
   ['policy.allowedComposeHashes', '--compose-hash'],
   ['policy.acceptableTcbStatuses', '--tcb-status'],
@@ -154,6 +172,11 @@ export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
       allowPositionals: true,
       options: {
         mrtd: { type: 'string', multiple: true },
+        rtmr0: { type: 'string' },
+        rtmr1: { type: 'string' },
+        rtmr2: { type: 'string' },
+        measurements: { type: 'string' },
+        'kms-root': { type: 'string', multiple: true },
         'app-id': { type: 'string', multiple: true },
         'compose-hash': { type: 'string', multiple: true },
         'tcb-status': { type: 'string', multiple: true },
@@ -181,17 +204,24 @@ export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
   const strings = (name: string) => (values[name] as string[] | undefined) ?? [];
   const string = (name: string) => values[name] as string | undefined;
 
-  const policy = asUsage(() =>
-    normalizePolicy({
-      allowedMrtds: strings('mrtd'),
-      allowedAppIds: strings('app-id'),
-      allowedComposeHashes: strings('compose-hash'),
-      allowDebugMode: values['allow-debug'] === true,
-      ...(strings('tcb-status').length === 0
-        ? {}
-        : { acceptableTcbStatuses: strings('tcb-status') as TcbStatus[] }),
-    }),
+  const bootChain = measurementFlags(
+    strings('mrtd'),
+    string('rtmr0'),
+    string('rtmr1'),
+    string('rtmr2'),
   );
+  const policyInput: Policy = {
+    allowedMrtds: strings('mrtd'),
+    allowedAppIds: strings('app-id'),
+    allowedComposeHashes: strings('compose-hash'),
+    allowDebugMode: values['allow-debug'] === true,
+    ...(bootChain === undefined ? {} : { allowedMeasurements: [bootChain] }),
+    ...(strings('tcb-status').length === 0
+      ? {}
+      : { acceptableTcbStatuses: strings('tcb-status') as TcbStatus[] }),
+  };
+  const policy = asUsage(() => normalizePolicy(policyInput));
+  const measurementsPath = string('measurements');
 
   const timeout = string('timeout');
   const timeoutMs =
@@ -209,6 +239,9 @@ export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
   return {
     ...target,
     policy,
+    policyInput,
+    ...(measurementsPath === undefined ? {} : { measurementsPath }),
+    kmsRootPaths: strings('kms-root'),
     verifier,
     ...(dstackEndpoint === undefined ? {} : { dstackEndpoint }),
     connectTimeoutMs: timeoutMs ?? target.connectTimeoutMs,
@@ -217,6 +250,76 @@ export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
     ...(timeoutMs === undefined ? {} : { requestTimeoutMs: timeoutMs }),
     json: values['json'] === true,
   };
+}
+
+/** --rtmr0/1/2 with one --mrtd make one boot measurement set (PROTOCOL.md §2). */
+function measurementFlags(
+  mrtds: readonly string[],
+  rtmr0: string | undefined,
+  rtmr1: string | undefined,
+  rtmr2: string | undefined,
+): MeasurementSet | undefined {
+  if (rtmr0 === undefined && rtmr1 === undefined && rtmr2 === undefined) return undefined;
+  if (mrtds.length !== 1 || rtmr1 === undefined || rtmr2 === undefined) {
+    throw usageError(
+      '--rtmr0/--rtmr1/--rtmr2 pin one boot chain: give exactly one --mrtd with --rtmr1 and --rtmr2 ' +
+        '(--rtmr0 optional); for several chains use --measurements <file>',
+    );
+  }
+  return { mrtd: mrtds[0]!, ...(rtmr0 === undefined ? {} : { rtmr0 }), rtmr1, rtmr2 };
+}
+
+/**
+ * Reads --measurements and --kms-root into the policy (usage errors, exit 2,
+ * naming the file when one cannot be read or does not hold what it should).
+ */
+export async function withPolicyFiles(args: VerifyArguments): Promise<VerifyArguments> {
+  if (args.measurementsPath === undefined && args.kmsRootPaths.length === 0) return args;
+  const fileSets =
+    args.measurementsPath === undefined ? [] : await readMeasurements(args.measurementsPath);
+  const kmsRoots = await Promise.all(args.kmsRootPaths.map(readKmsRoot));
+  const allowedMeasurements = [...(args.policyInput.allowedMeasurements ?? []), ...fileSets];
+  const policyInput: Policy = {
+    ...args.policyInput,
+    ...(allowedMeasurements.length === 0 ? {} : { allowedMeasurements }),
+    ...(kmsRoots.length === 0 ? {} : { trustedKmsRoots: kmsRoots }),
+  };
+  return { ...args, policyInput, policy: asUsage(() => normalizePolicy(policyInput)) };
+}
+
+async function readMeasurements(path: string): Promise<MeasurementSet[]> {
+  let document: unknown;
+  try {
+    document = JSON.parse(await readFile(path, 'utf8'));
+  } catch (error) {
+    throw usageError(
+      `--measurements ${JSON.stringify(path)} cannot be read as JSON: ${describeCause(error)}`,
+    );
+  }
+  // A saved `verify --json` report pins exactly the boot chain it saw.
+  const attestation = (document as { attestation?: unknown } | null)?.attestation;
+  if (attestation !== null && typeof attestation === 'object') {
+    const { mrtd, rtmr0, rtmr1, rtmr2 } = attestation as Record<string, string>;
+    document = { mrtd, rtmr0, rtmr1, rtmr2 };
+  }
+  const sets = Array.isArray(document) ? document : [document];
+  if (sets.length === 0) {
+    throw usageError(`--measurements ${JSON.stringify(path)} holds no measurement set`);
+  }
+  return sets as MeasurementSet[];
+}
+
+async function readKmsRoot(path: string): Promise<string | Uint8Array> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (error) {
+    throw usageError(`--kms-root ${JSON.stringify(path)} cannot be read: ${describeCause(error)}`);
+  }
+  const text = bytes.toString('latin1');
+  if (text.includes('-----BEGIN')) return text;
+  // A bare SPKI SHA-256 (what verify prints as "kms root"), else DER bytes.
+  return /^\s*(0x)?[0-9a-fA-F]{64}\s*$/.test(text) ? text.trim() : new Uint8Array(bytes);
 }
 
 function parseVerifierChoice(flags: {
@@ -348,6 +451,7 @@ export async function verifyTarget(args: VerifyArguments, io: CliIo): Promise<Ve
     };
     const dialStarted = performance.now();
     let der: Uint8Array;
+    let issuers: readonly Uint8Array[];
     try {
       const dialed = await dialTls({
         host: args.host,
@@ -361,6 +465,7 @@ export async function verifyTarget(args: VerifyArguments, io: CliIo): Promise<Ve
       dialed.socket.on('error', () => {});
       dialed.socket.destroy();
       der = dialed.peerCertificateDer;
+      issuers = dialed.peerIssuersDer;
     } catch (error) {
       return { ...base, error: failure(error, endpoint === undefined), timings: {} };
     }
@@ -369,7 +474,7 @@ export async function verifyTarget(args: VerifyArguments, io: CliIo): Promise<Ve
     const certificate = presentedCertificate(der);
     const verifyStarted = performance.now();
     try {
-      const report = await attestWithin(der, verifier, args.policy, args.verifyTimeoutMs);
+      const report = await attestWithin(der, issuers, verifier, args.policy, args.verifyTimeoutMs);
       return {
         ...base,
         certificate,
@@ -381,7 +486,7 @@ export async function verifyTarget(args: VerifyArguments, io: CliIo): Promise<Ve
       const policyRefused = isRaTlsError(error) && POLICY_CODES.has(error.code);
       // Show what the refused server does attest: same certificate, no pins.
       const report = policyRefused
-        ? await attestWithin(der, verifier, UNPINNED_POLICY, args.verifyTimeoutMs).catch(
+        ? await attestWithin(der, issuers, verifier, UNPINNED_POLICY, args.verifyTimeoutMs).catch(
             () => undefined,
           )
         : undefined;
@@ -401,7 +506,7 @@ export async function verifyTarget(args: VerifyArguments, io: CliIo): Promise<Ve
 }
 
 async function run(args: readonly string[], io: CliIo): Promise<number> {
-  const parsed = parseVerifyArguments(args);
+  const parsed = await withPolicyFiles(parseVerifyArguments(args));
   const outcome = await verifyTarget(parsed, io);
   io.stdout(
     parsed.json ? `${JSON.stringify(verifyJson(outcome), null, 2)}\n` : formatVerifyText(outcome),
@@ -491,6 +596,7 @@ async function readRootCa(path: string): Promise<Uint8Array> {
 /** attestCertificate under a deadline: VERIFY_TIMEOUT names --timeout. */
 async function attestWithin(
   der: Uint8Array,
+  chain: readonly Uint8Array[],
   verifier: DcapVerifier | IntelApiVerifier,
   policy: NormalizedPolicy,
   timeoutMs: number,
@@ -509,7 +615,7 @@ async function attestWithin(
   );
   try {
     return await raceSignal(
-      attestCertificate(der, { verifier, policy, signal: deadline.signal }),
+      attestCertificate(der, { verifier, policy, chain, signal: deadline.signal }),
       deadline.signal,
     );
   } finally {
