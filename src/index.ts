@@ -52,7 +52,7 @@ export {
   type PolicyFacts,
   policyWarnings,
 } from './policy/policy.js';
-export type { NormalizedPolicy, Policy } from './policy/types.js';
+export type { MeasurementSet, NormalizedPolicy, Policy } from './policy/types.js';
 export {
   type AttestationFailedEvent,
   createPool,

@@ -161,6 +161,21 @@ describe('attestCertificate', () => {
     );
   });
 
+  test('a verifier (e.g. Trust Authority) vouching for another RTMR0, RTMR1 or RTMR2 alone is VERIFIER_MISMATCH', async () => {
+    // The boot chain is pinned from the quote; a verifier must have appraised the same registers.
+    for (const register of ['rtmr0', 'rtmr1', 'rtmr2'] as const) {
+      const honest = honestVerifier();
+      const skewed: RaTlsVerifier = {
+        name: 'skewed',
+        verify: async (quote) => ({ ...(await honest.verify(quote)), [register]: 'ab'.repeat(48) }),
+      };
+      await assert.rejects(
+        attest(boundCertificate().certificateDer, skewed),
+        rejectsWith('VERIFIER_MISMATCH', new RegExp(`its ${register} `)),
+      );
+    }
+  });
+
   test('verifier failures surface as RaTlsErrors: its own code kept, anything else QUOTE_INVALID', async () => {
     const built = boundCertificate();
     const throwsPlain: RaTlsVerifier = {

@@ -101,6 +101,11 @@ test('pg-ra-tls demo runs end to end, exits 0 and leaves no process or temp dir 
     );
     assert.match(
       stdout,
+      /foreign kernel forging the app events: refused before any SQL with MEASUREMENT_NOT_ALLOWED; bytes forwarded to Postgres: 0\n/,
+    );
+    assert.match(stdout, /KMS root +spki sha256 [0-9a-f]{16}… \(pinned\)/);
+    assert.match(
+      stdout,
       /replayed with another key: refused before any SQL with PUBKEY_MISMATCH; bytes forwarded to Postgres: 0\n/,
     );
     assert.match(stdout, /^done in /m);

@@ -216,6 +216,47 @@ describe('policy warnings', () => {
   });
 });
 
+describe('the weak-pin warning (issue 9)', () => {
+  const dsn = `postgres://teesql_read:${SECRET}@db.example.com/db`;
+  const base = { connectionString: dsn, verifier, clientCertOverride: { key: 'k', cert: 'c' } };
+  const appOnly = { allowedMrtds: ['ab'.repeat(48)], allowedAppIds: ['cd'.repeat(20)] };
+
+  test('fires exactly once per policy for app pins without a boot-chain or KMS pin', async () => {
+    const warnings: string[] = [];
+    const logger = (message: string) => warnings.push(message);
+    const policy = { ...appOnly };
+    const first = createPool({ ...base, policy, logger });
+    const second = createPool({ ...base, policy, logger });
+    first.updatePolicy(policy);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /foreign kernel on genuine firmware/);
+    // Another policy object is another policy: it is judged, and warned about, on its own.
+    second.updatePolicy({ ...appOnly });
+    assert.equal(warnings.length, 2);
+    await Promise.all([first.end(), second.end()]);
+  });
+
+  test('stays silent once the boot chain or a KMS root is pinned', async () => {
+    const warnings: string[] = [];
+    for (const pin of [
+      {
+        allowedMeasurements: [
+          { mrtd: 'ab'.repeat(48), rtmr1: 'cd'.repeat(48), rtmr2: 'ef'.repeat(48) },
+        ],
+      },
+      { trustedKmsRoots: ['01'.repeat(32)] },
+    ]) {
+      const pool = createPool({
+        ...base,
+        policy: { ...appOnly, ...pin },
+        logger: (message) => warnings.push(message),
+      });
+      await pool.end();
+    }
+    assert.deepEqual(warnings, []);
+  });
+});
+
 describe('no network I/O before configuration is valid', () => {
   let server: Server;
   let port = 0;

@@ -14,7 +14,7 @@ import { isRaTlsError } from '../errors.js';
 import { createDstackIssuer } from '../testing/dstack-issuer.js';
 import { type LocalStack, startLocalStack } from '../testing/local-stack.js';
 import type { TeesqlRole } from '../testing/stack/postgres.js';
-import type { SidecarCredentials } from '../testing/stack/sidecar.js';
+import type { SidecarMisbehaviour } from '../testing/stack/sidecar.js';
 import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
 import { StopSignals } from './stop-signals.js';
 
@@ -29,7 +29,8 @@ everything (exit 0) in a few seconds:
      attestation is verified before the first byte of SQL
   3. writes and reads rows as teesql_readwrite
   4. shows teesql_read refused a write by Postgres itself
-  5. shows tampered servers (foreign MRTD, replayed quote) refused before any
+  5. shows tampered servers (foreign MRTD; the same firmware booting a foreign
+     kernel that forges the app's events; a replayed quote) refused before any
      SQL, with the bytes the sidecar forwarded to Postgres: 0
 
 The stack uses a TEST root of trust, not Intel's: the demo shows every check
@@ -155,6 +156,12 @@ async function demo(io: CliIo, signals: StopSignals): Promise<number> {
     );
     out.detail(`  fingerprint   sha256 ${report.fingerprint}`);
     out.detail(`  MRTD          ${report.mrtd}`);
+    out.detail(
+      `  boot chain    RTMR0-2 ${report.rtmr0.slice(0, 8)}… ${report.rtmr1.slice(0, 8)}… ${report.rtmr2.slice(0, 8)}… (pinned with MRTD)`,
+    );
+    out.detail(
+      `  KMS root      ${report.kms === undefined ? '(none)' : `spki sha256 ${report.kms.rootSpkiSha256.slice(0, 16)}…${report.kms.pinned ? ' (pinned), app CA for this app-id' : ''}`}`,
+    );
     out.detail(`  app-id        ${report.app?.appId ?? '(none)'}`);
     out.detail(`  compose-hash  ${report.app?.composeHash ?? '(none)'}`);
     out.detail(
@@ -207,17 +214,29 @@ async function demo(io: CliIo, signals: StopSignals): Promise<number> {
     });
     const foreignMrtd = await impostor.issueTlsKey({ usageRaTls: true, usageServerAuth: true });
     await tamperedAttempt(stack, out, open, 'same app on an unpinned image (MRTD ee…ee)', {
-      key: foreignMrtd.key,
-      cert: foreignMrtd.certificateChain.join('\n'),
+      credentials: {
+        key: foreignMrtd.key,
+        cert: foreignMrtd.certificateChain.join('\n'),
+      },
     });
+    // Issue 9: genuine firmware (same MRTD) booting a foreign kernel that writes this app's events.
+    await tamperedAttempt(
+      stack,
+      out,
+      open,
+      'same firmware, foreign kernel forging the app events',
+      { impostor: 'foreign-kernel' },
+    );
     const replayed = await stack.serverIssuer.issueTlsKey({
       usageRaTls: true,
       usageServerAuth: true,
       faults: { bindTo: foreignSpki() },
     });
     await tamperedAttempt(stack, out, open, 'a genuine quote replayed with another key', {
-      key: replayed.key,
-      cert: replayed.certificateChain.join('\n'),
+      credentials: {
+        key: replayed.key,
+        cert: replayed.certificateChain.join('\n'),
+      },
     });
 
     out.step('stopping Postgres, sidecar, gateway and guest agent...');
@@ -239,7 +258,8 @@ async function demo(io: CliIo, signals: StopSignals): Promise<number> {
 }
 
 /**
- * One connection attempt to a sidecar presenting `credentials`: the client
+ * One connection attempt to a sidecar misbehaving as `misbehaviour` (forged
+ * credentials or an impostor): the client
  * must refuse it with a RaTlsError, and the sidecar must have forwarded
  * nothing to Postgres for it.
  */
@@ -248,10 +268,10 @@ async function tamperedAttempt(
   out: Progress,
   open: (role: TeesqlRole) => Kysely<DemoDatabase>,
   what: string,
-  credentials: SidecarCredentials,
+  misbehaviour: SidecarMisbehaviour,
 ): Promise<void> {
   const seen = stack.sidecar.stats.accepted;
-  stack.sidecar.misbehave({ credentials });
+  stack.sidecar.misbehave(misbehaviour);
   let refusal: unknown;
   const db = open('teesql_readwrite');
   try {
