@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import type { ClientConfig } from 'pg';
 import { RaTlsError } from '../errors.js';
-import { parseDuration } from '../util/duration.js';
+import { parseDuration, parseTimeout } from '../util/duration.js';
 import { maskConnectionString, parseConnectionString } from './connection-string.js';
 import { checkTeesqlCredentials } from './credentials.js';
 
@@ -226,14 +226,8 @@ export function resolveConnectionSettings(
     user: fields.user,
     password: fields.password,
     database: fields.database,
-    connectTimeoutMs: parseDuration(
-      input.connectTimeout ?? connectTimeoutDefault,
-      'connectTimeout',
-    ),
-    handshakeTimeoutMs: parseDuration(
-      input.handshakeTimeout ?? DEFAULT_TIMEOUT,
-      'handshakeTimeout',
-    ),
+    connectTimeoutMs: parseTimeout(input.connectTimeout ?? connectTimeoutDefault, 'connectTimeout'),
+    handshakeTimeoutMs: parseTimeout(input.handshakeTimeout ?? DEFAULT_TIMEOUT, 'handshakeTimeout'),
     session: Object.freeze(session as PgSessionOptions),
     description: `postgres://${userInUrl}${hostInUrl}:${port}/${fields.database ?? ''}`,
   };

@@ -33,6 +33,8 @@ export interface RaTlsClientOptions extends ConnectionSettingsInput, Attestation
 
 /** Hooks a pool installs on the clients it creates. @internal */
 export interface RaTlsClientHooks {
+  /** Throws when no new connection may be dialled (pool ended, server refused). */
+  guard?(): void;
   /** Judges a verified report before pg sees the socket; throw to refuse (pinning). */
   admit?(report: AttestationReport, client: RaTlsClient): void;
   /** Called once the socket is attested, before pg's startup message. */
@@ -52,6 +54,20 @@ const kBinding = Symbol('pg-ra-tls.client-binding');
 export function bindClientOptions(binding: RaTlsClientBinding): RaTlsClientOptions {
   return { [kBinding]: binding } as unknown as RaTlsClientOptions;
 }
+
+/** AttestationOptions a shared connector owns (see AttestedConnector). */
+const CONNECTOR_OWNED = [
+  'verifier',
+  'policy',
+  'reattestEvery',
+  'verifyTimeout',
+  'now',
+  'dstackEndpoint',
+  'clientCertOverride',
+  'clientIdentity',
+  'clientCertLifetime',
+  'logger',
+] as const satisfies readonly (keyof AttestationOptions)[];
 
 type ConnectCallback = ((err: Error) => void) | ((err: null, client: pg.Client) => void);
 
@@ -131,7 +147,14 @@ export class RaTlsClient extends pg.Client {
         'this client has no session whose query could be cancelled',
       );
     }
-    const { socket } = await this.#connector.open(this.#endpoint());
+    // The cancel connection obeys the pool's pin like any other: the backend key
+    // goes only to a server the pool would accept a checkout from.
+    this.#hooks?.guard?.();
+    const admit = this.#hooks?.admit;
+    const { socket } = await this.#connector.open(
+      this.#endpoint(),
+      admit === undefined ? {} : { admit: (report) => admit(report, this) },
+    );
     const request = Buffer.alloc(16);
     request.writeInt32BE(16, 0);
     request.writeInt32BE(CANCEL_REQUEST_CODE, 4);
@@ -257,6 +280,21 @@ function prepareBinding(options: RaTlsClientOptions): RaTlsClientBinding {
     });
   }
   const settings = resolveConnectionSettings(options);
+  if (options.connector !== undefined) {
+    // A shared connector carries its own verifier, policy and identity; these
+    // options would be silently ignored, so a stricter policy would not apply.
+    const ignored = CONNECTOR_OWNED.filter(
+      (key) => (options as unknown as Record<string, unknown>)[key] !== undefined,
+    );
+    if (ignored.length > 0) {
+      throw new RaTlsError(
+        'BAD_CONFIG',
+        `${ignored.join(', ')} cannot be combined with connector: the shared connector's own ` +
+          'settings apply; set them when creating the connector (or drop connector)',
+        { details: { option: ignored[0] } },
+      );
+    }
+  }
   const connector =
     options.connector ??
     new Connector({

@@ -8,9 +8,9 @@ import {
 import {
   type AttestationOptions,
   AttestedConnector,
+  type AttestedSocket,
   type EndpointTarget,
   type ProbeResult,
-  raceSignal,
 } from '../connection/attested-connector.js';
 import {
   bindClientOptions,
@@ -26,7 +26,8 @@ import {
   setAttributes,
   withSpan,
 } from '../telemetry/tracing.js';
-import { parseDuration } from '../util/duration.js';
+import { raceSignal, Scope } from '../util/deadline.js';
+import { MAX_TIMER_MS, parseTimeout } from '../util/duration.js';
 
 /** What the pool does when the server presents a certificate other than the pinned one. */
 export type ServerChangeMode = 'reverify' | 'reject';
@@ -49,7 +50,13 @@ export interface RaTlsPoolOptions
   extends ConnectionSettingsInput,
     AttestationOptions,
     PgPoolOptions {
-  /** Time allowed for one re-attestation at checkout (probe + verification). Default `"30s"`. */
+  /**
+   * Time allowed for a checkout that has to re-attest: the probe, the
+   * verification and, when that fails, the retry on a new connection, all
+   * together. Default `"30s"`. (A checkout that opens a new connection is
+   * bounded by `connectTimeout` + `handshakeTimeout` + `verifyTimeout`, and by
+   * pg's `connectionTimeoutMillis` when set.)
+   */
   readonly reattestTimeout?: number | string;
   /**
    * A different server certificate than the pinned one: `'reverify'` (default)
@@ -139,15 +146,18 @@ export class RaTlsPool extends pg.Pool {
         { details: { option: 'onServerChange' } },
       );
     }
-    const reattestTimeoutMs = parseDuration(options.reattestTimeout ?? '30s', 'reattestTimeout');
+    const reattestTimeoutMs = parseTimeout(options.reattestTimeout ?? '30s', 'reattestTimeout');
     const settings = resolveConnectionSettings(options);
     const connector = new AttestedConnector(options);
     const hooks: RaTlsClientHooks = {
+      guard: () => {
+        if (this !== undefined) this.#guard();
+      },
       admit: (report) => {
         if (this !== undefined) this.#admit(report);
       },
       attested: (client, attested) => {
-        if (this !== undefined) this.#onAttested(client, attested.report);
+        if (this !== undefined) this.#onAttested(client, attested);
       },
     };
     const Client = class extends RaTlsClient {
@@ -181,7 +191,12 @@ export class RaTlsPool extends pg.Pool {
       connectTimeoutMs: settings.connectTimeoutMs,
       handshakeTimeoutMs: settings.handshakeTimeoutMs,
     };
-    const interval = Math.max(connector.reattestEveryMs, MIN_SWEEP_INTERVAL);
+    // Never more often than the floor; never past what a Node timer holds
+    // (a longer interval would silently become 1 ms).
+    const interval = Math.min(
+      Math.max(connector.reattestEveryMs, MIN_SWEEP_INTERVAL),
+      MAX_TIMER_MS,
+    );
     this.#sweepTimer = setInterval(() => this.#sweep(), interval);
     this.#sweepTimer.unref();
   }
@@ -246,38 +261,70 @@ export class RaTlsPool extends pg.Pool {
 
   async #checkout(): Promise<pg.PoolClient> {
     const attempts = (this.options.max ?? 10) + 1;
-    for (let attempt = 1; ; attempt++) {
-      if (this.ending) {
-        throw new RaTlsError('POOL_ENDED', 'the pool has been ended: create a new pool');
-      }
-      if (this.#rejected !== undefined) throw this.#rejected;
-      let client: PooledClient;
-      try {
-        client = (await super.connect()) as PooledClient;
-      } catch (error) {
-        throw this.#connectFailure(error);
-      }
-      try {
-        await this.#ensureFresh(client);
-        return client;
-      } catch (error) {
-        client.release(error instanceof Error ? error : new Error(String(error)));
-        if (error === kSuperseded) {
-          if (attempt < attempts) continue;
-          throw new RaTlsError('SERVER_CHANGED', 'the server certificate keeps changing');
+    // Created by the first re-attestation this checkout needs: its deadline
+    // (reattestTimeout) bounds that re-attestation and every retry it causes.
+    let budget: Scope | undefined;
+    let lastFailure: RaTlsError | undefined;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        if (this.ending) {
+          throw new RaTlsError('POOL_ENDED', 'the pool has been ended: create a new pool');
         }
-        const failure = asRaTlsError(error, 'REATTEST_FAILED');
-        this.#emitFailure(failure, 'reattest');
-        if (failure.code === 'SERVER_CHANGED' || failure.code === 'POOL_ENDED') throw failure;
-        if (attempt >= attempts) throw failure;
-        // The connections judged like this one would fail the same way.
-        this.#removeIdle((idle) => this.#needsReattest(idle));
+        if (this.#rejected !== undefined) throw this.#rejected;
+        const client = await this.#acquire(budget, lastFailure);
+        try {
+          await this.#ensureFresh(client, () => {
+            budget ??= this.#reattestScope();
+            return budget;
+          });
+          return client;
+        } catch (error) {
+          client.release(error instanceof Error ? error : new Error(String(error)));
+          if (error === kSuperseded) {
+            if (attempt < attempts) continue;
+            throw new RaTlsError('SERVER_CHANGED', 'the server certificate keeps changing');
+          }
+          const failure = asRaTlsError(error, 'REATTEST_FAILED');
+          this.#emitFailure(failure, 'reattest');
+          if (failure.code === 'SERVER_CHANGED' || failure.code === 'POOL_ENDED') throw failure;
+          if (attempt >= attempts) throw failure;
+          lastFailure = failure;
+          // The connections judged like this one would fail the same way.
+          this.#removeIdle((idle) => this.#needsReattest(idle));
+        }
       }
+    } finally {
+      budget?.dispose();
     }
   }
 
-  /** Re-attests a checked-out client when its report is stale or judged under an older policy. */
-  async #ensureFresh(client: PooledClient): Promise<void> {
+  /**
+   * A client from pg-pool. Within a re-attestation budget the wait is bounded
+   * by what is left of it; a connection that arrives too late goes back to the
+   * pool unused.
+   */
+  async #acquire(budget: Scope | undefined, lastFailure: RaTlsError | undefined) {
+    if (budget?.signal.aborted) throw lastFailure ?? budget.signal.reason;
+    const pending = super.connect() as Promise<PooledClient>;
+    try {
+      return budget === undefined ? await pending : await budget.race(pending);
+    } catch (error) {
+      if (budget?.signal.aborted) {
+        pending.then(
+          (late) => late.release(),
+          () => {},
+        );
+        throw budget.signal.reason;
+      }
+      throw this.#connectFailure(error);
+    }
+  }
+
+  /**
+   * Re-attests a checked-out client when its report is stale or judged under
+   * an older policy, within the checkout's budget (created on first use).
+   */
+  async #ensureFresh(client: PooledClient, budget: () => Scope): Promise<void> {
     const report = client.attestation;
     const der = client.serverCertificate;
     if (report === undefined || der === undefined) {
@@ -290,7 +337,19 @@ export class RaTlsPool extends pg.Pool {
     const policyStale = this.#policyVersions.get(client) !== this.connector.policyVersion;
     if (!ageStale && !policyStale) return;
 
-    await this.#reattest(ageStale, der, report, [client]);
+    await this.#reattest(ageStale, der, report, [client], budget());
+  }
+
+  #reattestScope(): Scope {
+    return new Scope().deadline(
+      this.#reattestTimeoutMs,
+      () =>
+        new RaTlsError(
+          'REATTEST_FAILED',
+          `re-attesting ${this.settings.description} took longer than ` +
+            `${this.#reattestTimeoutMs} ms (reattestTimeout)`,
+        ),
+    );
   }
 
   /**
@@ -304,6 +363,7 @@ export class RaTlsPool extends pg.Pool {
     der: Uint8Array,
     report: AttestationReport,
     clients: readonly RaTlsClient[],
+    scope: Scope,
   ): Promise<AttestationReport> {
     return withSpan(
       SpanNames.REATTEST,
@@ -313,20 +373,7 @@ export class RaTlsPool extends pg.Pool {
         [SpanAttributes.FINGERPRINT]: report.fingerprint,
       },
       async (span) => {
-        const timeout = new AbortController();
-        const timer = setTimeout(
-          () =>
-            timeout.abort(
-              new RaTlsError(
-                'REATTEST_FAILED',
-                `re-attesting ${this.settings.description} took longer than ` +
-                  `${this.#reattestTimeoutMs} ms (reattestTimeout)`,
-              ),
-            ),
-          this.#reattestTimeoutMs,
-        );
-        const signal = timeout.signal;
-        const policyVersion = this.connector.policyVersion;
+        const signal = scope.signal;
         const work = async () => {
           if (probe) {
             const seen = await this.#sharedProbe(signal);
@@ -338,7 +385,7 @@ export class RaTlsPool extends pg.Pool {
           return this.connector.verifyCertificate(der, signal);
         };
         try {
-          const { report: fresh, cacheHit } = await raceSignal(work(), signal);
+          const { report: fresh, cacheHit, policyVersion } = await scope.race(work());
           span.setAttribute(SpanAttributes.CACHE_HIT, cacheHit);
           setAttributes(span, reportAttributes(fresh));
           for (const client of clients) {
@@ -351,8 +398,6 @@ export class RaTlsPool extends pg.Pool {
         } catch (error) {
           if (error !== kSuperseded) this.connector.cache.delete(report.fingerprint);
           throw error;
-        } finally {
-          clearTimeout(timer);
         }
       },
     );
@@ -375,12 +420,17 @@ export class RaTlsPool extends pg.Pool {
     return raceSignal(this.#probeInflight, signal);
   }
 
-  /** A new connection's verified report: pin the first, judge any other certificate. */
-  #admit(report: AttestationReport): void {
+  /** Throws when the pool dials nothing more: ended, or a changed server refused. */
+  #guard(): void {
     if (this.ending) {
       throw new RaTlsError('POOL_ENDED', 'the pool was ended during attestation');
     }
     if (this.#rejected !== undefined) throw this.#rejected;
+  }
+
+  /** A new connection's verified report: pin the first, judge any other certificate. */
+  #admit(report: AttestationReport): void {
+    this.#guard();
     const pinned = this.#pinned;
     if (pinned === undefined) {
       this.#pinned = report;
@@ -393,13 +443,16 @@ export class RaTlsPool extends pg.Pool {
     this.#applyServerChange(report.fingerprint, report);
   }
 
-  #onAttested(client: RaTlsClient, report: AttestationReport): void {
-    this.#policyVersions.set(client, this.connector.policyVersion);
-    this.emit('attested', report, client);
+  #onAttested(client: RaTlsClient, attested: AttestedSocket): void {
+    // The version the verdict was reached under, not the current one: a
+    // verification that straddled updatePolicy is re-judged at checkout.
+    this.#policyVersions.set(client, attested.policyVersion);
+    this.emit('attested', attested.report, client);
   }
 
   /** A probe saw another certificate: verify it fully ('reverify') or refuse ('reject'). */
   async #serverChanged(fingerprint: string, der: Uint8Array, signal: AbortSignal): Promise<void> {
+    if (this.#rejected !== undefined) throw this.#rejected;
     if (this.#pinned === undefined || this.#pinned.fingerprint === fingerprint) return;
     if (this.#mode === 'reject') {
       this.#applyServerChange(fingerprint, undefined);
@@ -413,6 +466,9 @@ export class RaTlsPool extends pg.Pool {
 
   /** Pins `current` and drains the old connections, or enters the rejecting state (and throws). */
   #applyServerChange(fingerprint: string, current: AttestationReport | undefined): void {
+    // Refused already: one change is one serverChanged event, however many
+    // checkouts meet the new certificate concurrently.
+    if (this.#rejected !== undefined) throw this.#rejected;
     const previous = this.#pinned!;
     const oldFingerprint = previous.fingerprint;
     if (this.#mode === 'reject' || current === undefined) {
@@ -480,7 +536,8 @@ export class RaTlsPool extends pg.Pool {
     const der = current[0]?.serverCertificate;
     if (der === undefined) return;
     this.#sweeping = true;
-    this.#reattest(true, der, pinned, current)
+    const scope = this.#reattestScope();
+    this.#reattest(true, der, pinned, current, scope)
       .catch((error: unknown) => {
         if (error !== kSuperseded) {
           this.#emitFailure(asRaTlsError(error, 'REATTEST_FAILED'), 'background');
@@ -488,6 +545,7 @@ export class RaTlsPool extends pg.Pool {
         this.#removeIdle((client) => current.includes(client));
       })
       .finally(() => {
+        scope.dispose();
         this.#sweeping = false;
       });
   }
