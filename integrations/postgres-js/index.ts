@@ -111,13 +111,7 @@ export function postgresOptions(options: RaTlsPostgresOptions): RaTlsPostgresJsO
     }
   }
   const { settings, connector } = connectionSource(attested);
-  const target = {
-    host: settings.host,
-    port: settings.port,
-    servername: settings.servername,
-    connectTimeoutMs: settings.connectTimeoutMs,
-    handshakeTimeoutMs: settings.handshakeTimeoutMs,
-  };
+  const target = settings.endpoint;
   const startup: Record<string, string> = {};
   for (const key of STARTUP_PARAMETERS) {
     const value = settings.session[key];

@@ -70,6 +70,16 @@ export interface ConnectionSettingsInput extends ConnectionConfigInput, PgSessio
   readonly stream?: unknown;
 }
 
+/** One server endpoint and the transport limits to reach it: what a dial needs. */
+export interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+  /** SNI to send; undefined for an IP address without an explicit servername. */
+  readonly servername?: string | undefined;
+  readonly connectTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+}
+
 /** Resolved, validated, frozen connection settings. The password is not enumerable. */
 export interface ConnectionSettings {
   readonly host: string;
@@ -84,6 +94,8 @@ export interface ConnectionSettings {
   readonly session: Readonly<PgSessionOptions>;
   /** `postgres://user:****@host:port/db`, safe to log. */
   readonly description: string;
+  /** The endpoint to dial (host, port, SNI, timeouts), resolved once here. */
+  readonly endpoint: Endpoint;
 }
 
 /** Port of the teesql sidecar (PROTOCOL.md §5), used when none is given. */
@@ -219,6 +231,13 @@ export function resolveConnectionSettings(
     fields.user === undefined
       ? ''
       : `${encodeURIComponent(fields.user)}${fields.password === undefined ? '' : ':****'}@`;
+  const endpoint: Endpoint = Object.freeze({
+    host,
+    port,
+    servername,
+    connectTimeoutMs: parseTimeout(input.connectTimeout ?? connectTimeoutDefault, 'connectTimeout'),
+    handshakeTimeoutMs: parseTimeout(input.handshakeTimeout ?? DEFAULT_TIMEOUT, 'handshakeTimeout'),
+  });
   const settings: ConnectionSettings = {
     host,
     port,
@@ -226,8 +245,9 @@ export function resolveConnectionSettings(
     user: fields.user,
     password: fields.password,
     database: fields.database,
-    connectTimeoutMs: parseTimeout(input.connectTimeout ?? connectTimeoutDefault, 'connectTimeout'),
-    handshakeTimeoutMs: parseTimeout(input.handshakeTimeout ?? DEFAULT_TIMEOUT, 'handshakeTimeout'),
+    connectTimeoutMs: endpoint.connectTimeoutMs,
+    handshakeTimeoutMs: endpoint.handshakeTimeoutMs,
+    endpoint,
     session: Object.freeze(session as PgSessionOptions),
     description: `postgres://${userInUrl}${hostInUrl}:${port}/${fields.database ?? ''}`,
   };

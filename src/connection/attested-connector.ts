@@ -1,6 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import { attestCertificate } from '../attest/attest-certificate.js';
 import type { AttestationReport } from '../attest/report.js';
+import type { Endpoint } from '../config/connection-settings.js';
 import { type DialedSocket, dialTls } from '../dial/dial-tls.js';
 import { describeCause, RaTlsError } from '../errors.js';
 import { type ClientCertificate, ClientIdentity } from '../identity/client-identity.js';
@@ -50,14 +51,8 @@ export interface AttestationOptions {
   readonly logger?: (message: string) => void;
 }
 
-/** One server endpoint and the transport timeouts to reach it. */
-export interface EndpointTarget {
-  readonly host: string;
-  readonly port: number;
-  readonly servername?: string | undefined;
-  readonly connectTimeoutMs: number;
-  readonly handshakeTimeoutMs: number;
-}
+/** One server endpoint and the transport timeouts to reach it (see ConnectionSettings.endpoint). */
+export type EndpointTarget = Endpoint;
 
 /** A TLS socket whose server certificate passed attestation and policy. */
 export interface AttestedSocket {

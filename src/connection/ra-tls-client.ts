@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net';
 import pg from 'pg';
 import type { AttestationReport } from '../attest/report.js';
 import {
@@ -23,6 +22,7 @@ import {
   AttestedConnector as Connector,
   type EndpointTarget,
 } from './attested-connector.js';
+import { type ClientInternals, clientInternals } from './pg-internals.js';
 import { prepareSocketForPg } from './socket-hand-off.js';
 
 /** Options of a standalone {@link RaTlsClient}: where to connect and how to attest. */
@@ -41,18 +41,15 @@ export interface RaTlsClientHooks {
   attested?(client: RaTlsClient, attested: AttestedSocket): void;
 }
 
-/** What a pool hands its clients instead of options. @internal */
+/**
+ * What a pool hands the clients it creates, as the constructor's second
+ * argument: resolved settings, the shared connector and the pool's hooks.
+ * @internal
+ */
 export interface RaTlsClientBinding {
   readonly settings: ConnectionSettings;
   readonly connector: AttestedConnector;
   readonly hooks?: RaTlsClientHooks;
-}
-
-const kBinding = Symbol('pg-ra-tls.client-binding');
-
-/** Wraps a binding so that `new RaTlsClient(...)` accepts it. @internal */
-export function bindClientOptions(binding: RaTlsClientBinding): RaTlsClientOptions {
-  return { [kBinding]: binding } as unknown as RaTlsClientOptions;
 }
 
 /** AttestationOptions a shared connector owns (see AttestedConnector). */
@@ -89,21 +86,28 @@ export class RaTlsClient extends pg.Client {
   readonly settings: ConnectionSettings;
   readonly #connector: AttestedConnector;
   readonly #hooks: RaTlsClientHooks | undefined;
+  readonly #pg: ClientInternals;
   #started = false;
   #ended = false;
   #abort: AbortController | undefined;
   #attestation: AttestationReport | undefined;
   #certificateDer: Uint8Array | undefined;
 
-  constructor(options: RaTlsClientOptions) {
-    const binding = prepareBinding(options);
-    super(toPgClientConfig(binding.settings));
-    this.settings = binding.settings;
-    this.#connector = binding.connector;
-    this.#hooks = binding.hooks;
+  /**
+   * @param options where to connect and how to attest.
+   * @param binding used by a pool for the clients it creates (options are then
+   *   ignored). @internal
+   */
+  constructor(options: RaTlsClientOptions, binding?: RaTlsClientBinding) {
+    const bound = binding ?? prepareBinding(options);
+    super(toPgClientConfig(bound.settings));
+    this.settings = bound.settings;
+    this.#connector = bound.connector;
+    this.#hooks = bound.hooks;
+    this.#pg = clientInternals(this);
     // pg's placeholder stream must never open a plaintext connection: only the
     // attested socket may carry the session.
-    Object.defineProperty(this.connection.stream, 'connect', {
+    Object.defineProperty(this.#pg.stream(), 'connect', {
       value: () => {
         throw new RaTlsError('CONNECTION_ENDED', 'this connection has no attested socket');
       },
@@ -140,8 +144,8 @@ export class RaTlsClient extends pg.Client {
    * Resolves once the request is sent; the query then fails with 57014.
    */
   async cancelActiveQuery(): Promise<void> {
-    const { processID, secretKey } = this as unknown as { processID?: number; secretKey?: number };
-    if (this.#attestation === undefined || processID === undefined || secretKey === undefined) {
+    const key = this.#pg.backendKey();
+    if (this.#attestation === undefined || key === undefined) {
       throw new RaTlsError(
         'CONNECTION_ENDED',
         'this client has no session whose query could be cancelled',
@@ -152,14 +156,14 @@ export class RaTlsClient extends pg.Client {
     this.#hooks?.guard?.();
     const admit = this.#hooks?.admit;
     const { socket } = await this.#connector.open(
-      this.#endpoint(),
+      this.settings.endpoint,
       admit === undefined ? {} : { admit: (report) => admit(report, this) },
     );
     const request = Buffer.alloc(16);
     request.writeInt32BE(16, 0);
     request.writeInt32BE(CANCEL_REQUEST_CODE, 4);
-    request.writeInt32BE(processID, 8);
-    request.writeInt32BE(secretKey, 12);
+    request.writeInt32BE(key.processID, 8);
+    request.writeInt32BE(key.secretKey, 12);
     await new Promise<void>((resolve) => socket.end(request, resolve));
     socket.destroy();
   }
@@ -202,7 +206,7 @@ export class RaTlsClient extends pg.Client {
     }
     this.#started = true;
     const settings = this.settings;
-    const target = this.#endpoint();
+    const target = this.settings.endpoint;
     await withSpan(
       SpanNames.CONNECT,
       {
@@ -221,22 +225,10 @@ export class RaTlsClient extends pg.Client {
           attested.socket.destroy();
           throw error;
         }
-        const connection = this.connection as unknown as { stream: unknown };
-        connection.stream = prepareSocketForPg(attested.socket);
+        this.#pg.setStream(prepareSocketForPg(attested.socket));
         await super.connect();
       },
     );
-  }
-
-  #endpoint(): EndpointTarget {
-    const settings = this.settings;
-    return {
-      host: settings.host,
-      port: settings.port,
-      servername: settings.servername,
-      connectTimeoutMs: settings.connectTimeoutMs,
-      handshakeTimeoutMs: settings.handshakeTimeoutMs,
-    };
   }
 
   async #attest(target: EndpointTarget): Promise<AttestedSocket> {
@@ -244,7 +236,7 @@ export class RaTlsClient extends pg.Client {
     this.#abort = abort;
     // pg-pool's connectionTimeoutMillis destroys client.connection.stream, which
     // during attestation is still pg's unconnected placeholder socket.
-    const placeholder = this.connection.stream as unknown as Socket;
+    const placeholder = this.#pg.stream();
     const onPlaceholderClose = () =>
       abort.abort(
         new RaTlsError(
@@ -272,8 +264,6 @@ export class RaTlsClient extends pg.Client {
 }
 
 function prepareBinding(options: RaTlsClientOptions): RaTlsClientBinding {
-  const bound = (options as unknown as Record<symbol, RaTlsClientBinding | undefined>)[kBinding];
-  if (bound !== undefined) return bound;
   if (options === undefined || options === null || typeof options !== 'object') {
     throw new RaTlsError('BAD_CONFIG', 'RaTlsClient needs an options object', {
       details: { option: 'options' },

@@ -105,13 +105,7 @@ export async function pgConnectOptsRaTls(
       },
       async (span) => {
         const result = await connector.open(
-          {
-            host: settings.host,
-            port: settings.port,
-            servername: settings.servername,
-            connectTimeoutMs: settings.connectTimeoutMs,
-            handshakeTimeoutMs: settings.handshakeTimeoutMs,
-          },
+          settings.endpoint,
           options.signal === undefined ? {} : { signal: options.signal },
         );
         span.setAttribute(SpanAttributes.CACHE_HIT, result.cacheHit);

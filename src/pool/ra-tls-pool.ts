@@ -9,28 +9,17 @@ import {
   type AttestationOptions,
   AttestedConnector,
   type AttestedSocket,
-  type EndpointTarget,
-  type ProbeResult,
 } from '../connection/attested-connector.js';
-import {
-  bindClientOptions,
-  RaTlsClient,
-  type RaTlsClientHooks,
-} from '../connection/ra-tls-client.js';
+import { type PoolInternals, poolInternals } from '../connection/pg-internals.js';
+import { RaTlsClient, type RaTlsClientHooks } from '../connection/ra-tls-client.js';
 import { describeCause, RaTlsError } from '../errors.js';
 import type { Policy } from '../policy/types.js';
-import {
-  reportAttributes,
-  SpanAttributes,
-  SpanNames,
-  setAttributes,
-  withSpan,
-} from '../telemetry/tracing.js';
-import { raceSignal, Scope } from '../util/deadline.js';
+import { Scope } from '../util/deadline.js';
 import { MAX_TIMER_MS, parseTimeout } from '../util/duration.js';
+import { Reattestation, type ReattestOutcome } from './reattestation.js';
+import { type ServerChangedEvent, type ServerChangeMode, ServerPin } from './server-pin.js';
 
-/** What the pool does when the server presents a certificate other than the pinned one. */
-export type ServerChangeMode = 'reverify' | 'reject';
+export type { ServerChangedEvent, ServerChangeMode } from './server-pin.js';
 
 /** node-postgres pool options pg-ra-tls passes through. */
 export type PgPoolOptions = Pick<
@@ -66,17 +55,6 @@ export interface RaTlsPoolOptions
   readonly onServerChange?: ServerChangeMode;
 }
 
-/** Payload of the pool's `serverChanged` event. */
-export interface ServerChangedEvent {
-  /** The report of the previously pinned certificate. */
-  readonly previous: AttestationReport;
-  /** Fingerprint of the certificate the server presents now. */
-  readonly fingerprint: string;
-  /** Its verified report (`reverify` mode only). */
-  readonly current?: AttestationReport;
-  readonly mode: ServerChangeMode;
-}
-
 /** Payload of the pool's `attestationFailed` event. */
 export interface AttestationFailedEvent {
   readonly error: RaTlsError;
@@ -92,18 +70,18 @@ type PoolCallback = (
 
 type PooledClient = RaTlsClient & pg.PoolClient;
 
-/** The parts of pg-pool's internal state the idle sweep needs (pg-pool 3.x). */
-interface PgPoolInternals {
-  _idle: { client: pg.PoolClient }[];
-  _remove(client: pg.PoolClient, callback?: () => void): void;
-}
-
-/** Marks a connection replaced by a newer pinned certificate: closed and retried silently. */
-const kSuperseded = Symbol('pg-ra-tls.superseded');
 const MIN_SWEEP_INTERVAL = 1000;
-const SERVER_CHANGED_HINT =
-  'the pool pinned the first verified certificate; recreate the pool to accept the new one ' +
-  "(or use onServerChange: 'reverify')";
+const PASSED_THROUGH = [
+  'max',
+  'min',
+  'idleTimeoutMillis',
+  'allowExitOnIdle',
+  'maxUses',
+  'maxLifetimeSeconds',
+  'log',
+  'onConnect',
+  'connectionTimeoutMillis',
+] as const;
 
 /**
  * A node-postgres Pool (`instanceof pg.Pool` holds) whose every connection is
@@ -111,6 +89,9 @@ const SERVER_CHANGED_HINT =
  * than `reattestEvery` (the quote re-judged against current collateral and
  * policy, the server's present certificate confirmed by one shared probe
  * handshake per interval). The first verified certificate is pinned.
+ *
+ * This class only adapts pg-pool: the pin and staleness rule live in
+ * {@link ServerPin}, the probe and re-verification in {@link Reattestation}.
  *
  * Events, besides pg-pool's: `attested` (report, client), `reattested`
  * (report, client?), `serverChanged` ({@link ServerChangedEvent}),
@@ -121,14 +102,10 @@ export class RaTlsPool extends pg.Pool {
   readonly settings: ConnectionSettings;
   /** The connector shared by this pool's clients (verification cache, client identity). */
   readonly connector: AttestedConnector;
-  readonly #mode: ServerChangeMode;
+  readonly #pin: ServerPin;
+  readonly #reattestation: Reattestation;
   readonly #reattestTimeoutMs: number;
-  readonly #target: EndpointTarget;
-  readonly #policyVersions = new WeakMap<RaTlsClient, number>();
-  #pinned: AttestationReport | undefined;
-  #rejected: RaTlsError | undefined;
-  #probe: ProbeResult | undefined;
-  #probeInflight: Promise<ProbeResult> | undefined;
+  readonly #pg: PoolInternals;
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping = false;
 
@@ -149,48 +126,40 @@ export class RaTlsPool extends pg.Pool {
     const reattestTimeoutMs = parseTimeout(options.reattestTimeout ?? '30s', 'reattestTimeout');
     const settings = resolveConnectionSettings(options);
     const connector = new AttestedConnector(options);
+    const pin = new ServerPin({
+      mode,
+      description: settings.description,
+      reattestEveryMs: connector.reattestEveryMs,
+      now: () => connector.now(),
+      policyVersion: () => connector.policyVersion,
+    });
     const hooks: RaTlsClientHooks = {
       guard: () => {
-        if (this !== undefined) this.#guard();
+        const refusal = pin.refusal;
+        if (refusal !== undefined) throw refusal;
       },
-      admit: (report) => {
-        if (this !== undefined) this.#admit(report);
-      },
-      attested: (client, attested) => {
-        if (this !== undefined) this.#onAttested(client, attested);
-      },
+      admit: (report) => this.#admit(report),
+      attested: (client, attested) => this.#attested(client, attested),
     };
+    const binding = { settings, connector, hooks };
     const Client = class extends RaTlsClient {
       constructor() {
-        super(bindClientOptions({ settings, connector, hooks }));
+        super({}, binding);
       }
     };
-    const poolConfig: pg.PoolConfig = {
-      ...pick(options as pg.PoolConfig, [
-        'max',
-        'min',
-        'idleTimeoutMillis',
-        'allowExitOnIdle',
-        'maxUses',
-        'maxLifetimeSeconds',
-        'log',
-        'onConnect',
-        'connectionTimeoutMillis',
-      ]),
-      Client: Client as unknown as pg.PoolConfig['Client'],
-    };
+    const poolConfig: pg.PoolConfig = {};
+    for (const key of PASSED_THROUGH) {
+      const value = (options as pg.PoolConfig)[key];
+      if (value !== undefined) (poolConfig as Record<string, unknown>)[key] = value;
+    }
+    poolConfig.Client = Client as unknown as pg.PoolConfig['Client'];
     super(poolConfig);
+    this.#pg = poolInternals(this);
     this.settings = settings;
     this.connector = connector;
-    this.#mode = mode;
+    this.#pin = pin;
     this.#reattestTimeoutMs = reattestTimeoutMs;
-    this.#target = {
-      host: settings.host,
-      port: settings.port,
-      servername: settings.servername,
-      connectTimeoutMs: settings.connectTimeoutMs,
-      handshakeTimeoutMs: settings.handshakeTimeoutMs,
-    };
+    this.#reattestation = new Reattestation(connector, pin, settings.endpoint);
     // Never more often than the floor; never past what a Node timer holds
     // (a longer interval would silently become 1 ms).
     const interval = Math.min(
@@ -203,7 +172,7 @@ export class RaTlsPool extends pg.Pool {
 
   /** The current report of the pinned server, or undefined before the first connection. */
   get attestation(): AttestationReport | undefined {
-    return this.#pinned;
+    return this.#pin.pinned;
   }
 
   /**
@@ -252,13 +221,21 @@ export class RaTlsPool extends pg.Pool {
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
     if (!this.ending) {
-      this.connector.close(new RaTlsError('POOL_ENDED', 'the pool was ended during attestation'));
+      const ended = new RaTlsError('POOL_ENDED', 'the pool was ended during attestation');
+      this.#pin.close(ended);
+      this.connector.close(ended);
     }
     if (callback === undefined) return super.end();
     super.end(callback);
     return undefined;
   }
 
+  /**
+   * One checkout: a pooled client, re-attested when stale. A connection
+   * superseded by a newly pinned certificate is closed and another taken; a
+   * failed re-attestation is retried on a new connection within the same
+   * reattestTimeout budget.
+   */
   async #checkout(): Promise<pg.PoolClient> {
     const attempts = (this.options.max ?? 10) + 1;
     // Created by the first re-attestation this checkout needs: its deadline
@@ -270,28 +247,29 @@ export class RaTlsPool extends pg.Pool {
         if (this.ending) {
           throw new RaTlsError('POOL_ENDED', 'the pool has been ended: create a new pool');
         }
-        if (this.#rejected !== undefined) throw this.#rejected;
+        const refusal = this.#pin.refusal;
+        if (refusal !== undefined) throw refusal;
         const client = await this.#acquire(budget, lastFailure);
-        try {
-          await this.#ensureFresh(client, () => {
-            budget ??= this.#reattestScope();
-            return budget;
-          });
-          return client;
-        } catch (error) {
-          client.release(error instanceof Error ? error : new Error(String(error)));
-          if (error === kSuperseded) {
-            if (attempt < attempts) continue;
-            throw new RaTlsError('SERVER_CHANGED', 'the server certificate keeps changing');
-          }
-          const failure = asRaTlsError(error, 'REATTEST_FAILED');
-          this.#emitFailure(failure, 'reattest');
-          if (failure.code === 'SERVER_CHANGED' || failure.code === 'POOL_ENDED') throw failure;
-          if (attempt >= attempts) throw failure;
-          lastFailure = failure;
-          // The connections judged like this one would fail the same way.
-          this.#removeIdle((idle) => this.#needsReattest(idle));
+        const freshness = this.#pin.freshness(client);
+        if (freshness === 'fresh') return client;
+        let outcome: ReattestOutcome = { kind: 'superseded' };
+        if (freshness !== 'superseded') {
+          budget ??= this.#budget();
+          outcome = await this.#reattest(freshness === 'stale', client, [client], budget);
         }
+        if (outcome.kind === 'fresh') return client;
+        client.release(new Error(`pg-ra-tls: connection ${outcome.kind}`));
+        if (outcome.kind === 'superseded') {
+          if (attempt < attempts) continue;
+          throw new RaTlsError('SERVER_CHANGED', 'the server certificate keeps changing');
+        }
+        const failure = outcome.error;
+        this.#emitFailure(failure, 'reattest');
+        if (failure.code === 'SERVER_CHANGED' || failure.code === 'POOL_ENDED') throw failure;
+        if (attempt >= attempts) throw failure;
+        lastFailure = failure;
+        // The connections judged like this one would fail the same way.
+        this.#removeIdle((idle) => this.#pin.freshness(idle) !== 'fresh');
       }
     } finally {
       budget?.dispose();
@@ -320,27 +298,7 @@ export class RaTlsPool extends pg.Pool {
     }
   }
 
-  /**
-   * Re-attests a checked-out client when its report is stale or judged under
-   * an older policy, within the checkout's budget (created on first use).
-   */
-  async #ensureFresh(client: PooledClient, budget: () => Scope): Promise<void> {
-    const report = client.attestation;
-    const der = client.serverCertificate;
-    if (report === undefined || der === undefined) {
-      throw new RaTlsError('REATTEST_FAILED', 'a pooled connection has no attestation');
-    }
-    if (this.#pinned !== undefined && report.fingerprint !== this.#pinned.fingerprint) {
-      throw kSuperseded;
-    }
-    const ageStale = this.connector.now() - report.verifiedAt >= this.connector.reattestEveryMs;
-    const policyStale = this.#policyVersions.get(client) !== this.connector.policyVersion;
-    if (!ageStale && !policyStale) return;
-
-    await this.#reattest(ageStale, der, report, [client], budget());
-  }
-
-  #reattestScope(): Scope {
+  #budget(): Scope {
     return new Scope().deadline(
       this.#reattestTimeoutMs,
       () =>
@@ -352,165 +310,60 @@ export class RaTlsPool extends pg.Pool {
     );
   }
 
-  /**
-   * One re-attestation in a `pg_ra_tls.reattest` span: with `probe`, a fresh
-   * handshake confirms the server still presents this certificate (shared by
-   * all checkouts for one interval); then the certificate is re-verified
-   * (cache-aware: once per fingerprint per interval) under the current policy.
-   */
+  /** Re-attests `clients` (all attested by `client`'s certificate) and applies the outcome. */
   async #reattest(
     probe: boolean,
-    der: Uint8Array,
-    report: AttestationReport,
+    client: RaTlsClient,
     clients: readonly RaTlsClient[],
-    scope: Scope,
-  ): Promise<AttestationReport> {
-    return withSpan(
-      SpanNames.REATTEST,
-      {
-        [SpanAttributes.SERVER_ADDRESS]: this.#target.host,
-        [SpanAttributes.SERVER_PORT]: this.#target.port,
-        [SpanAttributes.FINGERPRINT]: report.fingerprint,
-      },
-      async (span) => {
-        const signal = scope.signal;
-        const work = async () => {
-          if (probe) {
-            const seen = await this.#sharedProbe(signal);
-            if (seen.fingerprint !== report.fingerprint) {
-              await this.#serverChanged(seen.fingerprint, seen.certificateDer, signal);
-              throw kSuperseded;
-            }
-          }
-          return this.connector.verifyCertificate(der, signal);
-        };
-        try {
-          const { report: fresh, cacheHit, policyVersion } = await scope.race(work());
-          span.setAttribute(SpanAttributes.CACHE_HIT, cacheHit);
-          setAttributes(span, reportAttributes(fresh));
-          for (const client of clients) {
-            client.updateAttestation(fresh);
-            this.#policyVersions.set(client, policyVersion);
-          }
-          if (this.#pinned?.fingerprint === fresh.fingerprint) this.#pinned = fresh;
-          for (const client of clients) this.emit('reattested', fresh, client);
-          return fresh;
-        } catch (error) {
-          if (error !== kSuperseded) this.connector.cache.delete(report.fingerprint);
-          throw error;
-        }
-      },
-    );
-  }
-
-  #sharedProbe(signal: AbortSignal): Promise<ProbeResult> {
-    const cached = this.#probe;
-    if (cached !== undefined && this.connector.now() - cached.at < this.connector.reattestEveryMs) {
-      return Promise.resolve(cached);
+    budget: Scope,
+  ): Promise<ReattestOutcome> {
+    const report = client.attestation;
+    const der = client.serverCertificate;
+    if (report === undefined || der === undefined) {
+      const error = new RaTlsError('REATTEST_FAILED', 'a pooled connection has no attestation');
+      return { kind: 'failed', error };
     }
-    this.#probeInflight ??= this.connector
-      .probe(this.#target)
-      .then((result) => {
-        this.#probe = result;
-        return result;
-      })
-      .finally(() => {
-        this.#probeInflight = undefined;
-      });
-    return raceSignal(this.#probeInflight, signal);
-  }
-
-  /** Throws when the pool dials nothing more: ended, or a changed server refused. */
-  #guard(): void {
-    if (this.ending) {
-      throw new RaTlsError('POOL_ENDED', 'the pool was ended during attestation');
+    const outcome = await this.#reattestation.run(probe, der, report, budget);
+    if (outcome.kind !== 'fresh') {
+      if (outcome.change !== undefined) this.#serverChanged(outcome.change);
+      return outcome;
     }
-    if (this.#rejected !== undefined) throw this.#rejected;
+    for (const each of clients) {
+      each.updateAttestation(outcome.report);
+      this.#pin.stamp(each, outcome.policyVersion);
+    }
+    for (const each of clients) this.emit('reattested', outcome.report, each);
+    return outcome;
   }
 
   /** A new connection's verified report: pin the first, judge any other certificate. */
   #admit(report: AttestationReport): void {
-    this.#guard();
-    const pinned = this.#pinned;
-    if (pinned === undefined) {
-      this.#pinned = report;
-      return;
-    }
-    if (report.fingerprint === pinned.fingerprint) {
-      if (report.verifiedAt >= pinned.verifiedAt) this.#pinned = report;
-      return;
-    }
-    this.#applyServerChange(report.fingerprint, report);
+    const result = this.#pin.admit(report);
+    if (result.change !== undefined) this.#serverChanged(result.change);
+    if (!result.ok) throw result.error;
   }
 
-  #onAttested(client: RaTlsClient, attested: AttestedSocket): void {
+  #attested(client: RaTlsClient, attested: AttestedSocket): void {
     // The version the verdict was reached under, not the current one: a
     // verification that straddled updatePolicy is re-judged at checkout.
-    this.#policyVersions.set(client, attested.policyVersion);
+    this.#pin.stamp(client, attested.policyVersion);
     this.emit('attested', attested.report, client);
   }
 
-  /** A probe saw another certificate: verify it fully ('reverify') or refuse ('reject'). */
-  async #serverChanged(fingerprint: string, der: Uint8Array, signal: AbortSignal): Promise<void> {
-    if (this.#rejected !== undefined) throw this.#rejected;
-    if (this.#pinned === undefined || this.#pinned.fingerprint === fingerprint) return;
-    if (this.#mode === 'reject') {
-      this.#applyServerChange(fingerprint, undefined);
-      return;
-    }
-    const { report } = await this.connector.verifyCertificate(der, signal);
-    if (this.#pinned.fingerprint !== report.fingerprint) {
-      this.#applyServerChange(report.fingerprint, report);
-    }
-  }
-
-  /** Pins `current` and drains the old connections, or enters the rejecting state (and throws). */
-  #applyServerChange(fingerprint: string, current: AttestationReport | undefined): void {
-    // Refused already: one change is one serverChanged event, however many
-    // checkouts meet the new certificate concurrently.
-    if (this.#rejected !== undefined) throw this.#rejected;
-    const previous = this.#pinned!;
-    const oldFingerprint = previous.fingerprint;
-    if (this.#mode === 'reject' || current === undefined) {
-      this.#rejected = new RaTlsError(
-        'SERVER_CHANGED',
-        `${this.settings.description} now presents certificate ${fingerprint.slice(0, 16)}… ` +
-          `instead of the pinned ${oldFingerprint.slice(0, 16)}…: ${SERVER_CHANGED_HINT}`,
-        { details: { pinned: oldFingerprint, presented: fingerprint } },
-      );
-      this.emit('serverChanged', {
-        previous,
-        fingerprint,
-        mode: 'reject',
-      } satisfies ServerChangedEvent);
-      this.#removeIdle(() => true);
-      throw this.#rejected;
-    }
-    this.#pinned = current;
-    this.#probe = undefined;
-    this.emit('serverChanged', {
-      previous,
-      fingerprint,
-      current,
-      mode: 'reverify',
-    } satisfies ServerChangedEvent);
-    this.#removeIdle((client) => client.attestation?.fingerprint === oldFingerprint);
-  }
-
-  #needsReattest(client: RaTlsClient): boolean {
-    const report = client.attestation;
-    if (report === undefined) return true;
-    if (this.#pinned !== undefined && report.fingerprint !== this.#pinned.fingerprint) return true;
-    if (this.#policyVersions.get(client) !== this.connector.policyVersion) return true;
-    return this.connector.now() - report.verifiedAt >= this.connector.reattestEveryMs;
+  /** Emits the one event of a server change and drains the connections it made obsolete. */
+  #serverChanged(change: ServerChangedEvent): void {
+    if (change.mode === 'reverify') this.#reattestation.resetProbe();
+    this.emit('serverChanged', change);
+    const old = change.previous.fingerprint;
+    this.#removeIdle(
+      (client) => change.mode === 'reject' || client.attestation?.fingerprint === old,
+    );
   }
 
   /** Closes idle connections matching `predicate` (only ones idle right now). */
   #removeIdle(predicate: (client: RaTlsClient) => boolean): void {
-    const internals = this as unknown as PgPoolInternals;
-    for (const item of [...internals._idle]) {
-      const client = item.client as unknown as RaTlsClient;
-      if (predicate(client)) internals._remove(item.client);
+    for (const client of this.#pg.idleClients()) {
+      if (predicate(client as unknown as RaTlsClient)) this.#pg.removeIdle(client);
     }
   }
 
@@ -520,32 +373,31 @@ export class RaTlsPool extends pg.Pool {
    * when that fails.
    */
   #sweep(): void {
-    if (this.#sweeping || this.ending || this.#rejected !== undefined) return;
-    const pinned = this.#pinned;
-    const internals = this as unknown as PgPoolInternals;
-    const stale = internals._idle
-      .map((item) => item.client as unknown as RaTlsClient)
-      .filter((client) => this.#needsReattest(client));
-    if (pinned === undefined || stale.length === 0) return;
+    const pinned = this.#pin.pinned;
+    if (this.#sweeping || this.ending || this.#pin.refusal !== undefined || pinned === undefined) {
+      return;
+    }
+    const stale = this.#pg
+      .idleClients()
+      .map((client) => client as unknown as RaTlsClient)
+      .filter((client) => this.#pin.freshness(client) !== 'fresh');
+    if (stale.length === 0) return;
     const current = stale.filter(
       (client) => client.attestation?.fingerprint === pinned.fingerprint,
     );
-    this.#removeIdle(
-      (client) => stale.includes(client) && client.attestation?.fingerprint !== pinned.fingerprint,
-    );
-    const der = current[0]?.serverCertificate;
-    if (der === undefined) return;
+    this.#removeIdle((client) => stale.includes(client) && !current.includes(client));
+    const first = current[0];
+    if (first === undefined) return;
     this.#sweeping = true;
-    const scope = this.#reattestScope();
-    this.#reattest(true, der, pinned, current, scope)
-      .catch((error: unknown) => {
-        if (error !== kSuperseded) {
-          this.#emitFailure(asRaTlsError(error, 'REATTEST_FAILED'), 'background');
-        }
+    const budget = this.#budget();
+    this.#reattest(true, first, current, budget)
+      .then((outcome) => {
+        if (outcome.kind === 'fresh') return;
+        if (outcome.kind === 'failed') this.#emitFailure(outcome.error, 'background');
         this.#removeIdle((client) => current.includes(client));
       })
       .finally(() => {
-        scope.dispose();
+        budget.dispose();
         this.#sweeping = false;
       });
   }
@@ -578,15 +430,4 @@ export class RaTlsPool extends pg.Pool {
 /** Creates a {@link RaTlsPool}. Configuration errors throw here, before any network I/O. */
 export function createPool(options: RaTlsPoolOptions): RaTlsPool {
   return new RaTlsPool(options);
-}
-
-function pick<T extends object, K extends keyof T>(source: T, keys: readonly K[]): Partial<T> {
-  const out: Partial<T> = {};
-  for (const key of keys) if (source[key] !== undefined) out[key] = source[key];
-  return out;
-}
-
-function asRaTlsError(error: unknown, code: 'REATTEST_FAILED'): RaTlsError {
-  if (error instanceof RaTlsError) return error;
-  return new RaTlsError(code, `re-attestation failed: ${describeCause(error)}`, { cause: error });
 }
