@@ -18,6 +18,7 @@ export {
   type EndpointTarget,
 } from './connection/attested-connector.js';
 export { RaTlsClient, type RaTlsClientOptions } from './connection/ra-tls-client.js';
+export { closeSharedDefaults } from './connection/shared-defaults.js';
 export {
   type PgConnectOptsOptions,
   pgConnectOptsRaTls,

@@ -17,8 +17,8 @@ import {
 import { sha256, toHex } from '../util/bytes.js';
 import { Scope } from '../util/deadline.js';
 import { parseDuration, parseTimeout } from '../util/duration.js';
-import { DcapVerifier } from '../verification/dcap-verifier.js';
 import type { RaTlsVerifier } from '../verification/verifier.js';
+import { sharedVerifier } from './shared-defaults.js';
 import { type CachedVerification, VerificationCache } from './verification-cache.js';
 
 /** How attestation is done: the verifier, the policy, caching and timeouts, and the client identity. */
@@ -117,7 +117,7 @@ export class AttestedConnector {
   #policyVersion = 0;
 
   constructor(options: AttestationOptions) {
-    const verifier = options.verifier ?? defaultVerifier();
+    const verifier = options.verifier ?? sharedVerifier();
     if (
       verifier === null ||
       typeof verifier !== 'object' ||
@@ -353,12 +353,4 @@ export class AttestedConnector {
       scope.dispose();
     }
   }
-}
-
-let sharedDcapVerifier: DcapVerifier | undefined;
-
-/** The production default: DCAP against Intel's root, collateral from Intel PCS (PROTOCOL.md §3). */
-function defaultVerifier(): DcapVerifier {
-  sharedDcapVerifier ??= new DcapVerifier();
-  return sharedDcapVerifier;
 }

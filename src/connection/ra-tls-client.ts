@@ -7,7 +7,6 @@ import {
   toPgClientConfig,
 } from '../config/connection-settings.js';
 import { RaTlsError } from '../errors.js';
-import { sharedClientIdentity } from '../identity/shared-identity.js';
 import {
   reportAttributes,
   SpanAttributes,
@@ -23,6 +22,7 @@ import {
   type EndpointTarget,
 } from './attested-connector.js';
 import { type ClientInternals, clientInternals } from './pg-internals.js';
+import { sharedClientIdentity } from './shared-defaults.js';
 import { prepareSocketForPg } from './socket-hand-off.js';
 
 /** Options of a standalone {@link RaTlsClient}: where to connect and how to attest. */

@@ -10,7 +10,6 @@ import {
 } from '../config/connection-settings.js';
 import { maskConnectionString, parseConnectionString } from '../config/connection-string.js';
 import { RaTlsError } from '../errors.js';
-import { sharedClientIdentity } from '../identity/shared-identity.js';
 import {
   reportAttributes,
   SpanAttributes,
@@ -24,6 +23,7 @@ import {
   AttestedConnector,
   type EndpointTarget,
 } from './attested-connector.js';
+import { sharedClientIdentity } from './shared-defaults.js';
 import { prepareSocketForPg } from './socket-hand-off.js';
 
 /** A server to verify: `host`, `host:port`, `[v6]:port`, a postgres:// URL, or fields. */
