@@ -43,7 +43,7 @@ export type VerifierChoice =
       readonly kind: 'dcap';
       readonly engine: EngineChoice;
       readonly pccsUrl?: string;
-      /** A test root CA (PEM file): js engine only (PROTOCOL.md §8). */
+      /** A test root CA (PEM file): js engine only (docs/protocol.md §8). */
       readonly rootCaPath?: string;
     }
   | { readonly kind: 'intel-api' };
@@ -245,7 +245,7 @@ function parseVerifierChoice(flags: {
   }
   if (flags.rootCa !== undefined && flags.engine !== undefined && flags.engine !== 'js') {
     throw usageError(
-      "--root-ca works only with --engine js: the WASM engine has Intel's root compiled in (PROTOCOL.md §3)",
+      "--root-ca works only with --engine js: the WASM engine has Intel's root compiled in (docs/protocol.md §3)",
     );
   }
   if (flags.pccsUrl !== undefined && !isHttpUrl(flags.pccsUrl)) {
@@ -519,7 +519,7 @@ async function attestWithin(
 
 /**
  * The certificate as presented, read independently of the verdict so a
- * refused server still shows what it sent. The binding check (PROTOCOL.md §1)
+ * refused server still shows what it sent. The binding check (docs/protocol.md §1)
  * is pure, so it is reported on its own.
  */
 function presentedCertificate(der: Uint8Array): PresentedCertificate {

@@ -98,7 +98,7 @@ export interface ConnectionSettings {
   readonly endpoint: Endpoint;
 }
 
-/** Port of the teesql sidecar (PROTOCOL.md §5), used when none is given. */
+/** Port of the teesql sidecar (docs/protocol.md §5), used when none is given. */
 export const DEFAULT_SIDECAR_PORT = 5433;
 const DEFAULT_TIMEOUT = '10s';
 
@@ -203,7 +203,7 @@ export function resolveConnectionSettings(
 
   const fields = { ...parsed, ...definedFields(input), ...definedFields(input.config ?? {}) };
   // libpq semantics: `hostaddr` is where TCP goes, `host` stays the name (here: the TLS SNI,
-  // which the dstack gateway routes by, PROTOCOL.md §5).
+  // which the dstack gateway routes by, docs/protocol.md §5).
   const name = fields.host === '' ? undefined : fields.host;
   const host = fields.hostaddr ?? name;
   if (host === undefined || host === '') {
@@ -258,7 +258,7 @@ export function resolveConnectionSettings(
 
 /**
  * The node-postgres client config for settings: `ssl: false` always, because the
- * attested TLS socket already carries the session (PROTOCOL.md §5: no SSLRequest).
+ * attested TLS socket already carries the session (docs/protocol.md §5: no SSLRequest).
  */
 export function toPgClientConfig(settings: ConnectionSettings): ClientConfig {
   const config: ClientConfig = {

@@ -99,7 +99,7 @@ const MAX_POLICY_RERUNS = 3;
 
 /**
  * Opens attested TLS connections: client identity → TLS dial → attestation of
- * the captured leaf (PROTOCOL.md §1–3, via attestCertificate) under a timeout,
+ * the captured leaf (docs/protocol.md §1–3, via attestCertificate) under a timeout,
  * with a per-fingerprint verification cache. The socket is returned only after
  * success; on any failure it is destroyed. Shared by clients of one pool.
  */

@@ -77,7 +77,7 @@ const CANCEL_REQUEST_CODE = 80877102;
  * `connect()` dials the server with TLS from the first byte, verifies the
  * server certificate's TDX attestation and the policy, and only then gives the
  * verified TLS socket to pg, which writes its startup message on it
- * (PROTOCOL.md §5). Any failure destroys the socket and rejects with a
+ * (docs/protocol.md §5). Any failure destroys the socket and rejects with a
  * {@link RaTlsError}; `end()` during attestation settles `connect()` with
  * CONNECTION_ENDED.
  */

@@ -28,7 +28,7 @@ export interface DialedSocket {
 /**
  * Opens TCP and speaks TLS from the first byte: the ClientHello (with SNI) is
  * the first thing on the wire, never a Postgres SSLRequest, because the teesql
- * sidecar and the dstack gateway expect exactly that (PROTOCOL.md §5).
+ * sidecar and the dstack gateway expect exactly that (docs/protocol.md §5).
  * `rejectUnauthorized` is false: trust comes from the attestation of the
  * captured certificate, not from a CA. On success the socket carries no
  * listeners of ours; the caller owns it and must handle its 'error'.
