@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
 import { describeCause, type ErrorCode, RaTlsError } from '../errors.js';
+import { abortError } from '../util/deadline.js';
 
 /** Where and how to open one RA-TLS connection. */
 export interface DialOptions {
@@ -113,10 +114,7 @@ export function dialTls(options: DialOptions): Promise<DialedSocket> {
   });
 }
 
+/** The signal's reason through the one abort mapping (util/deadline.ts). */
 function abortReason(signal: AbortSignal): RaTlsError {
-  const reason: unknown = signal.reason;
-  if (reason instanceof RaTlsError) return reason;
-  return new RaTlsError('CONNECTION_ENDED', 'the connection attempt was cancelled', {
-    cause: reason,
-  });
+  return abortError(signal.reason);
 }
