@@ -11,8 +11,9 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { attestCertificate } from '../attest/attest-certificate.js';
 import type { AttestationReport } from '../attest/report.js';
-import { resolveConnectionSettings } from '../config/connection-settings.js';
+import { DEFAULT_SIDECAR_PORT, resolveConnectionSettings } from '../config/connection-settings.js';
 import { maskConnectionString } from '../config/connection-string.js';
+import { parseHostPort } from '../config/server-address.js';
 import { dialTls } from '../dial/dial-tls.js';
 import { describeCause, type ErrorCode, isRaTlsError, RaTlsError } from '../errors.js';
 import { checkBinding } from '../evidence/binding.js';
@@ -139,7 +140,6 @@ const UNPINNED_POLICY = normalizePolicy({
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_VERIFY_TIMEOUT_MS = 30_000;
-const HOST_PORT = /^(?:\[([^\]]+)\]|([^:[\]/\s]+))(?::(\d{1,5}))?$/;
 const URL_SCHEME = /^postgres(?:ql)?:\/\//i;
 const ENGINES: readonly EngineChoice[] = ['both', 'wasm', 'js'];
 
@@ -287,10 +287,10 @@ function parseTarget(
       connectTimeoutMs: settings.connectTimeoutMs,
     };
   }
-  const match = HOST_PORT.exec(text.trim());
-  const host = match?.[1] ?? match?.[2];
-  const port = match?.[3] === undefined ? 5433 : Number(match[3]);
-  if (host === undefined || port < 1 || port > 65_535) {
+  const parsed = parseHostPort(text);
+  const host = parsed?.host;
+  const port = parsed?.port ?? DEFAULT_SIDECAR_PORT;
+  if (host === undefined) {
     throw usageError(
       `${JSON.stringify(input)} is not host, host:port, [ipv6]:port or a postgres:// URL`,
     );
