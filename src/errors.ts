@@ -13,6 +13,7 @@ export const ErrorCodes = {
   MISSING_DSTACK_SOCKET: 'No dstack guest agent socket or DSTACK_SIMULATOR_ENDPOINT found',
   CLIENT_CERT_UNAVAILABLE: 'Could not obtain a client certificate from the guest agent',
   LOCAL_STACK_FAILED: 'The local attested test stack could not start or stop',
+  PG_UNSUPPORTED_VERSION: 'The installed pg / pg-pool lacks internals pg-ra-tls relies on',
 
   // Evidence (certificate, attestation envelope, quote)
   MALFORMED_CERTIFICATE: 'The server certificate cannot be parsed',

@@ -17,7 +17,14 @@ export {
   type AttestedSocket,
   type EndpointTarget,
 } from './connection/attested-connector.js';
+export {
+  type InspectServerOptions,
+  inspectServer,
+  type PresentedCertificate,
+  type ServerInspection,
+} from './connection/inspect-server.js';
 export { RaTlsClient, type RaTlsClientOptions } from './connection/ra-tls-client.js';
+export { closeSharedDefaults } from './connection/shared-defaults.js';
 export {
   type PgConnectOptsOptions,
   pgConnectOptsRaTls,

@@ -1,7 +1,7 @@
 /**
  * End to end with the hosted verifier: certificates from the dstack issuer,
  * attestCertificate, and IntelApiVerifier talking HTTP to a local Trust
- * Authority (PROTOCOL.md §6). Binding, RTMR3 replay and policy stay with
+ * Authority (docs/protocol.md §6). Binding, RTMR3 replay and policy stay with
  * pg-ra-tls whatever the token says.
  */
 import assert from 'node:assert/strict';

@@ -1,5 +1,5 @@
 /**
- * End to end under the DCAP test root (PROTOCOL.md §8): certificates from the
+ * End to end under the DCAP test root (docs/protocol.md §8): certificates from the
  * dstack issuer, attestCertificate, the DcapVerifier's pure-JS engine, and
  * collateral either fixed or served by a real local PCCS.
  */

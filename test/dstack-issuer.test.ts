@@ -24,7 +24,7 @@ import { DcapVerifier } from '../src/verification/dcap-verifier.js';
 const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 
-/** The 62397 extensions of a certificate, payloads unwrapped (PROTOCOL.md §1). */
+/** The 62397 extensions of a certificate, payloads unwrapped (docs/protocol.md §1). */
 function phalaExtensions(pem: string): Map<string, Uint8Array> {
   const der = new X509Certificate(pem).raw;
   const certificate = AsnConvert.parse(der, Certificate);

@@ -34,7 +34,7 @@ async function agentCredential(endpoint: string): Promise<Credential> {
   return { key: answer.key, cert: answer.certificate_chain.join('\n') };
 }
 
-/** A TLS connection from the first byte (no SSLRequest, PROTOCOL.md §5), settled either way. */
+/** A TLS connection from the first byte (no SSLRequest, docs/protocol.md §5), settled either way. */
 function dial(
   port: number,
   credential: Credential | undefined,

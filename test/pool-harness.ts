@@ -3,7 +3,7 @@
  * like a teesql cluster, a teesql-like sidecar presenting RA-TLS certificates
  * whose quotes come from the DCAP test authority, and a dstack guest agent
  * issuing the client's RA-TLS certificates. Everything verifies with the real
- * pure-JS DCAP engine under the test root (PROTOCOL.md §8).
+ * pure-JS DCAP engine under the test root (docs/protocol.md §8).
  */
 import { attestCertificate } from '../src/attest/attest-certificate.js';
 import { expectedReportData } from '../src/evidence/binding.js';
@@ -145,7 +145,7 @@ export async function startPoolStack(): Promise<PoolStack> {
   } as Omit<PoolStack, 'sidecar' | 'dsn' | 'close'> & { serverCredentials: SidecarCredentials };
   const sidecar = await startSidecar({
     serverCredentials: () => stack.serverCredentials,
-    // Mutual RA-TLS: the sidecar attests the client certificate too (PROTOCOL.md §5).
+    // Mutual RA-TLS: the sidecar attests the client certificate too (docs/protocol.md §5).
     verifyClient: async (der) => {
       stack.clientCertificates.push(der);
       await attestCertificate(der, { verifier: sidecarVerifier, policy: clientPolicy });

@@ -6,7 +6,7 @@
  * DSTACK_SIMULATOR_ENDPOINT).
  *
  * The snippets are production code, and production's default verifier trusts
- * only Intel's root, which no quote made here can chain to (PROTOCOL.md §8).
+ * only Intel's root, which no quote made here can chain to (docs/protocol.md §8).
  * So, without changing a snippet's text, its `pg-ra-tls…` imports are pointed
  * at shims (test/support/readme-shims/) that re-export the real entries and
  * only default `verifier` to the stack's test-root verifier when the snippet

@@ -111,7 +111,7 @@ function pgThrough(sidecar: Sidecar, client: PlainCertificate): pg.Client {
     password: url.password,
     database: postgres.database,
     ssl: { key: client.key, cert: client.cert, rejectUnauthorized: false },
-    // pg 8.23 spells it lowercase; TLS from the first byte, as the sidecar expects (PROTOCOL.md §5).
+    // pg 8.23 spells it lowercase; TLS from the first byte, as the sidecar expects (docs/protocol.md §5).
     ...{ sslnegotiation: 'direct' },
   });
 }

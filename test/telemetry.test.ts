@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { context, SpanStatusCode, trace } from '@opentelemetry/api';
+import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import {
   BasicTracerProvider,
@@ -78,18 +78,60 @@ describe('spans of attested connections', () => {
         assert.equal(connect.attributes[SpanAttributes.MRTD], stack.mrtd);
         assert.equal(connect.attributes[SpanAttributes.TCB_STATUS], 'UpToDate');
         assert.equal(connect.attributes[SpanAttributes.VERIFIER], 'dcap:js');
-        assert.equal(connect.status.code, SpanStatusCode.OK);
+        // Instrumentation leaves success unset (OpenTelemetry spec); OK is the app's call.
+        assert.equal(connect.status.code, SpanStatusCode.UNSET);
+        assert.equal(connect.kind, SpanKind.CLIENT, 'connect dials the server');
       }
       const connectIds = connects.map((span) => span.spanContext().spanId);
       for (const verify of verifies) {
         assert.ok(connectIds.includes(parentOf(verify)!), 'verify is a child of connect');
         assert.equal(verify.attributes[SpanAttributes.FINGERPRINT], pool.attestation?.fingerprint);
+        assert.equal(verify.kind, SpanKind.INTERNAL);
+        assert.equal(verify.status.code, SpanStatusCode.UNSET);
       }
       // The two cold connects share one verification: one computes, one reuses.
       assert.deepEqual(verifies.map((span) => span.attributes[SpanAttributes.CACHE_HIT]).sort(), [
         false,
         true,
       ]);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  test('a re-attestation is a CLIENT span nested under the checkout that caused it', async () => {
+    let offset = 0;
+    const now = () => new Date(Date.now() + offset);
+    const pool = createPool(options({ now, reattestEvery: '1m', max: 2 }));
+    const tracer = trace.getTracer('app');
+    try {
+      await Promise.all([pool.query('select 1'), pool.query('select 2')]);
+      offset += 61_000;
+      exporter.reset();
+      // Two checkouts in two requests: each re-attestation belongs to its own.
+      await Promise.all(
+        ['app.first', 'app.second'].map((name) =>
+          tracer.startActiveSpan(name, async (parent) => {
+            const client = await pool.connect();
+            client.release();
+            parent.end();
+          }),
+        ),
+      );
+      const reattests = named(SpanNames.REATTEST);
+      assert.equal(reattests.length, 2);
+      const parents = ['app.first', 'app.second'].map(
+        (name) => named(name)[0]?.spanContext().spanId,
+      );
+      assert.deepEqual(reattests.map(parentOf).sort(), [...parents].sort());
+      for (const reattest of reattests) {
+        assert.equal(reattest.kind, SpanKind.CLIENT, 'a re-attestation probes the server');
+        assert.equal(reattest.status.code, SpanStatusCode.UNSET);
+        const verifies = named(SpanNames.VERIFY).filter(
+          (span) => parentOf(span) === reattest.spanContext().spanId,
+        );
+        assert.equal(verifies.length, 1, 'its verification nests under it');
+      }
     } finally {
       await pool.end();
     }

@@ -96,7 +96,7 @@ describe('test authority: quotes the pure-JS engine accepts under the test root'
     assert.equal(toHex(body.mrSignerSeam), '00'.repeat(48));
     // SEPT_VE_DISABLE set, debug clear, as real TDs have
     assert.equal(toHex(body.tdAttributes), '0000001000000000');
-    // And report_data sits where PROTOCOL.md §2 says (bytes 568..632)
+    // And report_data sits where docs/protocol.md §2 says (bytes 568..632)
     const offset = TDX_QUOTE_V4_OFFSETS.reportData;
     assert.equal(offset, 568);
     assert.deepEqual(quote.subarray(offset, offset + 64), reportData);

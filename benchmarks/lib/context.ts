@@ -68,7 +68,7 @@ export async function createBenchContext(endpoints: StackEndpoints): Promise<Ben
       if (variant === 'tls') {
         return { connectionString: endpoints.postgresUrl, ssl: { rejectUnauthorized: false } };
       }
-      // pg 8.23's direct TLS (no SSLRequest), as the sidecar requires (PROTOCOL.md §5).
+      // pg 8.23's direct TLS (no SSLRequest), as the sidecar requires (docs/protocol.md §5).
       return {
         host: endpoints.sidecar.host,
         port: endpoints.sidecar.port,

@@ -102,7 +102,7 @@ export async function verificationSuite(
   }
 
   // 3. Collateral from the PCCS vs cached, on the stack's test-root quote (JS engine:
-  //    the only one that accepts a test root, PROTOCOL.md §8).
+  //    the only one that accepts a test root, docs/protocol.md §8).
   const connector = new AttestedConnector({
     verifier: context.sharedVerifier,
     policy: context.policy,

@@ -3,7 +3,7 @@
  *
  * postgres.js takes a `socket` factory and, with `ssl: false`, writes its
  * StartupMessage on whatever socket the factory resolves (measured on 3.4.9;
- * a truthy `ssl` would send an SSLRequest inside our TLS, PROTOCOL.md §5).
+ * a truthy `ssl` would send an SSLRequest inside our TLS, docs/protocol.md §5).
  * Each call of the factory dials the server with TLS from the first byte and
  * attests its certificate (verification cached per fingerprint for
  * `reattestEvery`); postgres.js also calls it for cancel requests, which thus
@@ -111,13 +111,7 @@ export function postgresOptions(options: RaTlsPostgresOptions): RaTlsPostgresJsO
     }
   }
   const { settings, connector } = connectionSource(attested);
-  const target = {
-    host: settings.host,
-    port: settings.port,
-    servername: settings.servername,
-    connectTimeoutMs: settings.connectTimeoutMs,
-    handshakeTimeoutMs: settings.handshakeTimeoutMs,
-  };
+  const target = settings.endpoint;
   const startup: Record<string, string> = {};
   for (const key of STARTUP_PARAMETERS) {
     const value = settings.session[key];
@@ -131,7 +125,7 @@ export function postgresOptions(options: RaTlsPostgresOptions): RaTlsPostgresJsO
     ...(settings.user === undefined ? {} : { user: settings.user }),
     ...(settings.database === undefined ? {} : { database: settings.database }),
     connection: { ...startup, ...own.connection },
-    // PROTOCOL.md §5: the socket is TLS already; no SSLRequest may precede the startup.
+    // docs/protocol.md §5: the socket is TLS already; no SSLRequest may precede the startup.
     ssl: false,
     // A function, so that logging the options never prints the secret (postgres.js calls it).
     ...(password === undefined ? {} : { password: () => password }),

@@ -143,7 +143,7 @@ function kmsReport(
 
 /**
  * A verifier that vouches for measurements other than the parsed quote's is a
- * bug or an attack (PROTOCOL.md §3): its verdict cannot be applied to this quote.
+ * bug or an attack (docs/protocol.md §3): its verdict cannot be applied to this quote.
  */
 function crossCheck(verification: VerificationResult, quote: ParsedQuote, name: string): void {
   if (typeof verification !== 'object' || verification === null) {

@@ -297,7 +297,7 @@ async function tamperedAttempt(
 /**
  * The gateway URL for `role`. stack.gatewayUrl carries libpq's hostaddr, so
  * TCP goes to the gateway while the host name is the SNI it routes by
- * (PROTOCOL.md §5).
+ * (docs/protocol.md §5).
  */
 function gatewayUrl(stack: LocalStack, role: TeesqlRole): string {
   if (stack.gatewayUrl === undefined) throw new Error('the local stack started without a gateway');

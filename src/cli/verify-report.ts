@@ -24,7 +24,7 @@ export interface PresentedCertificate {
   /** Where the attestation sits; absent when the certificate carries none (or cannot be read). */
   readonly attestationFormat?: AttestationFormat;
   /**
-   * The report_data check of PROTOCOL.md §1, run on its own so it is known
+   * The report_data check of docs/protocol.md §1, run on its own so it is known
    * even when a later step fails: `not-checked` when the certificate or quote
    * could not be read.
    */

@@ -11,9 +11,9 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { attestCertificate } from '../attest/attest-certificate.js';
 import type { AttestationReport } from '../attest/report.js';
-import { resolveConnectionSettings } from '../config/connection-settings.js';
+import { DEFAULT_SIDECAR_PORT, resolveConnectionSettings } from '../config/connection-settings.js';
 import { maskConnectionString } from '../config/connection-string.js';
-import { raceSignal } from '../connection/attested-connector.js';
+import { parseHostPort } from '../config/server-address.js';
 import { dialTls } from '../dial/dial-tls.js';
 import { describeCause, type ErrorCode, isRaTlsError, RaTlsError } from '../errors.js';
 import { checkBinding } from '../evidence/binding.js';
@@ -24,6 +24,7 @@ import { resolveDstackEndpoint } from '../identity/dstack-endpoint.js';
 import { normalizePolicy, policyWarnings } from '../policy/policy.js';
 import type { MeasurementSet, NormalizedPolicy, Policy } from '../policy/types.js';
 import { sha256, toHex } from '../util/bytes.js';
+import { raceSignal } from '../util/deadline.js';
 import { parseDuration } from '../util/duration.js';
 import { DcapVerifier, type EngineChoice } from '../verification/dcap-verifier.js';
 import { INTEL_API_KEY_ENV, IntelApiVerifier } from '../verification/intel-api-verifier.js';
@@ -43,7 +44,7 @@ export type VerifierChoice =
       readonly kind: 'dcap';
       readonly engine: EngineChoice;
       readonly pccsUrl?: string;
-      /** A test root CA (PEM file): js engine only (PROTOCOL.md §8). */
+      /** A test root CA (PEM file): js engine only (docs/protocol.md §8). */
       readonly rootCaPath?: string;
     }
   | { readonly kind: 'intel-api' };
@@ -157,7 +158,6 @@ const UNPINNED_POLICY = normalizePolicy({
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_VERIFY_TIMEOUT_MS = 30_000;
-const HOST_PORT = /^(?:\[([^\]]+)\]|([^:[\]/\s]+))(?::(\d{1,5}))?$/;
 const URL_SCHEME = /^postgres(?:ql)?:\/\//i;
 const ENGINES: readonly EngineChoice[] = ['both', 'wasm', 'js'];
 
@@ -348,7 +348,7 @@ function parseVerifierChoice(flags: {
   }
   if (flags.rootCa !== undefined && flags.engine !== undefined && flags.engine !== 'js') {
     throw usageError(
-      "--root-ca works only with --engine js: the WASM engine has Intel's root compiled in (PROTOCOL.md §3)",
+      "--root-ca works only with --engine js: the WASM engine has Intel's root compiled in (docs/protocol.md §3)",
     );
   }
   if (flags.pccsUrl !== undefined && !isHttpUrl(flags.pccsUrl)) {
@@ -390,10 +390,10 @@ function parseTarget(
       connectTimeoutMs: settings.connectTimeoutMs,
     };
   }
-  const match = HOST_PORT.exec(text.trim());
-  const host = match?.[1] ?? match?.[2];
-  const port = match?.[3] === undefined ? 5433 : Number(match[3]);
-  if (host === undefined || port < 1 || port > 65_535) {
+  const parsed = parseHostPort(text);
+  const host = parsed?.host;
+  const port = parsed?.port ?? DEFAULT_SIDECAR_PORT;
+  if (host === undefined) {
     throw usageError(
       `${JSON.stringify(input)} is not host, host:port, [ipv6]:port or a postgres:// URL`,
     );
@@ -625,7 +625,7 @@ async function attestWithin(
 
 /**
  * The certificate as presented, read independently of the verdict so a
- * refused server still shows what it sent. The binding check (PROTOCOL.md §1)
+ * refused server still shows what it sent. The binding check (docs/protocol.md §1)
  * is pure, so it is reported on its own.
  */
 function presentedCertificate(der: Uint8Array): PresentedCertificate {

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import type { ClientConfig } from 'pg';
 import { RaTlsError } from '../errors.js';
-import { parseDuration } from '../util/duration.js';
+import { parseDuration, parseTimeout } from '../util/duration.js';
 import { maskConnectionString, parseConnectionString } from './connection-string.js';
 import { checkTeesqlCredentials } from './credentials.js';
 
@@ -70,6 +70,16 @@ export interface ConnectionSettingsInput extends ConnectionConfigInput, PgSessio
   readonly stream?: unknown;
 }
 
+/** One server endpoint and the transport limits to reach it: what a dial needs. */
+export interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+  /** SNI to send; undefined for an IP address without an explicit servername. */
+  readonly servername?: string | undefined;
+  readonly connectTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+}
+
 /** Resolved, validated, frozen connection settings. The password is not enumerable. */
 export interface ConnectionSettings {
   readonly host: string;
@@ -84,9 +94,11 @@ export interface ConnectionSettings {
   readonly session: Readonly<PgSessionOptions>;
   /** `postgres://user:****@host:port/db`, safe to log. */
   readonly description: string;
+  /** The endpoint to dial (host, port, SNI, timeouts), resolved once here. */
+  readonly endpoint: Endpoint;
 }
 
-/** Port of the teesql sidecar (PROTOCOL.md §5), used when none is given. */
+/** Port of the teesql sidecar (docs/protocol.md §5), used when none is given. */
 export const DEFAULT_SIDECAR_PORT = 5433;
 const DEFAULT_TIMEOUT = '10s';
 
@@ -191,7 +203,7 @@ export function resolveConnectionSettings(
 
   const fields = { ...parsed, ...definedFields(input), ...definedFields(input.config ?? {}) };
   // libpq semantics: `hostaddr` is where TCP goes, `host` stays the name (here: the TLS SNI,
-  // which the dstack gateway routes by, PROTOCOL.md §5).
+  // which the dstack gateway routes by, docs/protocol.md §5).
   const name = fields.host === '' ? undefined : fields.host;
   const host = fields.hostaddr ?? name;
   if (host === undefined || host === '') {
@@ -219,6 +231,13 @@ export function resolveConnectionSettings(
     fields.user === undefined
       ? ''
       : `${encodeURIComponent(fields.user)}${fields.password === undefined ? '' : ':****'}@`;
+  const endpoint: Endpoint = Object.freeze({
+    host,
+    port,
+    servername,
+    connectTimeoutMs: parseTimeout(input.connectTimeout ?? connectTimeoutDefault, 'connectTimeout'),
+    handshakeTimeoutMs: parseTimeout(input.handshakeTimeout ?? DEFAULT_TIMEOUT, 'handshakeTimeout'),
+  });
   const settings: ConnectionSettings = {
     host,
     port,
@@ -226,14 +245,9 @@ export function resolveConnectionSettings(
     user: fields.user,
     password: fields.password,
     database: fields.database,
-    connectTimeoutMs: parseDuration(
-      input.connectTimeout ?? connectTimeoutDefault,
-      'connectTimeout',
-    ),
-    handshakeTimeoutMs: parseDuration(
-      input.handshakeTimeout ?? DEFAULT_TIMEOUT,
-      'handshakeTimeout',
-    ),
+    connectTimeoutMs: endpoint.connectTimeoutMs,
+    handshakeTimeoutMs: endpoint.handshakeTimeoutMs,
+    endpoint,
     session: Object.freeze(session as PgSessionOptions),
     description: `postgres://${userInUrl}${hostInUrl}:${port}/${fields.database ?? ''}`,
   };
@@ -244,7 +258,7 @@ export function resolveConnectionSettings(
 
 /**
  * The node-postgres client config for settings: `ssl: false` always, because the
- * attested TLS socket already carries the session (PROTOCOL.md §5: no SSLRequest).
+ * attested TLS socket already carries the session (docs/protocol.md §5: no SSLRequest).
  */
 export function toPgClientConfig(settings: ConnectionSettings): ClientConfig {
   const config: ClientConfig = {

@@ -1,6 +1,6 @@
 import { RaTlsError } from '../errors.js';
 
-/** The two roles a teesql cluster provisions (PROTOCOL.md §5). */
+/** The two roles a teesql cluster provisions (docs/protocol.md §5). */
 export const TEESQL_ROLES: readonly string[] = Object.freeze(['teesql_read', 'teesql_readwrite']);
 
 const CLUSTER_SECRET = /^[0-9a-f]{64}$/;
@@ -8,7 +8,7 @@ const CLUSTER_SECRET = /^[0-9a-f]{64}$/;
 /**
  * Checks that `user`/`password` look like a teesql credential: role
  * `teesql_read` or `teesql_readwrite`, password the 32-byte cluster secret as
- * 64 lowercase hex characters (PROTOCOL.md §5). Runs before any network I/O so a
+ * 64 lowercase hex characters (docs/protocol.md §5). Runs before any network I/O so a
  * mistyped DATABASE_URL fails fast instead of after a TDX verification.
  * Throws BAD_CREDENTIALS; the message never contains the password.
  */

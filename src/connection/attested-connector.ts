@@ -1,6 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import { attestCertificate } from '../attest/attest-certificate.js';
 import type { AttestationReport } from '../attest/report.js';
+import type { Endpoint } from '../config/connection-settings.js';
 import { type DialedSocket, dialTls } from '../dial/dial-tls.js';
 import { describeCause, RaTlsError } from '../errors.js';
 import { type ClientCertificate, ClientIdentity } from '../identity/client-identity.js';
@@ -14,9 +15,10 @@ import {
   withSpan,
 } from '../telemetry/tracing.js';
 import { sha256, toHex } from '../util/bytes.js';
-import { parseDuration } from '../util/duration.js';
-import { DcapVerifier } from '../verification/dcap-verifier.js';
+import { Scope } from '../util/deadline.js';
+import { parseDuration, parseTimeout } from '../util/duration.js';
 import type { RaTlsVerifier } from '../verification/verifier.js';
+import { sharedVerifier } from './shared-defaults.js';
 import { type CachedVerification, VerificationCache } from './verification-cache.js';
 
 /** How attestation is done: the verifier, the policy, caching and timeouts, and the client identity. */
@@ -49,14 +51,8 @@ export interface AttestationOptions {
   readonly logger?: (message: string) => void;
 }
 
-/** One server endpoint and the transport timeouts to reach it. */
-export interface EndpointTarget {
-  readonly host: string;
-  readonly port: number;
-  readonly servername?: string | undefined;
-  readonly connectTimeoutMs: number;
-  readonly handshakeTimeoutMs: number;
-}
+/** One server endpoint and the transport timeouts to reach it (see ConnectionSettings.endpoint). */
+export type EndpointTarget = Endpoint;
 
 /** A TLS socket whose server certificate passed attestation and policy. */
 export interface AttestedSocket {
@@ -67,6 +63,17 @@ export interface AttestedSocket {
   readonly peerCertificateDer: Uint8Array;
   /** DER of the certificates the server sent after its leaf in the same handshake. */
   readonly peerIssuersDer: readonly Uint8Array[];
+  /** The {@link AttestedConnector.policyVersion} the report was judged under. */
+  readonly policyVersion: number;
+}
+
+/** A verified certificate and the policy version its verdict was reached under. */
+export interface PolicyVerification extends CachedVerification {
+  /**
+   * The {@link AttestedConnector.policyVersion} in force when the verification
+   * this verdict comes from started; always the current one when returned.
+   */
+  readonly policyVersion: number;
 }
 
 /** A certificate seen on a fresh handshake. */
@@ -91,10 +98,12 @@ export interface OpenOptions {
 
 const DEFAULT_REATTEST_EVERY = '5m';
 const DEFAULT_VERIFY_TIMEOUT = '30s';
+/** Policy changes tolerated during one verification before giving up (each forces a rerun). */
+const MAX_POLICY_RERUNS = 3;
 
 /**
  * Opens attested TLS connections: client identity → TLS dial → attestation of
- * the captured leaf (PROTOCOL.md §1–3, via attestCertificate) under a timeout,
+ * the captured leaf (docs/protocol.md §1–3, via attestCertificate) under a timeout,
  * with a per-fingerprint verification cache. The socket is returned only after
  * success; on any failure it is destroyed. Shared by clients of one pool.
  */
@@ -112,7 +121,7 @@ export class AttestedConnector {
   #policyVersion = 0;
 
   constructor(options: AttestationOptions) {
-    const verifier = options.verifier ?? defaultVerifier();
+    const verifier = options.verifier ?? sharedVerifier();
     if (
       verifier === null ||
       typeof verifier !== 'object' ||
@@ -131,7 +140,7 @@ export class AttestedConnector {
       options.reattestEvery ?? DEFAULT_REATTEST_EVERY,
       'reattestEvery',
     );
-    this.verifyTimeoutMs = parseDuration(
+    this.verifyTimeoutMs = parseTimeout(
       options.verifyTimeout ?? DEFAULT_VERIFY_TIMEOUT,
       'verifyTimeout',
     );
@@ -184,45 +193,70 @@ export class AttestedConnector {
   /**
    * Verifies a server leaf certificate (cache-aware, coalesced per fingerprint)
    * in a `pg_ra_tls.verify` span. VERIFY_TIMEOUT after `verifyTimeout`.
-   * `issuers` are the certificates the server sent after `der` in the same
-   * handshake, judged by `policy.trustedKmsRoots`. The cache stays keyed by the
-   * leaf alone: the chain's verdict is a fact about the leaf (whose issuer
-   * signature it checks), and every handshake proves possession of that leaf's key.
+   *
+   * The verdict is always one reached under the policy in force when this
+   * returns: a verification that started before a {@link setPolicy} judged
+   * under the old policy, so it is run again under the new one (a policy
+   * change clears the cache, so the rerun is a real verification).
    */
   verifyCertificate(
     der: Uint8Array,
     signal?: AbortSignal,
     issuers: readonly Uint8Array[] = [],
-  ): Promise<CachedVerification> {
+  ): Promise<PolicyVerification> {
     const fingerprint = toHex(sha256(der));
     return withSpan(
       SpanNames.VERIFY,
       { [SpanAttributes.FINGERPRINT]: fingerprint, [SpanAttributes.VERIFIER]: this.verifier.name },
       async (span) => {
-        const result = await raceSignal(
-          this.cache.verify(fingerprint, () => this.#attest(der, issuers, fingerprint)),
-          signal,
-        );
-        span.setAttribute(SpanAttributes.CACHE_HIT, result.cacheHit);
-        setAttributes(span, reportAttributes(result.report));
-        return result;
+        const scope = new Scope(signal);
+        try {
+          for (let attempt = 1; ; attempt++) {
+            // The cache is cleared on every policy change, so whatever this call
+            // gets (a cached report, a run in flight, a new run) was started
+            // under the version read here.
+            const policyVersion = this.#policyVersion;
+            const result = await scope.race(
+              this.cache.verify(fingerprint, () => this.#attest(der, issuers, fingerprint)),
+            );
+            if (policyVersion === this.#policyVersion) {
+              span.setAttribute(SpanAttributes.CACHE_HIT, result.cacheHit);
+              setAttributes(span, reportAttributes(result.report));
+              return { ...result, policyVersion };
+            }
+            if (attempt >= MAX_POLICY_RERUNS) {
+              throw new RaTlsError(
+                'BAD_CONFIG',
+                `the policy changed ${attempt} times while ${fingerprint.slice(0, 16)}… was being ` +
+                  'verified; no verdict under the current policy: retry once updates settle',
+                { details: { fingerprint } },
+              );
+            }
+          }
+        } finally {
+          scope.dispose();
+        }
       },
     );
   }
 
   /** Dials `target` presenting the client certificate; no attestation. */
   async dial(target: EndpointTarget, signal?: AbortSignal): Promise<DialedSocket> {
-    const combined = this.#signal(signal);
-    const clientCertificate = await raceSignal(this.identity.get(), combined);
-    return dialTls({
-      host: target.host,
-      port: target.port,
-      ...(target.servername === undefined ? {} : { servername: target.servername }),
-      clientCertificate,
-      connectTimeoutMs: target.connectTimeoutMs,
-      handshakeTimeoutMs: target.handshakeTimeoutMs,
-      signal: combined,
-    });
+    const scope = new Scope(this.#lifetime.signal, signal);
+    try {
+      const clientCertificate = await scope.race(this.identity.get());
+      return await dialTls({
+        host: target.host,
+        port: target.port,
+        ...(target.servername === undefined ? {} : { servername: target.servername }),
+        clientCertificate,
+        connectTimeoutMs: target.connectTimeoutMs,
+        handshakeTimeoutMs: target.handshakeTimeoutMs,
+        signal: scope.signal,
+      });
+    } finally {
+      scope.dispose();
+    }
   }
 
   /** A fresh handshake to learn which certificate the server presents now; the socket is closed. */
@@ -247,10 +281,10 @@ export class AttestedConnector {
     const { socket, peerCertificateDer, peerIssuersDer } = await this.dial(target, options.signal);
     // Watch the socket while it waits for the verdict: a server that hangs up
     // ends the attempt at once instead of after the verification.
-    const closed = new AbortController();
+    const scope = new Scope(options.signal);
     const ignoreError = () => {};
     const onClose = () =>
-      closed.abort(
+      scope.abort(
         new RaTlsError(
           'CONNECTION_ENDED',
           `the server at ${target.host}:${target.port} closed the connection during attestation`,
@@ -259,23 +293,27 @@ export class AttestedConnector {
     socket.on('error', ignoreError);
     socket.once('close', onClose);
     try {
-      const signal = AbortSignal.any([
-        closed.signal,
-        ...(options.signal === undefined ? [] : [options.signal]),
-      ]);
-      const { report, cacheHit } = await this.verifyCertificate(
+      const { report, cacheHit, policyVersion } = await this.verifyCertificate(
         peerCertificateDer,
-        signal,
+        scope.signal,
         peerIssuersDer,
       );
       options.admit?.(report);
-      if (socket.destroyed) throw closed.signal.reason;
-      return { socket, report, cacheHit, peerCertificateDer, peerIssuersDer };
+      if (socket.destroyed) {
+        throw scope.signal.aborted
+          ? scope.signal.reason
+          : new RaTlsError(
+              'CONNECTION_ENDED',
+              `the server at ${target.host}:${target.port} closed the connection during attestation`,
+            );
+      }
+      return { socket, report, cacheHit, peerCertificateDer, peerIssuersDer, policyVersion };
     } catch (error) {
       socket.destroy();
       throw error;
     } finally {
       socket.off('close', onClose);
+      scope.dispose();
     }
   }
 
@@ -301,41 +339,30 @@ export class AttestedConnector {
     return normalized;
   }
 
-  #signal(signal: AbortSignal | undefined): AbortSignal {
-    return signal === undefined
-      ? this.#lifetime.signal
-      : AbortSignal.any([this.#lifetime.signal, signal]);
-  }
-
   async #attest(
     der: Uint8Array,
     issuers: readonly Uint8Array[],
     fingerprint: string,
   ): Promise<AttestationReport> {
-    const timeout = new AbortController();
-    const timer = setTimeout(
-      () =>
-        timeout.abort(
-          new RaTlsError(
-            'VERIFY_TIMEOUT',
-            `verifying the server certificate ${fingerprint.slice(0, 16)}… took longer than ` +
-              `${this.verifyTimeoutMs} ms (verifyTimeout); check the verifier's collateral service`,
-            { details: { fingerprint } },
-          ),
-        ),
+    const scope = new Scope(this.#lifetime.signal).deadline(
       this.verifyTimeoutMs,
+      () =>
+        new RaTlsError(
+          'VERIFY_TIMEOUT',
+          `verifying the server certificate ${fingerprint.slice(0, 16)}… took longer than ` +
+            `${this.verifyTimeoutMs} ms (verifyTimeout); check the verifier's collateral service`,
+          { details: { fingerprint } },
+        ),
     );
-    const signal = AbortSignal.any([timeout.signal, this.#lifetime.signal]);
     try {
-      return await raceSignal(
+      return await scope.race(
         attestCertificate(der, {
           verifier: this.verifier,
           policy: this.#policy,
           chain: issuers,
           now: this.#now(),
-          signal,
+          signal: scope.signal,
         }),
-        signal,
       );
     } catch (error) {
       if (error instanceof RaTlsError) throw error;
@@ -345,7 +372,7 @@ export class AttestedConnector {
         { cause: error, details: { fingerprint } },
       );
     } finally {
-      clearTimeout(timer);
+      scope.dispose();
     }
   }
 }
@@ -364,46 +391,4 @@ function firstWarningFor(policy: Policy | undefined, logger: (message: string) =
   if (loggers.has(logger)) return false;
   loggers.add(logger);
   return true;
-}
-
-let sharedDcapVerifier: DcapVerifier | undefined;
-
-/** The production default: DCAP against Intel's root, collateral from Intel PCS (PROTOCOL.md §3). */
-function defaultVerifier(): DcapVerifier {
-  sharedDcapVerifier ??= new DcapVerifier();
-  return sharedDcapVerifier;
-}
-
-/**
- * Settles with `promise`, or rejects with the signal's reason (a RaTlsError;
- * anything else becomes CONNECTION_ENDED) as soon as the signal aborts.
- */
-export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(toRaTlsAbort(signal.reason));
-    if (signal.aborted) {
-      onAbort();
-      promise.catch(() => {});
-      return;
-    }
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}
-
-function toRaTlsAbort(reason: unknown): RaTlsError {
-  if (reason instanceof RaTlsError) return reason;
-  return new RaTlsError('CONNECTION_ENDED', 'the connection attempt was cancelled', {
-    cause: reason,
-  });
 }

@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net';
 import pg from 'pg';
 import type { AttestationReport } from '../attest/report.js';
 import {
@@ -8,7 +7,6 @@ import {
   toPgClientConfig,
 } from '../config/connection-settings.js';
 import { RaTlsError } from '../errors.js';
-import { sharedClientIdentity } from '../identity/shared-identity.js';
 import {
   reportAttributes,
   SpanAttributes,
@@ -23,6 +21,8 @@ import {
   AttestedConnector as Connector,
   type EndpointTarget,
 } from './attested-connector.js';
+import { type ClientInternals, clientInternals } from './pg-internals.js';
+import { sharedClientIdentity } from './shared-defaults.js';
 import { prepareSocketForPg } from './socket-hand-off.js';
 
 /** Options of a standalone {@link RaTlsClient}: where to connect and how to attest. */
@@ -33,25 +33,38 @@ export interface RaTlsClientOptions extends ConnectionSettingsInput, Attestation
 
 /** Hooks a pool installs on the clients it creates. @internal */
 export interface RaTlsClientHooks {
+  /** Throws when no new connection may be dialled (pool ended, server refused). */
+  guard?(): void;
   /** Judges a verified report before pg sees the socket; throw to refuse (pinning). */
   admit?(report: AttestationReport, client: RaTlsClient): void;
   /** Called once the socket is attested, before pg's startup message. */
   attested?(client: RaTlsClient, attested: AttestedSocket): void;
 }
 
-/** What a pool hands its clients instead of options. @internal */
+/**
+ * What a pool hands the clients it creates, as the constructor's second
+ * argument: resolved settings, the shared connector and the pool's hooks.
+ * @internal
+ */
 export interface RaTlsClientBinding {
   readonly settings: ConnectionSettings;
   readonly connector: AttestedConnector;
   readonly hooks?: RaTlsClientHooks;
 }
 
-const kBinding = Symbol('pg-ra-tls.client-binding');
-
-/** Wraps a binding so that `new RaTlsClient(...)` accepts it. @internal */
-export function bindClientOptions(binding: RaTlsClientBinding): RaTlsClientOptions {
-  return { [kBinding]: binding } as unknown as RaTlsClientOptions;
-}
+/** AttestationOptions a shared connector owns (see AttestedConnector). */
+const CONNECTOR_OWNED = [
+  'verifier',
+  'policy',
+  'reattestEvery',
+  'verifyTimeout',
+  'now',
+  'dstackEndpoint',
+  'clientCertOverride',
+  'clientIdentity',
+  'clientCertLifetime',
+  'logger',
+] as const satisfies readonly (keyof AttestationOptions)[];
 
 type ConnectCallback = ((err: Error) => void) | ((err: null, client: pg.Client) => void);
 
@@ -64,7 +77,7 @@ const CANCEL_REQUEST_CODE = 80877102;
  * `connect()` dials the server with TLS from the first byte, verifies the
  * server certificate's TDX attestation and the policy, and only then gives the
  * verified TLS socket to pg, which writes its startup message on it
- * (PROTOCOL.md §5). Any failure destroys the socket and rejects with a
+ * (docs/protocol.md §5). Any failure destroys the socket and rejects with a
  * {@link RaTlsError}; `end()` during attestation settles `connect()` with
  * CONNECTION_ENDED.
  */
@@ -73,6 +86,7 @@ export class RaTlsClient extends pg.Client {
   readonly settings: ConnectionSettings;
   readonly #connector: AttestedConnector;
   readonly #hooks: RaTlsClientHooks | undefined;
+  readonly #pg: ClientInternals;
   #started = false;
   #ended = false;
   #abort: AbortController | undefined;
@@ -80,15 +94,21 @@ export class RaTlsClient extends pg.Client {
   #certificateDer: Uint8Array | undefined;
   #issuersDer: readonly Uint8Array[] = [];
 
-  constructor(options: RaTlsClientOptions) {
-    const binding = prepareBinding(options);
-    super(toPgClientConfig(binding.settings));
-    this.settings = binding.settings;
-    this.#connector = binding.connector;
-    this.#hooks = binding.hooks;
+  /**
+   * @param options where to connect and how to attest.
+   * @param binding used by a pool for the clients it creates (options are then
+   *   ignored). @internal
+   */
+  constructor(options: RaTlsClientOptions, binding?: RaTlsClientBinding) {
+    const bound = binding ?? prepareBinding(options);
+    super(toPgClientConfig(bound.settings));
+    this.settings = bound.settings;
+    this.#connector = bound.connector;
+    this.#hooks = bound.hooks;
+    this.#pg = clientInternals(this);
     // pg's placeholder stream must never open a plaintext connection: only the
     // attested socket may carry the session.
-    Object.defineProperty(this.connection.stream, 'connect', {
+    Object.defineProperty(this.#pg.stream(), 'connect', {
       value: () => {
         throw new RaTlsError('CONNECTION_ENDED', 'this connection has no attested socket');
       },
@@ -130,19 +150,26 @@ export class RaTlsClient extends pg.Client {
    * Resolves once the request is sent; the query then fails with 57014.
    */
   async cancelActiveQuery(): Promise<void> {
-    const { processID, secretKey } = this as unknown as { processID?: number; secretKey?: number };
-    if (this.#attestation === undefined || processID === undefined || secretKey === undefined) {
+    const key = this.#pg.backendKey();
+    if (this.#attestation === undefined || key === undefined) {
       throw new RaTlsError(
         'CONNECTION_ENDED',
         'this client has no session whose query could be cancelled',
       );
     }
-    const { socket } = await this.#connector.open(this.#endpoint());
+    // The cancel connection obeys the pool's pin like any other: the backend key
+    // goes only to a server the pool would accept a checkout from.
+    this.#hooks?.guard?.();
+    const admit = this.#hooks?.admit;
+    const { socket } = await this.#connector.open(
+      this.settings.endpoint,
+      admit === undefined ? {} : { admit: (report) => admit(report, this) },
+    );
     const request = Buffer.alloc(16);
     request.writeInt32BE(16, 0);
     request.writeInt32BE(CANCEL_REQUEST_CODE, 4);
-    request.writeInt32BE(processID, 8);
-    request.writeInt32BE(secretKey, 12);
+    request.writeInt32BE(key.processID, 8);
+    request.writeInt32BE(key.secretKey, 12);
     await new Promise<void>((resolve) => socket.end(request, resolve));
     socket.destroy();
   }
@@ -185,7 +212,7 @@ export class RaTlsClient extends pg.Client {
     }
     this.#started = true;
     const settings = this.settings;
-    const target = this.#endpoint();
+    const target = this.settings.endpoint;
     await withSpan(
       SpanNames.CONNECT,
       {
@@ -205,22 +232,10 @@ export class RaTlsClient extends pg.Client {
           attested.socket.destroy();
           throw error;
         }
-        const connection = this.connection as unknown as { stream: unknown };
-        connection.stream = prepareSocketForPg(attested.socket);
+        this.#pg.setStream(prepareSocketForPg(attested.socket));
         await super.connect();
       },
     );
-  }
-
-  #endpoint(): EndpointTarget {
-    const settings = this.settings;
-    return {
-      host: settings.host,
-      port: settings.port,
-      servername: settings.servername,
-      connectTimeoutMs: settings.connectTimeoutMs,
-      handshakeTimeoutMs: settings.handshakeTimeoutMs,
-    };
   }
 
   async #attest(target: EndpointTarget): Promise<AttestedSocket> {
@@ -228,7 +243,7 @@ export class RaTlsClient extends pg.Client {
     this.#abort = abort;
     // pg-pool's connectionTimeoutMillis destroys client.connection.stream, which
     // during attestation is still pg's unconnected placeholder socket.
-    const placeholder = this.connection.stream as unknown as Socket;
+    const placeholder = this.#pg.stream();
     const onPlaceholderClose = () =>
       abort.abort(
         new RaTlsError(
@@ -256,14 +271,27 @@ export class RaTlsClient extends pg.Client {
 }
 
 function prepareBinding(options: RaTlsClientOptions): RaTlsClientBinding {
-  const bound = (options as unknown as Record<symbol, RaTlsClientBinding | undefined>)[kBinding];
-  if (bound !== undefined) return bound;
   if (options === undefined || options === null || typeof options !== 'object') {
     throw new RaTlsError('BAD_CONFIG', 'RaTlsClient needs an options object', {
       details: { option: 'options' },
     });
   }
   const settings = resolveConnectionSettings(options);
+  if (options.connector !== undefined) {
+    // A shared connector carries its own verifier, policy and identity; these
+    // options would be silently ignored, so a stricter policy would not apply.
+    const ignored = CONNECTOR_OWNED.filter(
+      (key) => (options as unknown as Record<string, unknown>)[key] !== undefined,
+    );
+    if (ignored.length > 0) {
+      throw new RaTlsError(
+        'BAD_CONFIG',
+        `${ignored.join(', ')} cannot be combined with connector: the shared connector's own ` +
+          'settings apply; set them when creating the connector (or drop connector)',
+        { details: { option: ignored[0] } },
+      );
+    }
+  }
   const connector =
     options.connector ??
     new Connector({

@@ -1,16 +1,12 @@
-import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ClientConfig } from 'pg';
 import type { AttestationReport } from '../attest/report.js';
 import {
   type ConnectionSettingsInput,
-  DEFAULT_SIDECAR_PORT,
   resolveConnectionSettings,
   toPgClientConfig,
 } from '../config/connection-settings.js';
-import { maskConnectionString, parseConnectionString } from '../config/connection-string.js';
 import { RaTlsError } from '../errors.js';
-import { sharedClientIdentity } from '../identity/shared-identity.js';
 import {
   reportAttributes,
   SpanAttributes,
@@ -18,61 +14,33 @@ import {
   setAttributes,
   withSpan,
 } from '../telemetry/tracing.js';
-import { parseDuration } from '../util/duration.js';
+import type { AttestationOptions } from './attested-connector.js';
 import {
-  type AttestationOptions,
-  AttestedConnector,
-  type EndpointTarget,
-} from './attested-connector.js';
+  createConnector,
+  type InspectServerOptions,
+  inspectServer,
+  type ServerTarget,
+} from './inspect-server.js';
 import { prepareSocketForPg } from './socket-hand-off.js';
 
-/** A server to verify: `host`, `host:port`, `[v6]:port`, a postgres:// URL, or fields. */
-export type ServerTarget =
-  | string
-  | { readonly host: string; readonly port?: number; readonly servername?: string };
+export type { ServerTarget } from './inspect-server.js';
 
 /** Options of {@link verifyServer}. */
-export interface VerifyServerOptions extends AttestationOptions {
-  /** TCP connect timeout. Default `"10s"`. */
-  readonly connectTimeout?: number | string;
-  /** TLS handshake timeout. Default `"10s"`. */
-  readonly handshakeTimeout?: number | string;
-  /** Cancels the check. */
-  readonly signal?: AbortSignal;
-}
+export type VerifyServerOptions = InspectServerOptions;
 
 /**
  * Dials a server, verifies the attestation of its certificate and the policy,
  * and closes the connection: no Postgres session, no credentials needed.
  * Resolves with the {@link AttestationReport}; rejects with a RaTlsError.
+ * {@link inspectServer} returns everything it saw instead of throwing.
  */
 export async function verifyServer(
   target: ServerTarget,
   options: VerifyServerOptions,
 ): Promise<AttestationReport> {
-  const endpoint = resolveTarget(target, options);
-  const connector = createConnector(options);
-  try {
-    return await withSpan(
-      SpanNames.CONNECT,
-      {
-        [SpanAttributes.SERVER_ADDRESS]: endpoint.host,
-        [SpanAttributes.SERVER_PORT]: endpoint.port,
-      },
-      async (span) => {
-        const attested = await connector.open(
-          endpoint,
-          options.signal === undefined ? {} : { signal: options.signal },
-        );
-        attested.socket.destroy();
-        span.setAttribute(SpanAttributes.CACHE_HIT, attested.cacheHit);
-        setAttributes(span, reportAttributes(attested.report));
-        return attested.report;
-      },
-    );
-  } finally {
-    connector.close();
-  }
+  const inspection = await inspectServer(target, options);
+  if (inspection.error !== undefined) throw inspection.error;
+  return inspection.report!;
 }
 
 /** Options of {@link pgConnectOptsRaTls}. */
@@ -105,13 +73,7 @@ export async function pgConnectOptsRaTls(
       },
       async (span) => {
         const result = await connector.open(
-          {
-            host: settings.host,
-            port: settings.port,
-            servername: settings.servername,
-            connectTimeoutMs: settings.connectTimeoutMs,
-            handshakeTimeoutMs: settings.handshakeTimeoutMs,
-          },
+          settings.endpoint,
           options.signal === undefined ? {} : { signal: options.signal },
         );
         span.setAttribute(SpanAttributes.CACHE_HIT, result.cacheHit);
@@ -136,60 +98,4 @@ export async function pgConnectOptsRaTls(
   } finally {
     connector.close();
   }
-}
-
-function createConnector(options: AttestationOptions): AttestedConnector {
-  return new AttestedConnector({
-    ...options,
-    ...(options.clientIdentity === undefined && options.clientCertOverride === undefined
-      ? { clientIdentity: sharedClientIdentity(options.dstackEndpoint) }
-      : {}),
-  });
-}
-
-function resolveTarget(target: ServerTarget, options: VerifyServerOptions): EndpointTarget {
-  const timeouts = {
-    connectTimeoutMs: parseDuration(options.connectTimeout ?? '10s', 'connectTimeout'),
-    handshakeTimeoutMs: parseDuration(options.handshakeTimeout ?? '10s', 'handshakeTimeout'),
-  };
-  let host: string | undefined;
-  let port: number | string | undefined;
-  let servername: string | undefined;
-  if (typeof target === 'string') {
-    const text = target.trim();
-    if (/^postgres(?:ql)?:\/\//i.test(text)) {
-      const parsed = parseConnectionString(text);
-      host = parsed.host;
-      port = parsed.port;
-    } else {
-      const match = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d+))?$/.exec(text);
-      host = match?.[1] ?? match?.[2];
-      port = match?.[3];
-    }
-  } else if (target !== null && typeof target === 'object') {
-    host = target.host;
-    port = target.port;
-    servername = target.servername;
-  }
-  const portNumber = port === undefined ? DEFAULT_SIDECAR_PORT : Number(port);
-  if (
-    host === undefined ||
-    host === '' ||
-    !Number.isInteger(portNumber) ||
-    portNumber < 1 ||
-    portNumber > 65_535
-  ) {
-    throw new RaTlsError(
-      'BAD_CONFIG',
-      `verifyServer target ${typeof target === 'string' ? JSON.stringify(maskConnectionString(target)) : JSON.stringify({ ...target })} ` +
-        'is not "host", "host:port", a postgres:// URL or { host, port }',
-      { details: { option: 'target' } },
-    );
-  }
-  return {
-    host,
-    port: portNumber,
-    servername: servername ?? (isIP(host) === 0 ? host : undefined),
-    ...timeouts,
-  };
 }

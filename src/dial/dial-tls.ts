@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
 import { describeCause, type ErrorCode, RaTlsError } from '../errors.js';
+import { abortError } from '../util/deadline.js';
 
 /** Where and how to open one RA-TLS connection. */
 export interface DialOptions {
@@ -34,7 +35,7 @@ export interface DialedSocket {
 /**
  * Opens TCP and speaks TLS from the first byte: the ClientHello (with SNI) is
  * the first thing on the wire, never a Postgres SSLRequest, because the teesql
- * sidecar and the dstack gateway expect exactly that (PROTOCOL.md §5).
+ * sidecar and the dstack gateway expect exactly that (docs/protocol.md §5).
  * `rejectUnauthorized` is false: trust comes from the attestation of the
  * captured certificate, not from a CA. On success the socket carries no
  * listeners of ours; the caller owns it and must handle its 'error'.
@@ -148,10 +149,7 @@ function issuersOf(socket: TLSSocket): Uint8Array[] {
   return issuers;
 }
 
+/** The signal's reason through the one abort mapping (util/deadline.ts). */
 function abortReason(signal: AbortSignal): RaTlsError {
-  const reason: unknown = signal.reason;
-  if (reason instanceof RaTlsError) return reason;
-  return new RaTlsError('CONNECTION_ENDED', 'the connection attempt was cancelled', {
-    cause: reason,
-  });
+  return abortError(signal.reason);
 }

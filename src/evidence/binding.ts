@@ -2,12 +2,12 @@ import { RaTlsError } from '../errors.js';
 import { bytesEqual, sha512, toHex } from '../util/bytes.js';
 import type { ParsedQuote, RaTlsCertificate } from './types.js';
 
-/** The domain tag dstack puts in front of the TLS key before hashing (PROTOCOL.md §1). */
+/** The domain tag dstack puts in front of the TLS key before hashing (docs/protocol.md §1). */
 const RA_TLS_REPORT_DATA_TAG = new TextEncoder().encode('ratls-cert:');
 
 /**
  * The report_data a quote must carry to vouch for a TLS key:
- * `SHA-512("ratls-cert:" ‖ DER SubjectPublicKeyInfo)` (PROTOCOL.md §1).
+ * `SHA-512("ratls-cert:" ‖ DER SubjectPublicKeyInfo)` (docs/protocol.md §1).
  */
 export function expectedReportData(spki: Uint8Array): Uint8Array {
   return sha512(RA_TLS_REPORT_DATA_TAG, spki);
@@ -16,7 +16,7 @@ export function expectedReportData(spki: Uint8Array): Uint8Array {
 /**
  * Proves that `quote` was produced for this certificate's key. Without this
  * check any captured quote could be replayed inside an attacker's certificate
- * (PROTOCOL.md §1). Also rejects an envelope whose own report_data disagrees
+ * (docs/protocol.md §1). Also rejects an envelope whose own report_data disagrees
  * with the quote's. Throws PUBKEY_MISMATCH.
  */
 export function checkBinding(certificate: RaTlsCertificate, quote: ParsedQuote): void {

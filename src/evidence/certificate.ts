@@ -10,7 +10,7 @@ import {
 } from './versioned-attestation.js';
 
 /**
- * Certificate extensions under Phala's enterprise number 62397 (PROTOCOL.md §1).
+ * Certificate extensions under Phala's enterprise number 62397 (docs/protocol.md §1).
  * Only `attestation`, `tdxQuote` and `eventLog` are read; `appId` and `appInfo`
  * are issuer claims that are never trusted.
  */
@@ -112,7 +112,7 @@ function readAttestation(extensions: ReadonlyMap<string, Uint8Array>): DecodedAt
 
 /**
  * Strips exactly one DER OCTET STRING header from an extension value: dstack
- * wraps each payload in an OCTET STRING inside extnValue (PROTOCOL.md §1).
+ * wraps each payload in an OCTET STRING inside extnValue (docs/protocol.md §1).
  * The header must be a minimal DER length and cover the value exactly.
  */
 export function unwrapOctetString(extnValue: Uint8Array, oid: string): Uint8Array {
@@ -167,7 +167,7 @@ function readTlv(bytes: Uint8Array, offset: number): Tlv {
 /**
  * Returns the exact DER bytes of the leaf's SubjectPublicKeyInfo. Taken from
  * the certificate as sent (not re-encoded) because report_data binds these
- * very bytes (PROTOCOL.md §1). Also checks that the input is one certificate
+ * very bytes (docs/protocol.md §1). Also checks that the input is one certificate
  * with nothing after it.
  */
 function locateSpki(der: Uint8Array): Uint8Array {

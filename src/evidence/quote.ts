@@ -2,9 +2,9 @@ import { RaTlsError } from '../errors.js';
 import { toHex } from '../util/bytes.js';
 import type { ParsedQuote } from './types.js';
 
-/** Quote header size (PROTOCOL.md §2). */
+/** Quote header size (docs/protocol.md §2). */
 export const QUOTE_HEADER_BYTES = 48;
-/** TEE type of TDX quotes; 0 is SGX (PROTOCOL.md §2). */
+/** TEE type of TDX quotes; 0 is SGX (docs/protocol.md §2). */
 export const TEE_TYPE_TDX = 0x81;
 export const TEE_TYPE_SGX = 0x00;
 
@@ -20,7 +20,7 @@ const REPORT_DATA_OFFSET_IN_BODY = 520;
 
 /**
  * Parses the header and TD report of an Intel TDX quote: v4 (TD report 1.0)
- * or v5 (body descriptor, then TD report 1.0 or 1.5), PROTOCOL.md §2.
+ * or v5 (body descriptor, then TD report 1.0 or 1.5), docs/protocol.md §2.
  *
  * Pure structure only: signatures are the verifier's job. SGX quotes (and any
  * other TEE type) fail with NOT_TDX; truncated or inconsistent quotes with
@@ -137,13 +137,13 @@ export function parseQuote(bytes: Uint8Array): ParsedQuote {
     rtmr3,
     reportData,
     ...td15,
-    // Debug TD: bit 0 of td_attributes (PROTOCOL.md §2).
+    // Debug TD: bit 0 of td_attributes (docs/protocol.md §2).
     isDebug: (tdAttributesBytes[0]! & 0x01) === 0x01,
   });
 }
 
 /**
- * Byte offset of report_data in a TDX quote: 568 for v4 (PROTOCOL.md §2),
+ * Byte offset of report_data in a TDX quote: 568 for v4 (docs/protocol.md §2),
  * 574 for v5 (after the 6-byte body descriptor). Undefined for other versions.
  */
 export function quoteReportDataOffset(version: number): number | undefined {

@@ -2,7 +2,7 @@ import { RaTlsError } from '../errors.js';
 import { bytesEqual, normalizeHex, sha384, toHex } from '../util/bytes.js';
 import type { AppIdentity, RuntimeEvent } from './types.js';
 
-/** Event type of dstack runtime events, hashed into every digest (PROTOCOL.md §2). */
+/** Event type of dstack runtime events, hashed into every digest (docs/protocol.md §2). */
 export const DSTACK_RUNTIME_EVENT_TYPE = 0x08000001;
 const EVENT_TYPE_LE = new Uint8Array(4);
 new DataView(EVENT_TYPE_LE.buffer).setUint32(0, DSTACK_RUNTIME_EVENT_TYPE, true);
@@ -15,14 +15,14 @@ const utf8 = new TextEncoder();
  */
 const LAST_BOOT_EVENT = 'system-ready';
 
-/** The SHA-384 digest dstack extends into RTMR3 for one runtime event (PROTOCOL.md §2). */
+/** The SHA-384 digest dstack extends into RTMR3 for one runtime event (docs/protocol.md §2). */
 export function runtimeEventDigest(event: RuntimeEvent): Uint8Array {
   return sha384(EVENT_TYPE_LE, COLON, utf8.encode(event.event), COLON, event.payload);
 }
 
 /**
  * Replays runtime events the way TDX extends RTMR3: start from 48 zero bytes,
- * then `rtmr3 = SHA-384(rtmr3 ‖ digest)` for each event (PROTOCOL.md §2).
+ * then `rtmr3 = SHA-384(rtmr3 ‖ digest)` for each event (docs/protocol.md §2).
  */
 export function replayRtmr3(events: readonly RuntimeEvent[]): Uint8Array {
   let rtmr3: Uint8Array = new Uint8Array(48);

@@ -4,7 +4,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * A bounds-checked reader of SCALE-encoded bytes (the codec of dstack's
- * `VersionedAttestation` V0, PROTOCOL.md §1).
+ * `VersionedAttestation` V0, docs/protocol.md §1).
  *
  * Every read checks the remaining length first, so a forged length can only
  * make decoding fail, never allocate or read past the end. Failures are

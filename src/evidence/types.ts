@@ -1,12 +1,12 @@
 /** Types of the evidence layer: what a certificate and its quote say, before anyone trusts it. */
 
-/** One dstack runtime event (extended into RTMR3). PROTOCOL.md §2. */
+/** One dstack runtime event (extended into RTMR3). docs/protocol.md §2. */
 export interface RuntimeEvent {
   readonly event: string;
   readonly payload: Uint8Array;
 }
 
-/** One entry of the (certificate-stripped) TDX event log. PROTOCOL.md §1. */
+/** One entry of the (certificate-stripped) TDX event log. docs/protocol.md §1. */
 export interface EventLogEntry {
   readonly imr: number;
   readonly eventType: number;

@@ -4,13 +4,13 @@ import { normalizeHex } from '../util/bytes.js';
 import { ScaleReader } from './scale-reader.js';
 import type { DecodedAttestation, EventLogEntry, RuntimeEvent } from './types.js';
 
-/** dstack refuses `VersionedAttestation` inputs above 10 MiB (PROTOCOL.md §1). */
+/** dstack refuses `VersionedAttestation` inputs above 10 MiB (docs/protocol.md §1). */
 export const MAX_ATTESTATION_BYTES = 10 * 1024 * 1024;
 
-/** The IMR that dstack runtime events extend (RTMR3, PROTOCOL.md §2). */
+/** The IMR that dstack runtime events extend (RTMR3, docs/protocol.md §2). */
 export const RUNTIME_EVENT_IMR = 3;
 
-/** V0 platform variants, in SCALE enum order (PROTOCOL.md §1). */
+/** V0 platform variants, in SCALE enum order (docs/protocol.md §1). */
 const V0_PLATFORMS = [
   'DstackTdx',
   'DstackGcpTdx',
@@ -25,7 +25,7 @@ const MIN_RUNTIME_EVENT_BYTES = 1 + 1;
 
 /**
  * Decodes the payload of the certificate extension 1.3.6.1.4.1.62397.1.8
- * (PROTOCOL.md §1). The first byte selects the version: `0x00` is V0 (SCALE,
+ * (docs/protocol.md §1). The first byte selects the version: `0x00` is V0 (SCALE,
  * decoded completely), a msgpack map prefix is V1. Anything else, trailing
  * bytes, or inputs above 10 MiB are rejected; the decoder never guesses.
  */
@@ -185,7 +185,7 @@ function decodeV1(bytes: Uint8Array): DecodedAttestation {
 /**
  * Event-log version 2 (a JSON-canonical digest) exists in recent dstack
  * sources but its digest input is still changing there; replaying it with the
- * V1 formula of PROTOCOL.md §2 would be wrong, so it is refused outright.
+ * V1 formula of docs/protocol.md §2 would be wrong, so it is refused outright.
  */
 function rejectNewEventVersion(version: unknown, where: string): void {
   if (version === undefined || version === null || version === 1) return;
@@ -198,7 +198,7 @@ function rejectNewEventVersion(version: unknown, where: string): void {
 /**
  * Parses the legacy event log of extension 1.3.6.1.4.1.62397.1.2: a JSON array
  * of `{imr, event_type, digest, event, event_payload}` with hex byte fields
- * (PROTOCOL.md §1). Throws MALFORMED_EVENT_LOG on anything else.
+ * (docs/protocol.md §1). Throws MALFORMED_EVENT_LOG on anything else.
  */
 export function parseLegacyEventLog(json: Uint8Array | string): EventLogEntry[] {
   const size = typeof json === 'string' ? json.length : json.byteLength;

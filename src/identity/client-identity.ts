@@ -23,7 +23,7 @@ export interface IssuedClientCertificate extends ClientCertificate {
 
 /** Options of {@link ClientIdentity}. */
 export interface ClientIdentityOptions {
-  /** Guest agent socket path or simulator URL; default: DSTACK_SIMULATOR_ENDPOINT or the socket paths of PROTOCOL.md §4. */
+  /** Guest agent socket path or simulator URL; default: DSTACK_SIMULATOR_ENDPOINT or the socket paths of docs/protocol.md §4. */
   readonly dstackEndpoint?: string;
   /** Use this key/certificate instead of asking the guest agent (tests, non-dstack clients). */
   readonly clientCertOverride?: ClientCertificate;
@@ -61,9 +61,9 @@ const MAX_RETRY_DELAY = 60_000;
 
 /**
  * The client certificate this process presents to the teesql sidecar, which
- * verifies its attestation (mutual RA-TLS, PROTOCOL.md §5). Obtained from the
+ * verifies its attestation (mutual RA-TLS, docs/protocol.md §5). Obtained from the
  * dstack guest agent's GetTlsKey with `usage_ra_tls` and `usage_client_auth`
- * (PROTOCOL.md §4), cached, refreshed in the background before it expires
+ * (docs/protocol.md §4), cached, refreshed in the background before it expires
  * (unref'd timer), and concurrent requests share one agent call.
  *
  * The constructor resolves the agent endpoint and throws MISSING_DSTACK_SOCKET
@@ -256,7 +256,7 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
     const obtainedAt = this.#now();
     const notBefore = new Date(leaf.validFrom);
     const notAfter = new Date(leaf.validTo);
-    // dstack's default validity starts in 1975 (PROTOCOL.md §1), so the lifetime
+    // dstack's default validity starts in 1975 (docs/protocol.md §1), so the lifetime
     // that matters is what remains from now, not from notBefore.
     const start = Math.max(notBefore.getTime(), obtainedAt);
     const refreshAt = start + this.#refreshFraction * (notAfter.getTime() - start);

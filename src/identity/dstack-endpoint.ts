@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { RaTlsError } from '../errors.js';
 
-/** Unix socket paths of the dstack guest agent, in the order dstack probes them (PROTOCOL.md §4). */
+/** Unix socket paths of the dstack guest agent, in the order dstack probes them (docs/protocol.md §4). */
 export const DSTACK_SOCKET_PATHS: readonly string[] = Object.freeze([
   '/var/run/dstack.sock',
   '/run/dstack.sock',
@@ -11,7 +11,7 @@ export const DSTACK_SOCKET_PATHS: readonly string[] = Object.freeze([
 
 /**
  * Picks the guest agent endpoint: the explicit `dstackEndpoint` option, else
- * DSTACK_SIMULATOR_ENDPOINT, else the first existing socket path (PROTOCOL.md §4).
+ * DSTACK_SIMULATOR_ENDPOINT, else the first existing socket path (docs/protocol.md §4).
  * Touches only the file system (existence checks); throws MISSING_DSTACK_SOCKET
  * when nothing is found, before any network I/O.
  */

@@ -6,7 +6,8 @@ const shared = new Map<string, ClientIdentity>();
 /**
  * One process-wide {@link ClientIdentity} per guest agent endpoint, for clients
  * created outside a pool, so that each new connection does not cost a GetTlsKey
- * call. Its refresh timer is unref'd and it is never closed. Throws
+ * call. Its refresh timer is unref'd; {@link closeSharedClientIdentities}
+ * closes them (the next use creates new ones). Throws
  * MISSING_DSTACK_SOCKET (before any network I/O) when there is no agent.
  */
 export function sharedClientIdentity(
@@ -20,4 +21,13 @@ export function sharedClientIdentity(
     shared.set(endpoint, identity);
   }
   return identity;
+}
+
+/**
+ * Closes every shared identity (its refresh timer and agent client) and
+ * forgets it: for tests and for processes that want a clean exit.
+ */
+export function closeSharedClientIdentities(): void {
+  for (const identity of shared.values()) identity.close();
+  shared.clear();
 }

@@ -7,7 +7,7 @@ import { checkKmsChain, normalizeKmsRoots } from './kms-roots.js';
 import { checkMeasurements, normalizeMeasurementSets } from './measurements.js';
 import type { NormalizedPolicy, Policy } from './types.js';
 
-/** The statuses the existing connectors accept (PROTOCOL.md §3). */
+/** The statuses the existing connectors accept (docs/protocol.md §3). */
 export const DEFAULT_ACCEPTABLE_TCB_STATUSES: readonly TcbStatus[] = Object.freeze([
   'UpToDate',
   'SWHardeningNeeded',
@@ -105,7 +105,7 @@ export interface PolicyFacts {
 }
 
 /**
- * Applies `policy` to verified facts (PROTOCOL.md §2, §3). Every rule is
+ * Applies `policy` to verified facts (docs/protocol.md §2, §3). Every rule is
  * enforced here, never left to an engine. Throws SEAM_SIGNER_NOT_ZERO,
  * DEBUG_MODE, MRTD_NOT_ALLOWED, MEASUREMENT_NOT_ALLOWED, BAD_TCB_STATUS,
  * KMS_NOT_TRUSTED, APP_ID_MISMATCH, APP_IDENTITY_UNVERIFIED, APP_NOT_ALLOWED
@@ -115,7 +115,7 @@ export interface PolicyFacts {
  */
 export function applyPolicy(facts: PolicyFacts, policy: NormalizedPolicy): void {
   const { quote } = facts;
-  // dstack requires the TDX module to be Intel's (mr_signer_seam zero) and no service TD (PROTOCOL.md §2).
+  // dstack requires the TDX module to be Intel's (mr_signer_seam zero) and no service TD (docs/protocol.md §2).
   if (/[^0]/.test(quote.mrSignerSeam)) {
     throw new RaTlsError(
       'SEAM_SIGNER_NOT_ZERO',

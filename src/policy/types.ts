@@ -2,7 +2,7 @@ import type { TcbStatus } from '../verification/verifier.js';
 
 /**
  * What a server must be to be trusted. Applied by pg-ra-tls itself after every
- * verifier (PROTOCOL.md §3: never left to an engine). Hex values are case- and
+ * verifier (docs/protocol.md §3: never left to an engine). Hex values are case- and
  * `0x`-insensitive and trimmed.
  */
 export interface Policy {

@@ -8,28 +8,18 @@ import {
 import {
   type AttestationOptions,
   AttestedConnector,
-  type EndpointTarget,
-  type ProbeResult,
-  raceSignal,
+  type AttestedSocket,
 } from '../connection/attested-connector.js';
-import {
-  bindClientOptions,
-  RaTlsClient,
-  type RaTlsClientHooks,
-} from '../connection/ra-tls-client.js';
+import { type PoolInternals, poolInternals } from '../connection/pg-internals.js';
+import { RaTlsClient, type RaTlsClientHooks } from '../connection/ra-tls-client.js';
 import { describeCause, RaTlsError } from '../errors.js';
 import type { Policy } from '../policy/types.js';
-import {
-  reportAttributes,
-  SpanAttributes,
-  SpanNames,
-  setAttributes,
-  withSpan,
-} from '../telemetry/tracing.js';
-import { parseDuration } from '../util/duration.js';
+import { Scope } from '../util/deadline.js';
+import { MAX_TIMER_MS, parseTimeout } from '../util/duration.js';
+import { Reattestation, type ReattestOutcome } from './reattestation.js';
+import { type ServerChangedEvent, type ServerChangeMode, ServerPin } from './server-pin.js';
 
-/** What the pool does when the server presents a certificate other than the pinned one. */
-export type ServerChangeMode = 'reverify' | 'reject';
+export type { ServerChangedEvent, ServerChangeMode } from './server-pin.js';
 
 /** node-postgres pool options pg-ra-tls passes through. */
 export type PgPoolOptions = Pick<
@@ -49,7 +39,13 @@ export interface RaTlsPoolOptions
   extends ConnectionSettingsInput,
     AttestationOptions,
     PgPoolOptions {
-  /** Time allowed for one re-attestation at checkout (probe + verification). Default `"30s"`. */
+  /**
+   * Time allowed for a checkout that has to re-attest: the probe, the
+   * verification and, when that fails, the retry on a new connection, all
+   * together. Default `"30s"`. (A checkout that opens a new connection is
+   * bounded by `connectTimeout` + `handshakeTimeout` + `verifyTimeout`, and by
+   * pg's `connectionTimeoutMillis` when set.)
+   */
   readonly reattestTimeout?: number | string;
   /**
    * A different server certificate than the pinned one: `'reverify'` (default)
@@ -57,17 +53,6 @@ export interface RaTlsPoolOptions
    * `'reject'` fails checkouts with SERVER_CHANGED until the pool is recreated.
    */
   readonly onServerChange?: ServerChangeMode;
-}
-
-/** Payload of the pool's `serverChanged` event. */
-export interface ServerChangedEvent {
-  /** The report of the previously pinned certificate. */
-  readonly previous: AttestationReport;
-  /** Fingerprint of the certificate the server presents now. */
-  readonly fingerprint: string;
-  /** Its verified report (`reverify` mode only). */
-  readonly current?: AttestationReport;
-  readonly mode: ServerChangeMode;
 }
 
 /** Payload of the pool's `attestationFailed` event. */
@@ -85,18 +70,18 @@ type PoolCallback = (
 
 type PooledClient = RaTlsClient & pg.PoolClient;
 
-/** The parts of pg-pool's internal state the idle sweep needs (pg-pool 3.x). */
-interface PgPoolInternals {
-  _idle: { client: pg.PoolClient }[];
-  _remove(client: pg.PoolClient, callback?: () => void): void;
-}
-
-/** Marks a connection replaced by a newer pinned certificate: closed and retried silently. */
-const kSuperseded = Symbol('pg-ra-tls.superseded');
 const MIN_SWEEP_INTERVAL = 1000;
-const SERVER_CHANGED_HINT =
-  'the pool pinned the first verified certificate; recreate the pool to accept the new one ' +
-  "(or use onServerChange: 'reverify')";
+const PASSED_THROUGH = [
+  'max',
+  'min',
+  'idleTimeoutMillis',
+  'allowExitOnIdle',
+  'maxUses',
+  'maxLifetimeSeconds',
+  'log',
+  'onConnect',
+  'connectionTimeoutMillis',
+] as const;
 
 /**
  * A node-postgres Pool (`instanceof pg.Pool` holds) whose every connection is
@@ -104,6 +89,9 @@ const SERVER_CHANGED_HINT =
  * than `reattestEvery` (the quote re-judged against current collateral and
  * policy, the server's present certificate confirmed by one shared probe
  * handshake per interval). The first verified certificate is pinned.
+ *
+ * This class only adapts pg-pool: the pin and staleness rule live in
+ * {@link ServerPin}, the probe and re-verification in {@link Reattestation}.
  *
  * Events, besides pg-pool's: `attested` (report, client), `reattested`
  * (report, client?), `serverChanged` ({@link ServerChangedEvent}),
@@ -114,14 +102,10 @@ export class RaTlsPool extends pg.Pool {
   readonly settings: ConnectionSettings;
   /** The connector shared by this pool's clients (verification cache, client identity). */
   readonly connector: AttestedConnector;
-  readonly #mode: ServerChangeMode;
+  readonly #pin: ServerPin;
+  readonly #reattestation: Reattestation;
   readonly #reattestTimeoutMs: number;
-  readonly #target: EndpointTarget;
-  readonly #policyVersions = new WeakMap<RaTlsClient, number>();
-  #pinned: AttestationReport | undefined;
-  #rejected: RaTlsError | undefined;
-  #probe: ProbeResult | undefined;
-  #probeInflight: Promise<ProbeResult> | undefined;
+  readonly #pg: PoolInternals;
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping = false;
 
@@ -139,56 +123,56 @@ export class RaTlsPool extends pg.Pool {
         { details: { option: 'onServerChange' } },
       );
     }
-    const reattestTimeoutMs = parseDuration(options.reattestTimeout ?? '30s', 'reattestTimeout');
+    const reattestTimeoutMs = parseTimeout(options.reattestTimeout ?? '30s', 'reattestTimeout');
     const settings = resolveConnectionSettings(options);
     const connector = new AttestedConnector(options);
+    const pin = new ServerPin({
+      mode,
+      description: settings.description,
+      reattestEveryMs: connector.reattestEveryMs,
+      now: () => connector.now(),
+      policyVersion: () => connector.policyVersion,
+    });
     const hooks: RaTlsClientHooks = {
-      admit: (report) => {
-        if (this !== undefined) this.#admit(report);
+      guard: () => {
+        const refusal = pin.refusal;
+        if (refusal !== undefined) throw refusal;
       },
-      attested: (client, attested) => {
-        if (this !== undefined) this.#onAttested(client, attested.report);
-      },
+      admit: (report) => this.#admit(report),
+      attested: (client, attested) => this.#attested(client, attested),
     };
+    const binding = { settings, connector, hooks };
     const Client = class extends RaTlsClient {
       constructor() {
-        super(bindClientOptions({ settings, connector, hooks }));
+        super({}, binding);
       }
     };
-    const poolConfig: pg.PoolConfig = {
-      ...pick(options as pg.PoolConfig, [
-        'max',
-        'min',
-        'idleTimeoutMillis',
-        'allowExitOnIdle',
-        'maxUses',
-        'maxLifetimeSeconds',
-        'log',
-        'onConnect',
-        'connectionTimeoutMillis',
-      ]),
-      Client: Client as unknown as pg.PoolConfig['Client'],
-    };
+    const poolConfig: pg.PoolConfig = {};
+    for (const key of PASSED_THROUGH) {
+      const value = (options as pg.PoolConfig)[key];
+      if (value !== undefined) (poolConfig as Record<string, unknown>)[key] = value;
+    }
+    poolConfig.Client = Client as unknown as pg.PoolConfig['Client'];
     super(poolConfig);
+    this.#pg = poolInternals(this);
     this.settings = settings;
     this.connector = connector;
-    this.#mode = mode;
+    this.#pin = pin;
     this.#reattestTimeoutMs = reattestTimeoutMs;
-    this.#target = {
-      host: settings.host,
-      port: settings.port,
-      servername: settings.servername,
-      connectTimeoutMs: settings.connectTimeoutMs,
-      handshakeTimeoutMs: settings.handshakeTimeoutMs,
-    };
-    const interval = Math.max(connector.reattestEveryMs, MIN_SWEEP_INTERVAL);
+    this.#reattestation = new Reattestation(connector, pin, settings.endpoint);
+    // Never more often than the floor; never past what a Node timer holds
+    // (a longer interval would silently become 1 ms).
+    const interval = Math.min(
+      Math.max(connector.reattestEveryMs, MIN_SWEEP_INTERVAL),
+      MAX_TIMER_MS,
+    );
     this.#sweepTimer = setInterval(() => this.#sweep(), interval);
     this.#sweepTimer.unref();
   }
 
   /** The current report of the pinned server, or undefined before the first connection. */
   get attestation(): AttestationReport | undefined {
-    return this.#pinned;
+    return this.#pin.pinned;
   }
 
   /**
@@ -237,230 +221,149 @@ export class RaTlsPool extends pg.Pool {
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
     if (!this.ending) {
-      this.connector.close(new RaTlsError('POOL_ENDED', 'the pool was ended during attestation'));
+      const ended = new RaTlsError('POOL_ENDED', 'the pool was ended during attestation');
+      this.#pin.close(ended);
+      this.connector.close(ended);
     }
     if (callback === undefined) return super.end();
     super.end(callback);
     return undefined;
   }
 
+  /**
+   * One checkout: a pooled client, re-attested when stale. A connection
+   * superseded by a newly pinned certificate is closed and another taken; a
+   * failed re-attestation is retried on a new connection within the same
+   * reattestTimeout budget.
+   */
   async #checkout(): Promise<pg.PoolClient> {
     const attempts = (this.options.max ?? 10) + 1;
-    for (let attempt = 1; ; attempt++) {
-      if (this.ending) {
-        throw new RaTlsError('POOL_ENDED', 'the pool has been ended: create a new pool');
-      }
-      if (this.#rejected !== undefined) throw this.#rejected;
-      let client: PooledClient;
-      try {
-        client = (await super.connect()) as PooledClient;
-      } catch (error) {
-        throw this.#connectFailure(error);
-      }
-      try {
-        await this.#ensureFresh(client);
-        return client;
-      } catch (error) {
-        client.release(error instanceof Error ? error : new Error(String(error)));
-        if (error === kSuperseded) {
+    // Created by the first re-attestation this checkout needs: its deadline
+    // (reattestTimeout) bounds that re-attestation and every retry it causes.
+    let budget: Scope | undefined;
+    let lastFailure: RaTlsError | undefined;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        if (this.ending) {
+          throw new RaTlsError('POOL_ENDED', 'the pool has been ended: create a new pool');
+        }
+        const refusal = this.#pin.refusal;
+        if (refusal !== undefined) throw refusal;
+        const client = await this.#acquire(budget, lastFailure);
+        const freshness = this.#pin.freshness(client);
+        if (freshness === 'fresh') return client;
+        let outcome: ReattestOutcome = { kind: 'superseded' };
+        if (freshness !== 'superseded') {
+          budget ??= this.#budget();
+          outcome = await this.#reattest(freshness === 'stale', client, [client], budget);
+        }
+        if (outcome.kind === 'fresh') return client;
+        client.release(new Error(`pg-ra-tls: connection ${outcome.kind}`));
+        if (outcome.kind === 'superseded') {
           if (attempt < attempts) continue;
           throw new RaTlsError('SERVER_CHANGED', 'the server certificate keeps changing');
         }
-        const failure = asRaTlsError(error, 'REATTEST_FAILED');
+        const failure = outcome.error;
         this.#emitFailure(failure, 'reattest');
         if (failure.code === 'SERVER_CHANGED' || failure.code === 'POOL_ENDED') throw failure;
         if (attempt >= attempts) throw failure;
+        lastFailure = failure;
         // The connections judged like this one would fail the same way.
-        this.#removeIdle((idle) => this.#needsReattest(idle));
+        this.#removeIdle((idle) => this.#pin.freshness(idle) !== 'fresh');
       }
+    } finally {
+      budget?.dispose();
     }
-  }
-
-  /** Re-attests a checked-out client when its report is stale or judged under an older policy. */
-  async #ensureFresh(client: PooledClient): Promise<void> {
-    const report = client.attestation;
-    const der = client.serverCertificate;
-    if (report === undefined || der === undefined) {
-      throw new RaTlsError('REATTEST_FAILED', 'a pooled connection has no attestation');
-    }
-    if (this.#pinned !== undefined && report.fingerprint !== this.#pinned.fingerprint) {
-      throw kSuperseded;
-    }
-    const ageStale = this.connector.now() - report.verifiedAt >= this.connector.reattestEveryMs;
-    const policyStale = this.#policyVersions.get(client) !== this.connector.policyVersion;
-    if (!ageStale && !policyStale) return;
-
-    await this.#reattest(ageStale, der, client.serverIssuers, report, [client]);
   }
 
   /**
-   * One re-attestation in a `pg_ra_tls.reattest` span: with `probe`, a fresh
-   * handshake confirms the server still presents this certificate (shared by
-   * all checkouts for one interval); then the certificate is re-verified
-   * (cache-aware: once per fingerprint per interval) under the current policy.
+   * A client from pg-pool. Within a re-attestation budget the wait is bounded
+   * by what is left of it; a connection that arrives too late goes back to the
+   * pool unused.
    */
-  async #reattest(
-    probe: boolean,
-    der: Uint8Array,
-    issuers: readonly Uint8Array[],
-    report: AttestationReport,
-    clients: readonly RaTlsClient[],
-  ): Promise<AttestationReport> {
-    return withSpan(
-      SpanNames.REATTEST,
-      {
-        [SpanAttributes.SERVER_ADDRESS]: this.#target.host,
-        [SpanAttributes.SERVER_PORT]: this.#target.port,
-        [SpanAttributes.FINGERPRINT]: report.fingerprint,
-      },
-      async (span) => {
-        const timeout = new AbortController();
-        const timer = setTimeout(
-          () =>
-            timeout.abort(
-              new RaTlsError(
-                'REATTEST_FAILED',
-                `re-attesting ${this.settings.description} took longer than ` +
-                  `${this.#reattestTimeoutMs} ms (reattestTimeout)`,
-              ),
-            ),
-          this.#reattestTimeoutMs,
+  async #acquire(budget: Scope | undefined, lastFailure: RaTlsError | undefined) {
+    if (budget?.signal.aborted) throw lastFailure ?? budget.signal.reason;
+    const pending = super.connect() as Promise<PooledClient>;
+    try {
+      return budget === undefined ? await pending : await budget.race(pending);
+    } catch (error) {
+      if (budget?.signal.aborted) {
+        pending.then(
+          (late) => late.release(),
+          () => {},
         );
-        const signal = timeout.signal;
-        const policyVersion = this.connector.policyVersion;
-        const work = async () => {
-          if (probe) {
-            const seen = await this.#sharedProbe(signal);
-            if (seen.fingerprint !== report.fingerprint) {
-              await this.#serverChanged(seen, signal);
-              throw kSuperseded;
-            }
-          }
-          return this.connector.verifyCertificate(der, signal, issuers);
-        };
-        try {
-          const { report: fresh, cacheHit } = await raceSignal(work(), signal);
-          span.setAttribute(SpanAttributes.CACHE_HIT, cacheHit);
-          setAttributes(span, reportAttributes(fresh));
-          for (const client of clients) {
-            client.updateAttestation(fresh);
-            this.#policyVersions.set(client, policyVersion);
-          }
-          if (this.#pinned?.fingerprint === fresh.fingerprint) this.#pinned = fresh;
-          for (const client of clients) this.emit('reattested', fresh, client);
-          return fresh;
-        } catch (error) {
-          if (error !== kSuperseded) this.connector.cache.delete(report.fingerprint);
-          throw error;
-        } finally {
-          clearTimeout(timer);
-        }
-      },
+        throw budget.signal.reason;
+      }
+      throw this.#connectFailure(error);
+    }
+  }
+
+  #budget(): Scope {
+    return new Scope().deadline(
+      this.#reattestTimeoutMs,
+      () =>
+        new RaTlsError(
+          'REATTEST_FAILED',
+          `re-attesting ${this.settings.description} took longer than ` +
+            `${this.#reattestTimeoutMs} ms (reattestTimeout)`,
+        ),
     );
   }
 
-  #sharedProbe(signal: AbortSignal): Promise<ProbeResult> {
-    const cached = this.#probe;
-    if (cached !== undefined && this.connector.now() - cached.at < this.connector.reattestEveryMs) {
-      return Promise.resolve(cached);
+  /** Re-attests `clients` (all attested by `client`'s certificate) and applies the outcome. */
+  async #reattest(
+    probe: boolean,
+    client: RaTlsClient,
+    clients: readonly RaTlsClient[],
+    budget: Scope,
+  ): Promise<ReattestOutcome> {
+    const report = client.attestation;
+    const der = client.serverCertificate;
+    if (report === undefined || der === undefined) {
+      const error = new RaTlsError('REATTEST_FAILED', 'a pooled connection has no attestation');
+      return { kind: 'failed', error };
     }
-    this.#probeInflight ??= this.connector
-      .probe(this.#target)
-      .then((result) => {
-        this.#probe = result;
-        return result;
-      })
-      .finally(() => {
-        this.#probeInflight = undefined;
-      });
-    return raceSignal(this.#probeInflight, signal);
+    const outcome = await this.#reattestation.run(probe, der, client.serverIssuers, report, budget);
+    if (outcome.kind !== 'fresh') {
+      if (outcome.change !== undefined) this.#serverChanged(outcome.change);
+      return outcome;
+    }
+    for (const each of clients) {
+      each.updateAttestation(outcome.report);
+      this.#pin.stamp(each, outcome.policyVersion);
+    }
+    for (const each of clients) this.emit('reattested', outcome.report, each);
+    return outcome;
   }
 
   /** A new connection's verified report: pin the first, judge any other certificate. */
   #admit(report: AttestationReport): void {
-    if (this.ending) {
-      throw new RaTlsError('POOL_ENDED', 'the pool was ended during attestation');
-    }
-    if (this.#rejected !== undefined) throw this.#rejected;
-    const pinned = this.#pinned;
-    if (pinned === undefined) {
-      this.#pinned = report;
-      return;
-    }
-    if (report.fingerprint === pinned.fingerprint) {
-      if (report.verifiedAt >= pinned.verifiedAt) this.#pinned = report;
-      return;
-    }
-    this.#applyServerChange(report.fingerprint, report);
+    const result = this.#pin.admit(report);
+    if (result.change !== undefined) this.#serverChanged(result.change);
+    if (!result.ok) throw result.error;
   }
 
-  #onAttested(client: RaTlsClient, report: AttestationReport): void {
-    this.#policyVersions.set(client, this.connector.policyVersion);
-    this.emit('attested', report, client);
+  #attested(client: RaTlsClient, attested: AttestedSocket): void {
+    // The version the verdict was reached under, not the current one: a
+    // verification that straddled updatePolicy is re-judged at checkout.
+    this.#pin.stamp(client, attested.policyVersion);
+    this.emit('attested', attested.report, client);
   }
 
-  /** A probe saw another certificate: verify it fully ('reverify') or refuse ('reject'). */
-  async #serverChanged(seen: ProbeResult, signal: AbortSignal): Promise<void> {
-    const { fingerprint } = seen;
-    if (this.#pinned === undefined || this.#pinned.fingerprint === fingerprint) return;
-    if (this.#mode === 'reject') {
-      this.#applyServerChange(fingerprint, undefined);
-      return;
-    }
-    const { report } = await this.connector.verifyCertificate(
-      seen.certificateDer,
-      signal,
-      seen.issuersDer,
+  /** Emits the one event of a server change and drains the connections it made obsolete. */
+  #serverChanged(change: ServerChangedEvent): void {
+    if (change.mode === 'reverify') this.#reattestation.resetProbe();
+    this.emit('serverChanged', change);
+    const old = change.previous.fingerprint;
+    this.#removeIdle(
+      (client) => change.mode === 'reject' || client.attestation?.fingerprint === old,
     );
-    if (this.#pinned.fingerprint !== report.fingerprint) {
-      this.#applyServerChange(report.fingerprint, report);
-    }
-  }
-
-  /** Pins `current` and drains the old connections, or enters the rejecting state (and throws). */
-  #applyServerChange(fingerprint: string, current: AttestationReport | undefined): void {
-    const previous = this.#pinned!;
-    const oldFingerprint = previous.fingerprint;
-    if (this.#mode === 'reject' || current === undefined) {
-      this.#rejected = new RaTlsError(
-        'SERVER_CHANGED',
-        `${this.settings.description} now presents certificate ${fingerprint.slice(0, 16)}… ` +
-          `instead of the pinned ${oldFingerprint.slice(0, 16)}…: ${SERVER_CHANGED_HINT}`,
-        { details: { pinned: oldFingerprint, presented: fingerprint } },
-      );
-      this.emit('serverChanged', {
-        previous,
-        fingerprint,
-        mode: 'reject',
-      } satisfies ServerChangedEvent);
-      this.#removeIdle(() => true);
-      throw this.#rejected;
-    }
-    this.#pinned = current;
-    this.#probe = undefined;
-    this.emit('serverChanged', {
-      previous,
-      fingerprint,
-      current,
-      mode: 'reverify',
-    } satisfies ServerChangedEvent);
-    this.#removeIdle((client) => client.attestation?.fingerprint === oldFingerprint);
-  }
-
-  #needsReattest(client: RaTlsClient): boolean {
-    const report = client.attestation;
-    if (report === undefined) return true;
-    if (this.#pinned !== undefined && report.fingerprint !== this.#pinned.fingerprint) return true;
-    if (this.#policyVersions.get(client) !== this.connector.policyVersion) return true;
-    return this.connector.now() - report.verifiedAt >= this.connector.reattestEveryMs;
   }
 
   /** Closes idle connections matching `predicate` (only ones idle right now). */
   #removeIdle(predicate: (client: RaTlsClient) => boolean): void {
-    const internals = this as unknown as PgPoolInternals;
-    for (const item of [...internals._idle]) {
-      const client = item.client as unknown as RaTlsClient;
-      if (predicate(client)) internals._remove(item.client);
+    for (const client of this.#pg.idleClients()) {
+      if (predicate(client as unknown as RaTlsClient)) this.#pg.removeIdle(client);
     }
   }
 
@@ -470,30 +373,31 @@ export class RaTlsPool extends pg.Pool {
    * when that fails.
    */
   #sweep(): void {
-    if (this.#sweeping || this.ending || this.#rejected !== undefined) return;
-    const pinned = this.#pinned;
-    const internals = this as unknown as PgPoolInternals;
-    const stale = internals._idle
-      .map((item) => item.client as unknown as RaTlsClient)
-      .filter((client) => this.#needsReattest(client));
-    if (pinned === undefined || stale.length === 0) return;
+    const pinned = this.#pin.pinned;
+    if (this.#sweeping || this.ending || this.#pin.refusal !== undefined || pinned === undefined) {
+      return;
+    }
+    const stale = this.#pg
+      .idleClients()
+      .map((client) => client as unknown as RaTlsClient)
+      .filter((client) => this.#pin.freshness(client) !== 'fresh');
+    if (stale.length === 0) return;
     const current = stale.filter(
       (client) => client.attestation?.fingerprint === pinned.fingerprint,
     );
-    this.#removeIdle(
-      (client) => stale.includes(client) && client.attestation?.fingerprint !== pinned.fingerprint,
-    );
-    const der = current[0]?.serverCertificate;
-    if (der === undefined) return;
+    this.#removeIdle((client) => stale.includes(client) && !current.includes(client));
+    const first = current[0];
+    if (first === undefined) return;
     this.#sweeping = true;
-    this.#reattest(true, der, current[0]!.serverIssuers, pinned, current)
-      .catch((error: unknown) => {
-        if (error !== kSuperseded) {
-          this.#emitFailure(asRaTlsError(error, 'REATTEST_FAILED'), 'background');
-        }
+    const budget = this.#budget();
+    this.#reattest(true, first, current, budget)
+      .then((outcome) => {
+        if (outcome.kind === 'fresh') return;
+        if (outcome.kind === 'failed') this.#emitFailure(outcome.error, 'background');
         this.#removeIdle((client) => current.includes(client));
       })
       .finally(() => {
+        budget.dispose();
         this.#sweeping = false;
       });
   }
@@ -526,15 +430,4 @@ export class RaTlsPool extends pg.Pool {
 /** Creates a {@link RaTlsPool}. Configuration errors throw here, before any network I/O. */
 export function createPool(options: RaTlsPoolOptions): RaTlsPool {
   return new RaTlsPool(options);
-}
-
-function pick<T extends object, K extends keyof T>(source: T, keys: readonly K[]): Partial<T> {
-  const out: Partial<T> = {};
-  for (const key of keys) if (source[key] !== undefined) out[key] = source[key];
-  return out;
-}
-
-function asRaTlsError(error: unknown, code: 'REATTEST_FAILED'): RaTlsError {
-  if (error instanceof RaTlsError) return error;
-  return new RaTlsError(code, `re-attestation failed: ${describeCause(error)}`, { cause: error });
 }

@@ -55,9 +55,15 @@ export function getTracer(): Tracer | undefined {
   return api?.trace.getTracer(TRACER_NAME, PACKAGE_VERSION);
 }
 
+/** Spans during which pg-ra-tls dials the server: kind CLIENT. */
+const NETWORK_SPANS: ReadonlySet<string> = new Set([SpanNames.CONNECT, SpanNames.REATTEST]);
+
 /**
  * Runs `fn` inside a span that is a child of the active context (so it nests
- * under pg or application spans) and is itself active while `fn` runs. A
+ * under pg or application spans) and is itself active while `fn` runs. Spans
+ * that talk to the server (connect, reattest) are of kind CLIENT, the others
+ * INTERNAL. Success leaves the status unset, as the OpenTelemetry spec asks of
+ * instrumentation libraries (OK is the application's to set). A
  * failure sets ERROR status and records a sanitised exception: the RaTlsError
  * code and message (which never carry secrets), or for other errors only their
  * name and masked message.
@@ -70,11 +76,10 @@ export async function withSpan<T>(
   const tracer = getTracer();
   if (tracer === undefined || api === undefined) return fn(NOOP_SPAN);
   const otel = api;
-  return tracer.startActiveSpan(name, { attributes }, async (span: Span) => {
+  const kind = NETWORK_SPANS.has(name) ? otel.SpanKind.CLIENT : otel.SpanKind.INTERNAL;
+  return tracer.startActiveSpan(name, { attributes, kind }, async (span: Span) => {
     try {
-      const result = await fn(span);
-      span.setStatus({ code: otel.SpanStatusCode.OK });
-      return result;
+      return await fn(span);
     } catch (error) {
       recordFailure(span, error, otel);
       throw error;

@@ -1,6 +1,6 @@
 /**
  * X.509 certificates shaped like the ones dstack's KMS and guest agent issue
- * (PROTOCOL.md §1): P-256, ecdsa-with-SHA256, a CN-only (or O + CN) subject,
+ * (docs/protocol.md §1): P-256, ecdsa-with-SHA256, a CN-only (or O + CN) subject,
  * critical key usage, extended key usage only for the requested purposes, DNS
  * or IP subject alternative names, and Phala's 62397 extensions. Encoded with
  * the test authority's DER writer: synchronous and cheap.
@@ -45,7 +45,7 @@ export interface DstackCertificateSpec {
   readonly clientAuth?: boolean;
   /** DNS names and IP addresses. */
   readonly altNames?: readonly string[];
-  /** Phala extensions (OID → payload); each payload is DER-wrapped in an OCTET STRING (PROTOCOL.md §1). */
+  /** Phala extensions (OID → payload); each payload is DER-wrapped in an OCTET STRING (docs/protocol.md §1). */
   readonly phalaExtensions?: ReadonlyMap<string, Uint8Array>;
   /** Default: 16 random bytes. */
   readonly serialNumber?: Uint8Array;

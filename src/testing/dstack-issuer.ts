@@ -1,5 +1,5 @@
 /**
- * A dstack guest agent's key and quote issuing (PROTOCOL.md §1, §2, §4), made
+ * A dstack guest agent's key and quote issuing (docs/protocol.md §1, §2, §4), made
  * by a DCAP test root of trust: GetTlsKey (RA-TLS certificates chained to an
  * app CA and a KMS root), GetQuote and Info, for an app whose identity the
  * test chooses. Every way a server certificate can be bad is one option away
@@ -85,7 +85,7 @@ export interface DstackIssuerOptions {
   readonly identity?: DstackIdentity;
   /** Write extensions 1.1 (quote) + 1.2 (JSON event log) like dstack ≤ 0.5.8 instead of 1.8 V0. */
   readonly legacy?: boolean;
-  /** `kms` (default): chain [leaf, app CA, KMS root]; `local`: [leaf, local CA] (PROTOCOL.md §1). */
+  /** `kms` (default): chain [leaf, app CA, KMS root]; `local`: [leaf, local CA] (docs/protocol.md §1). */
   readonly chain?: 'kms' | 'local';
   /** Applied to every certificate and quote; a request's own faults win. */
   readonly faults?: DstackIssuerFaults;
@@ -102,7 +102,7 @@ export interface DstackIssuerOptions {
   readonly appCa?: { readonly notAfter?: Date; readonly appIdClaim?: BytesLike };
 }
 
-/** A GetTlsKey request (PROTOCOL.md §4), camel-cased. Times are Unix seconds. */
+/** A GetTlsKey request (docs/protocol.md §4), camel-cased. Times are Unix seconds. */
 export interface DstackTlsKeyRequest {
   /** CN of the leaf. Default `""` (what the guest agent gets when the field is absent). */
   readonly subject?: string;
@@ -133,7 +133,7 @@ export interface DstackTlsKey {
   readonly spki: Uint8Array;
 }
 
-/** The guest agent's GetQuote response body (PROTOCOL.md §4). */
+/** The guest agent's GetQuote response body (docs/protocol.md §4). */
 export interface DstackQuoteResponse {
   /** Hex. */
   readonly quote: string;
@@ -144,7 +144,7 @@ export interface DstackQuoteResponse {
   readonly vm_config: string;
 }
 
-/** The guest agent's Info response body (PROTOCOL.md §4). Hex fields lowercase. */
+/** The guest agent's Info response body (docs/protocol.md §4). Hex fields lowercase. */
 export interface DstackInfoResponse {
   readonly app_id: string;
   readonly instance_id: string;
@@ -279,7 +279,7 @@ function caCertificate(
   return { key, name, pem: certificatePem(der) };
 }
 
-/** The runtime events dstack extends into RTMR3 at boot, in its order (PROTOCOL.md §2). */
+/** The runtime events dstack extends into RTMR3 at boot, in its order (docs/protocol.md §2). */
 function bootEvents(identity: {
   appId: string;
   composeHash: string;
@@ -364,7 +364,7 @@ export function createDstackIssuer(options: DstackIssuerOptions): DstackIssuer {
   const instanceId = hexOption(id.instanceId, 'identity.instanceId', 20, fixed('instance-id', 20));
   const deviceId = hexOption(id.deviceId, 'identity.deviceId', 32, fixed('device-id', 32));
 
-  // PROTOCOL.md §1: under a KMS the leaf is signed by an app CA derived per app-id, itself signed by the KMS root.
+  // docs/protocol.md §1: under a KMS the leaf is signed by an app CA derived per app-id, itself signed by the KMS root.
   const appIdClaim = new Map([[RA_TLS_OIDS.appId, fromHex(appId)]]);
   const caAppId = hexOption(options.appCa?.appIdClaim, 'appCa.appIdClaim', 20, appId);
   const caClaims = new Map([
@@ -446,7 +446,7 @@ export function createDstackIssuer(options: DstackIssuerOptions): DstackIssuer {
     image: 'dstack-0.5.9',
     spec_version: 1,
   });
-  // What dstack puts in the V0 envelope's config (PROTOCOL.md §1): the sys-config it booted with.
+  // What dstack puts in the V0 envelope's config (docs/protocol.md §1): the sys-config it booted with.
   const sysConfig = JSON.stringify({
     kms_urls: chain === 'kms' ? ['https://kms.pg-ra-tls.invalid:8000'] : [],
     gateway_urls: ['https://gateway.pg-ra-tls.invalid:8000'],
@@ -491,7 +491,7 @@ export function createDstackIssuer(options: DstackIssuerOptions): DstackIssuer {
     const extensions = new Map<string, Uint8Array>(appIdClaim);
     extensions.set(RA_TLS_OIDS.usage, utf8.encode('app:custom'));
     if (request.usageRaTls === true) {
-      // PROTOCOL.md §1: report_data = SHA-512("ratls-cert:" ‖ SPKI) binds the quote to this key.
+      // docs/protocol.md §1: report_data = SHA-512("ratls-cert:" ‖ SPKI) binds the quote to this key.
       const reportData = expectedReportData(faults.bindTo ?? spki);
       const quote =
         faults.tamperQuote === true
@@ -520,7 +520,7 @@ export function createDstackIssuer(options: DstackIssuerOptions): DstackIssuer {
     if (request.withAppInfo === true) {
       extensions.set(
         RA_TLS_OIDS.appInfo,
-        // Positional msgpack (PROTOCOL.md §1): app_id, compose_hash, instance_id, device_id,
+        // Positional msgpack (docs/protocol.md §1): app_id, compose_hash, instance_id, device_id,
         // mr_system, mr_aggregated, os_image_hash, key_provider_info.
         encodeMsgpack([
           fromHex(identity.appId),

@@ -3,7 +3,7 @@
  * a DCAP test root with its PCCS, a Postgres provisioned like a teesql
  * cluster, the database CVM's sidecar presenting RA-TLS certificates, the app
  * CVM's guest agent issuing the client's, and a TLS-passthrough gateway
- * (PROTOCOL.md §4, §5, §8). For tests, demos and `pg-ra-tls dev` only.
+ * (docs/protocol.md §4, §5, §8). For tests, demos and `pg-ra-tls dev` only.
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -142,7 +142,7 @@ export interface LocalStack {
    * while the host name stays the TLS SNI the gateway routes by.
    */
   readonly gatewayUrl: string | undefined;
-  /** `<appId>-5433s.dstack.localhost`, the SNI the gateway routes to the sidecar (PROTOCOL.md §5). */
+  /** `<appId>-5433s.dstack.localhost`, the SNI the gateway routes to the sidecar (docs/protocol.md §5). */
   readonly gatewayServername: string;
   /** `http://127.0.0.1:<port>` of the client guest agent (a DSTACK_SIMULATOR_ENDPOINT). */
   readonly dstackEndpoint: string;
@@ -173,7 +173,7 @@ export interface LocalStack {
   stop(): Promise<void>;
 }
 
-/** The teesql sidecar port named in gateway routes (PROTOCOL.md §5). */
+/** The teesql sidecar port named in gateway routes (docs/protocol.md §5). */
 const SIDECAR_PORT = 5433;
 const GATEWAY_BASE_DOMAIN = 'dstack.localhost';
 const DATABASE = 'teesql';
@@ -223,7 +223,7 @@ class Cleanups {
 }
 
 /**
- * Starts a local attested stack (PROTOCOL.md §4, §5, §8): a fresh DCAP test
+ * Starts a local attested stack (docs/protocol.md §4, §5, §8): a fresh DCAP test
  * root and a PCCS serving its collateral; Postgres provisioned as a teesql
  * cluster; a sidecar presenting the database CVM's RA-TLS certificates and
  * admitting only clients whose certificate passes `attestCertificate` under

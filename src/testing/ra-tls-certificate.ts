@@ -59,7 +59,7 @@ export interface AttestationV0Input {
   readonly config?: string;
 }
 
-/** SCALE encoder of a `VersionedAttestation` V0 (PROTOCOL.md §1), the mirror of the decoder. */
+/** SCALE encoder of a `VersionedAttestation` V0 (docs/protocol.md §1), the mirror of the decoder. */
 export function encodeVersionedAttestationV0(attestation: AttestationV0Input): Uint8Array {
   const out = new ScaleWriter();
   out.u8(0x00);
@@ -127,7 +127,7 @@ export function encodeVersionedAttestationV1(
   });
 }
 
-/** JSON text of a legacy event log (extension 1.2): hex byte fields (PROTOCOL.md §1). */
+/** JSON text of a legacy event log (extension 1.2): hex byte fields (docs/protocol.md §1). */
 export function encodeLegacyEventLog(entries: readonly EventLogEntry[]): string {
   return JSON.stringify(
     entries.map((entry) => ({
@@ -142,7 +142,7 @@ export function encodeLegacyEventLog(entries: readonly EventLogEntry[]): string 
 
 /**
  * IMR 3 event-log entries for runtime events. `stripped` (the certificate
- * form, PROTOCOL.md §1) leaves the digest empty; otherwise it is computed.
+ * form, docs/protocol.md §1) leaves the digest empty; otherwise it is computed.
  */
 export function runtimeEventLogEntries(
   events: readonly RuntimeEvent[],
@@ -177,7 +177,7 @@ export interface RaTlsKeyPair {
   readonly spki: Uint8Array;
 }
 
-/** Generates a P-256 key pair (dstack's key type, PROTOCOL.md §1). */
+/** Generates a P-256 key pair (dstack's key type, docs/protocol.md §1). */
 export function generateRaTlsKeyPair(): RaTlsKeyPair {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   return keyPairOf(privateKey);
@@ -216,7 +216,7 @@ export interface CreateRaTlsCertificateOptions {
   readonly subject?: string;
   /** DNS names and IP addresses for the SAN; default `["localhost", "127.0.0.1"]`. */
   readonly altNames?: readonly string[];
-  /** Default 1975-01-01 (dstack's default, PROTOCOL.md §1). */
+  /** Default 1975-01-01 (dstack's default, docs/protocol.md §1). */
   readonly notBefore?: Date;
   /** Default now + 3650 days. */
   readonly notAfter?: Date;
@@ -372,7 +372,7 @@ function attestationExtensions(options: CreateRaTlsCertificateOptions): Extensio
   return [wrapped(RA_TLS_OIDS.attestation, payload)];
 }
 
-/** An extension whose payload is DER-wrapped in an OCTET STRING inside extnValue (PROTOCOL.md §1). */
+/** An extension whose payload is DER-wrapped in an OCTET STRING inside extnValue (docs/protocol.md §1). */
 function wrapped(oid: string, payload: Uint8Array): Extension {
   return extension(oid, AsnConvert.serialize(new OctetString(payload)));
 }

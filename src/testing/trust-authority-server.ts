@@ -1,5 +1,5 @@
 /**
- * A local stand-in for Intel Trust Authority (PROTOCOL.md §6) for tests and
+ * A local stand-in for Intel Trust Authority (docs/protocol.md §6) for tests and
  * demos: real HTTP on 127.0.0.1, a test RSA key made with node:crypto, tokens
  * whose claims are read from the submitted quote's TD report, and switches
  * for every way a token or the API can go wrong. Never use in production.
@@ -91,7 +91,7 @@ export interface TrustAuthorityServer {
 const MAX_BODY_BYTES = 1024 * 1024;
 const TOKEN_LIFETIME_SECONDS = 300;
 
-/** Trust Authority's claim names for the TD report fields (PROTOCOL.md §2, §6). */
+/** Trust Authority's claim names for the TD report fields (docs/protocol.md §2, §6). */
 function tdReportClaims(quote: Uint8Array): Record<string, string> | undefined {
   let parsed: ParsedQuote;
   try {
@@ -154,7 +154,7 @@ function sendJson(response: ServerResponse, status: number, body: unknown): void
 
 /**
  * Starts a local Trust Authority on 127.0.0.1 (random port). Speaks
- * `POST /appraisal/v2/attest` and `GET /certs` (PROTOCOL.md §6).
+ * `POST /appraisal/v2/attest` and `GET /certs` (docs/protocol.md §6).
  */
 export async function startTrustAuthorityServer(
   options: TrustAuthorityServerOptions = {},

@@ -21,3 +21,25 @@ export function parseDuration(value: number | string, option: string): number {
     { details: { option } },
   );
 }
+
+/**
+ * Node's timers hold a signed 32-bit number of milliseconds (~24.8 days); a
+ * longer delay silently becomes 1 ms, so a generous timeout would fire at once.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Parses a timeout option like {@link parseDuration}, refusing (BAD_CONFIG)
+ * values a Node timer cannot hold: longer than ~24.8 days.
+ */
+export function parseTimeout(value: number | string, option: string): number {
+  const ms = parseDuration(value, option);
+  if (ms > MAX_TIMER_MS) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `${option} must be at most ${MAX_TIMER_MS} ms (~24.8 days, the longest timer Node can hold), got ${JSON.stringify(value)}`,
+      { details: { option } },
+    );
+  }
+  return ms;
+}

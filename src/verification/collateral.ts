@@ -1,5 +1,5 @@
 /**
- * DCAP collateral (PROTOCOL.md §3): its type, in the engines' own shape; its
+ * DCAP collateral (docs/protocol.md §3): its type, in the engines' own shape; its
  * validity window; the PCK facts of a quote that select it (FMSPC, CA); a PCCS
  * v4 client; and a per-FMSPC cache that holds collateral until its earliest
  * nextUpdate.
@@ -288,7 +288,7 @@ export interface PccsClientOptions {
   readonly fetch?: typeof fetch;
 }
 
-/** Intel's Provisioning Certification Service (PROTOCOL.md §3). */
+/** Intel's Provisioning Certification Service (docs/protocol.md §3). */
 export const INTEL_PCS_URL = 'https://api.trustedservices.intel.com';
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;

@@ -1,5 +1,5 @@
 /**
- * Strict checking of the DCAP certificate revocation lists (PROTOCOL.md §3).
+ * Strict checking of the DCAP certificate revocation lists (docs/protocol.md §3).
  *
  * The pure-JS engine only matches serial numbers against the CRLs; it checks
  * neither their signatures nor their dates. Whenever its answer is the one that
@@ -162,7 +162,7 @@ export function isRevoked(crl: ParsedCrl, certDer: Uint8Array): boolean {
 }
 
 /**
- * The strict CRL check of PROTOCOL.md §3: both CRLs signed by their issuing CA
+ * The strict CRL check of docs/protocol.md §3: both CRLs signed by their issuing CA
  * (the PCK CRL's issuer itself signed by the trusted root and not revoked),
  * both current at `now`, and every certificate of the quote's PCK chain below
  * the root covered by one of them and not revoked.

@@ -1,6 +1,6 @@
 /**
  * The default verifier: Intel DCAP verification of a TDX quote with one or both
- * npm engines (PROTOCOL.md §3). Neither engine alone checks everything, so by
+ * npm engines (docs/protocol.md §3). Neither engine alone checks everything, so by
  * default both must accept and agree. This module never applies policy
  * (statuses, debug, MRTD): pg-ra-tls does that around every verifier.
  */
@@ -36,7 +36,7 @@ export interface OfflineVerifyOptions {
   /** Default `'both'`. */
   readonly engine?: EngineChoice;
   /**
-   * DER of a test root CA replacing Intel's SGX Root CA (PROTOCOL.md §8). Only
+   * DER of a test root CA replacing Intel's SGX Root CA (docs/protocol.md §8). Only
    * with engine `'js'`; anything else is BAD_CONFIG. Logs a loud warning.
    */
   readonly rootCa?: Uint8Array;
@@ -154,7 +154,7 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
   }
   let trustedRootCa = new Uint8Array(qvlConstants.TRUSTED_ROOT_CA_DER);
   if (options.rootCa !== undefined) {
-    // PROTOCOL.md §8: a test root is accepted only when passed explicitly, and only by the JS engine.
+    // docs/protocol.md §8: a test root is accepted only when passed explicitly, and only by the JS engine.
     if (choice !== 'js') {
       throw new RaTlsError(
         'BAD_CONFIG',
@@ -185,7 +185,7 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
   };
 }
 
-// PROTOCOL.md §2: the header says what the quote is before any engine runs.
+// docs/protocol.md §2: the header says what the quote is before any engine runs.
 function checkTdxHeader(quote: Uint8Array): 4 | 5 {
   if (!(quote instanceof Uint8Array) || quote.byteLength < 48) {
     throw new RaTlsError(
@@ -356,7 +356,7 @@ function toResult(
     rtmr3: report.rtmr3,
     tcbStatus: verdict.status,
     advisoryIds: Object.freeze([...verdict.advisoryIds]),
-    // PROTOCOL.md §2: debug TD is td_attributes[0] & 0x01.
+    // docs/protocol.md §2: debug TD is td_attributes[0] & 0x01.
     isDebug: (firstAttributeByte & 0x01) === 1,
     reportData: fromHex(report.reportData),
     verifier,

@@ -1,7 +1,7 @@
 /**
  * IntelApiVerifier: the optional hosted verifier. Sends the quote to Intel
  * Trust Authority and trusts the answer only after checking the returned JWT
- * against the PINNED JWKS of the chosen region (PROTOCOL.md §6). Binding,
+ * against the PINNED JWKS of the chosen region (docs/protocol.md §6). Binding,
  * RTMR3 replay and policy stay with pg-ra-tls, as for every verifier.
  */
 import type { KeyObject } from 'node:crypto';
@@ -27,7 +27,7 @@ import {
   type VerifyOptions,
 } from './verifier.js';
 
-/** Trust Authority deployments: API and token-signing JWKS per region (PROTOCOL.md §6). */
+/** Trust Authority deployments: API and token-signing JWKS per region (docs/protocol.md §6). */
 export const INTEL_TRUST_AUTHORITY_REGIONS = Object.freeze({
   us: Object.freeze({
     apiUrl: 'https://api.trustauthority.intel.com',
@@ -157,7 +157,7 @@ function booleanClaim(claims: Record<string, unknown>, name: string): boolean | 
 
 /**
  * Debug if ANY source says so: the two boolean claims and, when present, the
- * td_attributes debug bit (PROTOCOL.md §2). A token stating none is refused.
+ * td_attributes debug bit (docs/protocol.md §2). A token stating none is refused.
  */
 function isDebugFromClaims(claims: Record<string, unknown>): boolean {
   const stated = [
@@ -263,7 +263,7 @@ async function readCapped(response: Response, what: string): Promise<string> {
 }
 
 /**
- * Verifies quotes with Intel Trust Authority (PROTOCOL.md §6).
+ * Verifies quotes with Intel Trust Authority (docs/protocol.md §6).
  *
  * Closes the gap of the existing connectors, which fetch signing keys from
  * whatever `jku` the token names: here keys come only from the pinned JWKS
@@ -333,7 +333,7 @@ export class IntelApiVerifier implements RaTlsVerifier {
     this.#jwks = undefined;
   }
 
-  /** PROTOCOL.md §6: the token's own `jku` must name the pinned JWKS origin. */
+  /** docs/protocol.md §6: the token's own `jku` must name the pinned JWKS origin. */
   #checkJku(jwt: DecodedJwt): void {
     const jku = jwt.header['jku'];
     let origin: string | undefined;

@@ -1,13 +1,13 @@
 /**
  * Minimal JWS (compact JWT) checking with node:crypto, for the attestation
- * tokens of Intel Trust Authority (PROTOCOL.md §6). Pure: no I/O, no clock.
+ * tokens of Intel Trust Authority (docs/protocol.md §6). Pure: no I/O, no clock.
  * Only the RSA algorithms Trust Authority signs with are accepted, so neither
  * `none` nor an HMAC "signed" with a public key can ever pass.
  */
 import { constants, createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { RaTlsError } from '../errors.js';
 
-/** The token signing algorithms Intel Trust Authority uses (PROTOCOL.md §6). */
+/** The token signing algorithms Intel Trust Authority uses (docs/protocol.md §6). */
 export const ACCEPTED_JWT_ALGORITHMS = ['PS384', 'RS256'] as const;
 
 /** One of {@link ACCEPTED_JWT_ALGORITHMS}. */

@@ -1,6 +1,6 @@
 /** The contract every quote verifier fulfils. Binding and policy are NOT the verifier's job. */
 
-/** TCB statuses of Intel's TCB info (PROTOCOL.md §3), plus the engines' `Unknown`. */
+/** TCB statuses of Intel's TCB info (docs/protocol.md §3), plus the engines' `Unknown`. */
 export type TcbStatus =
   | 'UpToDate'
   | 'SWHardeningNeeded'

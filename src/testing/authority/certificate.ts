@@ -1,6 +1,6 @@
 /**
  * X.509 v3 certificates of the test DCAP chain, shaped like Intel's SGX root, PCK
- * platform CA, PCK and TCB signing certificates (PROTOCOL.md §8): P-256 keys,
+ * platform CA, PCK and TCB signing certificates (docs/protocol.md §8): P-256 keys,
  * ecdsa-with-SHA256, AKI, CRL distribution point, SKI, critical key usage and
  * basic constraints, then any extra extension. Encoded by hand with node:crypto
  * signing: synchronous and ~10× faster than a generic certificate builder, which

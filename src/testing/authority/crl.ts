@@ -1,5 +1,5 @@
 /**
- * X.509 v2 CRLs shaped like Intel's root CA CRL and PCK CRL (PROTOCOL.md §3, §8):
+ * X.509 v2 CRLs shaped like Intel's root CA CRL and PCK CRL (docs/protocol.md §3, §8):
  * ecdsa-with-SHA256, thisUpdate/nextUpdate, revoked entries with a reason code,
  * CRL number and authority key identifier extensions. Built by hand so that
  * `TestAuthority.collateral()` stays synchronous.

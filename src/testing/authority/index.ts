@@ -1,5 +1,5 @@
 /**
- * The DCAP test root of trust (PROTOCOL.md §8): quotes and collateral under a
+ * The DCAP test root of trust (docs/protocol.md §8): quotes and collateral under a
  * root of its own, accepted only by `@phala/dcap-qvl`'s
  * `QuoteVerifier.newWithRootCa(authority.rootCaDer)`. Never for production.
  */

@@ -1,6 +1,6 @@
 /**
  * The Intel SGX extension of a PCK certificate (OID 1.2.840.113741.1.13.1), laid
- * out as Intel's PCK Platform CA writes it (PROTOCOL.md §8; Intel "SGX PCK
+ * out as Intel's PCK Platform CA writes it (docs/protocol.md §8; Intel "SGX PCK
  * Certificate and CRL Profile"). Verifiers read FMSPC, PCEID, CPUSVN and PCESVN
  * from it to pick the TCB info and match a TCB level.
  */

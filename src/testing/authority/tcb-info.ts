@@ -1,6 +1,6 @@
 /**
  * TCB info (TDX, version 3) and QE identity (TD_QE, version 2) JSON texts, laid
- * out like Intel's PCS answers (PROTOCOL.md §3, §8). Pure: the caller signs the
+ * out like Intel's PCS answers (docs/protocol.md §3, §8). Pure: the caller signs the
  * exact text returned here.
  */
 import { toHex } from '../../util/bytes.js';

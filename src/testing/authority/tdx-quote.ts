@@ -1,5 +1,5 @@
 /**
- * Byte layout of a TDX quote v4 with a TD report 1.0 body (PROTOCOL.md §2, §8;
+ * Byte layout of a TDX quote v4 with a TD report 1.0 body (docs/protocol.md §2, §8;
  * Intel "TDX DCAP Quoting Library API", Appendix A), and the encoders the test
  * authority signs with. All integers are little-endian.
  */

@@ -1,5 +1,5 @@
 /**
- * A DCAP test root of trust (PROTOCOL.md §8): a root CA, a PCK platform CA, a PCK
+ * A DCAP test root of trust (docs/protocol.md §8): a root CA, a PCK platform CA, a PCK
  * leaf with the Intel SGX extension and a TCB signing certificate, all under a
  * root of its own; collateral (TCB info, QE identity, CRLs) and TDX v4 quotes
  * signed under it. Only `@phala/dcap-qvl`'s `QuoteVerifier.newWithRootCa(rootCaDer)`
@@ -58,7 +58,7 @@ export interface TestAuthorityOptions {
 
 /**
  * Collateral in the shape both `@phala/dcap-qvl` engines take
- * (`QuoteCollateralV3`, PROTOCOL.md §3): PEM chains, the exact signed JSON texts,
+ * (`QuoteCollateralV3`, docs/protocol.md §3): PEM chains, the exact signed JSON texts,
  * and byte fields as lowercase hex (as the WASM engine requires and the fixtures store).
  */
 export type TestCollateral = NormalizedCollateral;
@@ -94,7 +94,7 @@ export interface IssueQuoteOptions {
   /** Default all zero (no runtime events). */
   readonly rtmr3?: BytesLike;
   readonly mrSeam?: BytesLike;
-  /** Default all zero, as dstack requires (PROTOCOL.md §2). */
+  /** Default all zero, as dstack requires (docs/protocol.md §2). */
   readonly mrSignerSeam?: BytesLike;
   readonly mrConfigId?: BytesLike;
   readonly mrOwner?: BytesLike;
@@ -350,7 +350,7 @@ class DcapTestAuthority implements TestAuthority {
       'tdAttributes',
       8,
     );
-    // The debug bit is TUD.DEBUG, bit 0 of td_attributes (PROTOCOL.md §2).
+    // The debug bit is TUD.DEBUG, bit 0 of td_attributes (docs/protocol.md §2).
     if (options.tdAttributes === undefined && options.debug) {
       tdAttributes[0] = tdAttributes[0]! | 0x01;
     }

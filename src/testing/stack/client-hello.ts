@@ -1,6 +1,6 @@
 /**
  * A pure, bounds-checked reader of the TLS ClientHello's server_name, as a
- * TLS-passthrough gateway needs it (PROTOCOL.md §5; RFC 8446 §4.1.2, RFC 6066 §3).
+ * TLS-passthrough gateway needs it (docs/protocol.md §5; RFC 8446 §4.1.2, RFC 6066 §3).
  * It never throws: every input yields complete, incomplete or invalid.
  */
 

@@ -7,7 +7,7 @@ import type { GuestAgentInfo, IssuedQuote, TlsKeyIssuer, TlsKeyRequest } from '.
  * Serves a {@link DstackIssuer} through the guest agent: the issuer answers in
  * dstack's wire shapes (hex, JSON text, snake_case), the agent's issuer
  * contract takes bytes, entries and camelCase, and the agent encodes them
- * back (PROTOCOL.md §4).
+ * back (docs/protocol.md §4).
  */
 export function guestAgentIssuer(issuer: DstackIssuer): TlsKeyIssuer {
   return {

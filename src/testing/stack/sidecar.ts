@@ -122,7 +122,7 @@ interface Connection {
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
- * Starts a teesql-like sidecar (PROTOCOL.md §5): TLS from the first byte (no
+ * Starts a teesql-like sidecar (docs/protocol.md §5): TLS from the first byte (no
  * SSLRequest), a client certificate requested and required, `verifyClient`
  * run on it (mutual RA-TLS), and only then a TCP connection to Postgres,
  * piped both ways. Nothing the client sends before that can reach Postgres:

@@ -1,5 +1,5 @@
 /**
- * What the two DCAP engines (PROTOCOL.md §3) have in common once wrapped: one
+ * What the two DCAP engines (docs/protocol.md §3) have in common once wrapped: one
  * normalised verdict shape and one mapping of their error texts to stable
  * {@link RaTlsError} codes.
  */

@@ -2,7 +2,7 @@
  * The pure-JS dcap-qvl (`@phala/dcap-qvl` 0.3.9). Accepts a custom root CA;
  * checks the QE identity; decodes v5 quotes; throws on Revoked, "No matching
  * TCB level found" and debug TDs; matches CRL serials but checks neither CRL
- * signatures nor dates (PROTOCOL.md §3) — see crl.ts for that gap.
+ * signatures nor dates (docs/protocol.md §3) — see crl.ts for that gap.
  */
 import {
   QuoteVerifier,
@@ -25,7 +25,7 @@ export class JsEngine implements DcapEngine {
   readonly name = 'js' as const;
   readonly #verifier: QuoteVerifier;
 
-  /** `rootCaDer` replaces Intel's SGX Root CA: only for test roots of trust (PROTOCOL.md §8). */
+  /** `rootCaDer` replaces Intel's SGX Root CA: only for test roots of trust (docs/protocol.md §8). */
   constructor(rootCaDer?: Uint8Array) {
     this.#verifier =
       rootCaDer === undefined

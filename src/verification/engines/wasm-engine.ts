@@ -2,7 +2,7 @@
  * The WASM build of Phala's Rust dcap-qvl (`@phala/dcap-qvl-web` 0.3.3).
  * Intel's root is compiled in (no test roots); CRLs are checked strictly; the
  * QE identity is not checked at all; v5 quotes cannot be decoded; statuses are
- * reported, never rejected (PROTOCOL.md §3).
+ * reported, never rejected (docs/protocol.md §3).
  */
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';

@@ -1,7 +1,7 @@
 /**
  * The one thing the README shims change: the root of trust. A README snippet
  * is production code, whose default verifier trusts only Intel's root, and no
- * Intel-signed quote can exist on a machine without TDX (PROTOCOL.md §8). So
+ * Intel-signed quote can exist on a machine without TDX (docs/protocol.md §8). So
  * every factory a snippet imports defaults its `verifier` (and nothing else)
  * to the local stack's: DCAP with the pure-JS engine under the stack's test
  * root and PCCS, built exactly as `startLocalStack` builds

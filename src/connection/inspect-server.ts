@@ -1,0 +1,317 @@
+import { X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { attestCertificate } from '../attest/attest-certificate.js';
+import type { AttestationReport } from '../attest/report.js';
+import { DEFAULT_SIDECAR_PORT, type Endpoint } from '../config/connection-settings.js';
+import { maskConnectionString, parseConnectionString } from '../config/connection-string.js';
+import { parseHostPort } from '../config/server-address.js';
+import { type ErrorCode, isRaTlsError, RaTlsError } from '../errors.js';
+import { checkBinding } from '../evidence/binding.js';
+import { readRaTlsCertificate } from '../evidence/certificate.js';
+import { parseQuote } from '../evidence/quote.js';
+import type { AttestationFormat } from '../evidence/types.js';
+import { normalizePolicy } from '../policy/policy.js';
+import {
+  reportAttributes,
+  SpanAttributes,
+  SpanNames,
+  setAttributes,
+  withSpan,
+} from '../telemetry/tracing.js';
+import { sha256, toHex } from '../util/bytes.js';
+import { Scope } from '../util/deadline.js';
+import { parseTimeout } from '../util/duration.js';
+import { TCB_STATUSES } from '../verification/verifier.js';
+import { type AttestationOptions, AttestedConnector } from './attested-connector.js';
+import { sharedClientIdentity } from './shared-defaults.js';
+
+/** A server to verify: `host`, `host:port`, `[v6]:port`, a postgres:// URL, or fields. */
+export type ServerTarget =
+  | string
+  | { readonly host: string; readonly port?: number; readonly servername?: string };
+
+/** Options of {@link inspectServer} and {@link verifyServer}. */
+export interface InspectServerOptions extends AttestationOptions {
+  /** TCP connect timeout. Default `"10s"`. */
+  readonly connectTimeout?: number | string;
+  /** TLS handshake timeout. Default `"10s"`. */
+  readonly handshakeTimeout?: number | string;
+  /** Cancels the check. */
+  readonly signal?: AbortSignal;
+}
+
+/** The server certificate as presented, whether or not its attestation holds. */
+export interface PresentedCertificate {
+  /** SHA-256 of the leaf DER, lowercase hex. */
+  readonly fingerprint: string;
+  readonly subject?: string;
+  readonly notBefore?: Date;
+  readonly notAfter?: Date;
+  /** Where the attestation sits; absent when the certificate carries none (or cannot be read). */
+  readonly attestationFormat?: AttestationFormat;
+}
+
+/** What {@link inspectServer} found. `error` is set exactly when the server did not pass. */
+export interface ServerInspection {
+  readonly endpoint: Endpoint;
+  /** Absent when no certificate was received (the dial failed). */
+  readonly certificate?: PresentedCertificate;
+  /**
+   * The report_data check (docs/protocol.md §1) on its own, known even when a
+   * later step fails: `not-checked` when the certificate or quote is unreadable.
+   */
+  readonly binding: 'verified' | 'failed' | 'not-checked';
+  /**
+   * The verified report. With `error` set (and `policyRefused`), it describes
+   * what the refused server does attest, verified without pins, for display:
+   * never treat a report that comes with an error as acceptance.
+   */
+  readonly report?: AttestationReport;
+  readonly error?: RaTlsError;
+  /** The quote verified but the policy refused it. */
+  readonly policyRefused: boolean;
+  readonly timings: { readonly dialMs?: number; readonly verifyMs?: number };
+}
+
+const POLICY_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'MRTD_NOT_ALLOWED',
+  'APP_NOT_ALLOWED',
+  'COMPOSE_HASH_NOT_ALLOWED',
+  'APP_IDENTITY_UNVERIFIED',
+  'DEBUG_MODE',
+  'BAD_TCB_STATUS',
+]);
+
+/** No pins and every TCB status: what a policy-refused server attests at all. */
+const UNPINNED_POLICY = normalizePolicy({
+  allowDebugMode: true,
+  acceptableTcbStatuses: [...TCB_STATUSES],
+});
+
+/**
+ * Dials a server, reads its certificate, verifies its attestation and the
+ * policy, and hangs up before any application byte: no Postgres session, no
+ * credentials. Never throws for a server that fails (that is the result's
+ * `error`); throws (BAD_CONFIG, MISSING_DSTACK_SOCKET) only for configuration
+ * mistakes, before any network I/O.
+ */
+export async function inspectServer(
+  target: ServerTarget,
+  options: InspectServerOptions,
+): Promise<ServerInspection> {
+  const endpoint = resolveTarget(target, options);
+  const connector = createConnector(options);
+  let inspection: ServerInspection | undefined;
+  try {
+    return await withSpan(
+      SpanNames.CONNECT,
+      {
+        [SpanAttributes.SERVER_ADDRESS]: endpoint.host,
+        [SpanAttributes.SERVER_PORT]: endpoint.port,
+      },
+      async (span) => {
+        inspection = await inspect(connector, endpoint, options);
+        // The span records the failure: its error is the inspection's.
+        if (inspection.error !== undefined) throw inspection.error;
+        if (inspection.report !== undefined)
+          setAttributes(span, reportAttributes(inspection.report));
+        return inspection;
+      },
+    );
+  } catch (error) {
+    if (inspection !== undefined) return inspection;
+    throw error;
+  } finally {
+    connector.close();
+  }
+}
+
+async function inspect(
+  connector: AttestedConnector,
+  endpoint: Endpoint,
+  options: InspectServerOptions,
+): Promise<ServerInspection> {
+  const dialStarted = performance.now();
+  let der: Uint8Array;
+  let issuers: readonly Uint8Array[];
+  try {
+    const dialed = await connector.dial(endpoint, options.signal);
+    // Only the certificate matters: hang up before a single application byte.
+    dialed.socket.on('error', () => {});
+    dialed.socket.destroy();
+    der = dialed.peerCertificateDer;
+    issuers = dialed.peerIssuersDer;
+  } catch (error) {
+    return {
+      endpoint,
+      binding: 'not-checked',
+      error: asRaTlsError(error),
+      policyRefused: false,
+      timings: {},
+    };
+  }
+  const dialMs = performance.now() - dialStarted;
+  const { certificate, binding } = presentedCertificate(der);
+  const verifyStarted = performance.now();
+  try {
+    const { report } = await connector.verifyCertificate(der, options.signal, issuers);
+    const timings = { dialMs, verifyMs: performance.now() - verifyStarted };
+    return { endpoint, certificate, binding, report, policyRefused: false, timings };
+  } catch (error) {
+    const timings = { dialMs, verifyMs: performance.now() - verifyStarted };
+    const policyRefused = isRaTlsError(error) && POLICY_CODES.has(error.code);
+    const report = policyRefused
+      ? await unpinnedReport(connector, der, issuers, options)
+      : undefined;
+    return {
+      endpoint,
+      certificate,
+      binding,
+      ...(report === undefined ? {} : { report }),
+      error: asRaTlsError(error),
+      policyRefused,
+      timings,
+    };
+  }
+}
+
+/** What a policy-refused server attests, verified without pins; undefined if that fails too. */
+async function unpinnedReport(
+  connector: AttestedConnector,
+  der: Uint8Array,
+  issuers: readonly Uint8Array[],
+  options: InspectServerOptions,
+): Promise<AttestationReport | undefined> {
+  const scope = new Scope(options.signal).deadline(
+    connector.verifyTimeoutMs,
+    () => new RaTlsError('VERIFY_TIMEOUT', 'verifying without pins took longer than verifyTimeout'),
+  );
+  try {
+    return await scope.race(
+      attestCertificate(der, {
+        verifier: connector.verifier,
+        policy: UNPINNED_POLICY,
+        chain: issuers,
+        now: new Date(connector.now()),
+        signal: scope.signal,
+      }),
+    );
+  } catch {
+    return undefined;
+  } finally {
+    scope.dispose();
+  }
+}
+
+/**
+ * The certificate as presented, read independently of the verdict so a
+ * refused server still shows what it sent; the binding check is pure, so it
+ * is reported on its own.
+ */
+export function presentedCertificate(der: Uint8Array): {
+  certificate: PresentedCertificate;
+  binding: ServerInspection['binding'];
+} {
+  const fingerprint = toHex(sha256(der));
+  let facts: PresentedCertificate = { fingerprint };
+  try {
+    const certificate = readRaTlsCertificate(der);
+    facts = {
+      fingerprint,
+      subject: certificate.subject,
+      notBefore: certificate.notBefore,
+      notAfter: certificate.notAfter,
+      attestationFormat: certificate.attestation.format,
+    };
+    try {
+      checkBinding(certificate, parseQuote(certificate.attestation.quote));
+      return { certificate: facts, binding: 'verified' };
+    } catch (error) {
+      const binding = isRaTlsError(error, 'PUBKEY_MISMATCH') ? 'failed' : 'not-checked';
+      return { certificate: facts, binding };
+    }
+  } catch {
+    return { certificate: { ...facts, ...plainCertificateFacts(der) }, binding: 'not-checked' };
+  }
+}
+
+/** Subject and validity of a certificate without (readable) attestation. */
+function plainCertificateFacts(der: Uint8Array): Partial<PresentedCertificate> {
+  try {
+    // PEM, not DER: given bytes, node:crypto looks for PEM text first, and an
+    // RA-TLS quote embeds its PCK chain as PEM, so it could describe that instead.
+    const base64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
+    const pem = `-----BEGIN CERTIFICATE-----\n${base64.replace(/\n?$/, '\n')}-----END CERTIFICATE-----\n`;
+    const x509 = new X509Certificate(pem);
+    return {
+      subject: x509.subject.split('\n').join(', '),
+      notBefore: new Date(x509.validFrom),
+      notAfter: new Date(x509.validTo),
+    };
+  } catch {
+    return {};
+  }
+}
+
+function asRaTlsError(error: unknown): RaTlsError {
+  if (error instanceof RaTlsError) return error;
+  return new RaTlsError('CONNECTION_ENDED', 'the inspection failed', { cause: error });
+}
+
+/** A connector for one check: the shared client identity unless one is given. */
+export function createConnector(options: AttestationOptions): AttestedConnector {
+  return new AttestedConnector({
+    ...options,
+    ...(options.clientIdentity === undefined && options.clientCertOverride === undefined
+      ? { clientIdentity: sharedClientIdentity(options.dstackEndpoint) }
+      : {}),
+  });
+}
+
+function resolveTarget(target: ServerTarget, options: InspectServerOptions): Endpoint {
+  const timeouts = {
+    connectTimeoutMs: parseTimeout(options.connectTimeout ?? '10s', 'connectTimeout'),
+    handshakeTimeoutMs: parseTimeout(options.handshakeTimeout ?? '10s', 'handshakeTimeout'),
+  };
+  let host: string | undefined;
+  let port: number | string | undefined;
+  let servername: string | undefined;
+  if (typeof target === 'string') {
+    const text = target.trim();
+    if (/^postgres(?:ql)?:\/\//i.test(text)) {
+      const parsed = parseConnectionString(text);
+      host = parsed.host;
+      port = parsed.port;
+    } else {
+      const parsed = parseHostPort(text);
+      host = parsed?.host;
+      port = parsed?.port;
+    }
+  } else if (target !== null && typeof target === 'object') {
+    host = target.host;
+    port = target.port;
+    servername = target.servername;
+  }
+  const portNumber = port === undefined ? DEFAULT_SIDECAR_PORT : Number(port);
+  if (
+    host === undefined ||
+    host === '' ||
+    !Number.isInteger(portNumber) ||
+    portNumber < 1 ||
+    portNumber > 65_535
+  ) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `verifyServer target ${typeof target === 'string' ? JSON.stringify(maskConnectionString(target)) : JSON.stringify({ ...target })} ` +
+        'is not "host", "host:port", a postgres:// URL or { host, port }',
+      { details: { option: 'target' } },
+    );
+  }
+  return {
+    host,
+    port: portNumber,
+    servername: servername ?? (isIP(host) === 0 ? host : undefined),
+    ...timeouts,
+  };
+}

@@ -1,0 +1,94 @@
+import type { Socket } from 'node:net';
+import type pg from 'pg';
+import { RaTlsError } from '../errors.js';
+
+/**
+ * The only module that touches node-postgres and pg-pool internals. pg-ra-tls
+ * needs five of them: pg-pool's idle list and removal (to drain connections to
+ * a replaced or stale server), pg's connection stream (to hand it the attested
+ * socket) and the backend key (for an attested cancel). Their shape is checked
+ * once, when a pool or client is created, so an incompatible pg release fails
+ * there with PG_UNSUPPORTED_VERSION instead of in a timer later.
+ * Supported: the `pg` peer range in package.json (pg 8.11+, pg-pool 3.x).
+ */
+
+interface PgPoolPrivates {
+  _idle: { client: pg.PoolClient }[];
+  _remove(client: pg.PoolClient, callback?: () => void): void;
+  _pulseQueue(): void;
+}
+
+interface PgClientPrivates {
+  connection: { stream: unknown };
+  processID: number | null;
+  secretKey: number | null;
+}
+
+/** The pg-pool internals the pool uses, checked. */
+export interface PoolInternals {
+  /** The clients idle in the pool right now. */
+  idleClients(): pg.PoolClient[];
+  /** Closes an idle client and lets waiting checkouts use the freed slot. */
+  removeIdle(client: pg.PoolClient): void;
+}
+
+/** The pg Client internals RaTlsClient uses, checked. */
+export interface ClientInternals {
+  /** pg's stream: its unconnected placeholder socket until {@link setStream}. */
+  stream(): Socket;
+  /** Makes `socket` the stream pg speaks the protocol on. */
+  setStream(socket: Socket): void;
+  /** The BackendKeyData of the session, once Postgres sent it. */
+  backendKey(): { processID: number; secretKey: number } | undefined;
+}
+
+function unsupported(what: string): RaTlsError {
+  return new RaTlsError(
+    'PG_UNSUPPORTED_VERSION',
+    `the installed pg/pg-pool has no ${what}, which pg-ra-tls relies on: ` +
+      'install a pg release within the supported peer range (^8.11.0)',
+    { details: { missing: what } },
+  );
+}
+
+/** Checks `pool` (a constructed pg.Pool) has the internals the pool needs. */
+export function poolInternals(pool: pg.Pool): PoolInternals {
+  const privates = pool as unknown as PgPoolPrivates;
+  if (!Array.isArray(privates._idle)) throw unsupported('Pool#_idle list');
+  if (typeof privates._remove !== 'function') throw unsupported('Pool#_remove()');
+  if (typeof privates._pulseQueue !== 'function') throw unsupported('Pool#_pulseQueue()');
+  return {
+    idleClients: () => privates._idle.map((item) => item.client),
+    // pg-pool passes _pulseQueue itself when it removes a client; without it a
+    // checkout waiting for a free slot would not see the one freed here.
+    removeIdle: (client) => privates._remove(client, () => privates._pulseQueue()),
+  };
+}
+
+/** Checks `client` (a constructed pg.Client) has the internals RaTlsClient needs. */
+export function clientInternals(client: pg.Client): ClientInternals {
+  const privates = client as unknown as PgClientPrivates;
+  const connection = privates.connection;
+  if (connection === null || typeof connection !== 'object') {
+    throw unsupported('Client#connection');
+  }
+  const stream = connection.stream as Partial<Socket> | null | undefined;
+  if (stream === null || typeof stream !== 'object' || typeof stream.once !== 'function') {
+    throw unsupported('Connection#stream socket');
+  }
+  if (!('processID' in privates) || !('secretKey' in privates)) {
+    throw unsupported('Client#processID/secretKey');
+  }
+  return {
+    stream: () => connection.stream as Socket,
+    setStream: (socket) => {
+      connection.stream = socket;
+    },
+    backendKey: () => {
+      const { processID, secretKey } = privates;
+      return typeof processID === 'number' && typeof secretKey === 'number'
+        ? { processID, secretKey }
+        : undefined;
+    },
+  };
+}
