@@ -235,7 +235,7 @@ describe('attestation under the test root of trust', () => {
       await assert.rejects(attest(await raTlsLeaf(), {}, production), rejectsWith('QUOTE_INVALID'));
       // And the WASM engine cannot be given a test root at all
       assert.throws(
-        () => new DcapVerifier({ engine: 'wasm', rootCa: authority.rootCaDer, logger: () => {} }),
+        () => new DcapVerifier({ engine: 'both', rootCa: authority.rootCaDer, logger: () => {} }),
         rejectsWith('BAD_CONFIG', /rootCa/),
       );
     });

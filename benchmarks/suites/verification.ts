@@ -37,7 +37,8 @@ export interface VerificationSettings {
   readonly microIterations: number;
 }
 
-const ENGINES = ['wasm', 'js', 'both'] as const;
+// 'wasm' alone is no longer a configuration (it ignores the QE identity).
+const ENGINES = ['js', 'both'] as const;
 type Engine = (typeof ENGINES)[number];
 const run = promisify(execFile);
 

@@ -89,7 +89,8 @@ Policy:
   --allow-debug            Accept a debug TD (never in production)
 
 Verifier (default: DCAP against Intel's root, collateral from Intel PCS):
-  --engine <wasm|js|both>  DCAP engines that must accept the quote (default both)
+  --engine <both|js>       DCAP engines that must accept the quote (default both;
+                           the WASM engine never decides alone)
   --pccs-url <url>         PCCS to fetch collateral from, e.g. https://pccs.phala.network
   --root-ca <pem file>     Replace Intel's root with a TEST root (js engine only;
                            anything it vouches for proves nothing about hardware)
@@ -141,7 +142,7 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_VERIFY_TIMEOUT_MS = 30_000;
 const HOST_PORT = /^(?:\[([^\]]+)\]|([^:[\]/\s]+))(?::(\d{1,5}))?$/;
 const URL_SCHEME = /^postgres(?:ql)?:\/\//i;
-const ENGINES: readonly EngineChoice[] = ['both', 'wasm', 'js'];
+const ENGINES: readonly EngineChoice[] = ['both', 'js'];
 
 /** Parses the `verify` arguments (pure). Throws BAD_CONFIG usage errors naming the flag to fix. */
 export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
@@ -237,6 +238,11 @@ function parseVerifierChoice(flags: {
       );
     }
     return { kind: 'intel-api' };
+  }
+  if (flags.engine === 'wasm') {
+    throw usageError(
+      '--engine wasm is not offered: the WASM engine does not check the QE identity, so alone it would accept a forged quoting enclave; use --engine both (default) or js',
+    );
   }
   if (flags.engine !== undefined && !(ENGINES as readonly string[]).includes(flags.engine)) {
     throw usageError(

@@ -25,8 +25,12 @@ import { JsEngine } from './engines/js-engine.js';
 import { WasmEngine } from './engines/wasm-engine.js';
 import type { RaTlsVerifier, VerificationResult, VerifyOptions } from './verifier.js';
 
-/** Which engines decide: both (default), or one alone. */
-export type EngineChoice = 'both' | 'wasm' | 'js';
+/**
+ * Which engines decide: both (default), or the pure-JS one alone. The WASM
+ * engine never stands alone: it ignores the QE identity (PROTOCOL.md §3), so
+ * on its own it would accept a quote whose quoting enclave Intel never vouched for.
+ */
+export type EngineChoice = 'both' | 'js';
 
 /** Receives loud warnings (e.g. a test root of trust is in use). */
 export type WarningLogger = (message: string) => void;
@@ -136,20 +140,26 @@ export async function verifyWithCollateral(
 interface EngineSetup {
   readonly choice: EngineChoice;
   readonly wasm: DcapEngine | undefined;
-  readonly js: DcapEngine | undefined;
+  /** Always present: the JS engine is the one that checks the QE identity. */
+  readonly js: DcapEngine;
   /** DER of the root every chain must end in (Intel's unless a test root was passed). */
   readonly trustedRootCa: Uint8Array;
 }
 
 function engineSetup(options: OfflineVerifyOptions): EngineSetup {
   const choice = options.engine ?? 'both';
-  if (choice !== 'both' && choice !== 'wasm' && choice !== 'js') {
+  if ((choice as string) === 'wasm') {
     throw new RaTlsError(
       'BAD_CONFIG',
-      `engine must be 'both', 'wasm' or 'js', got ${JSON.stringify(choice)}`,
-      {
-        details: { option: 'engine' },
-      },
+      "engine 'wasm' cannot be used alone: the WASM build does not check the QE identity, so it would accept a forged quoting enclave. Use engine 'both' (the default) or 'js'",
+      { details: { option: 'engine' } },
+    );
+  }
+  if (choice !== 'both' && choice !== 'js') {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `engine must be 'both' or 'js', got ${JSON.stringify(choice)}`,
+      { details: { option: 'engine' } },
     );
   }
   let trustedRootCa = new Uint8Array(qvlConstants.TRUSTED_ROOT_CA_DER);
@@ -179,8 +189,8 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
   }
   return {
     choice,
-    wasm: choice === 'js' ? undefined : new WasmEngine(),
-    js: choice === 'wasm' ? undefined : new JsEngine(options.rootCa),
+    wasm: choice === 'both' ? new WasmEngine() : undefined,
+    js: new JsEngine(options.rootCa),
     trustedRootCa,
   };
 }
@@ -243,7 +253,7 @@ async function verifyNormalized(
   let verifier = `dcap:${setup.choice}`;
   let validUntil = window.nextUpdate;
 
-  if (setup.wasm !== undefined && setup.js !== undefined) {
+  if (setup.wasm !== undefined) {
     const [wasm, js] = await Promise.allSettled([
       setup.wasm.verify(quote, collateral, seconds),
       setup.js.verify(quote, collateral, seconds),
@@ -264,16 +274,9 @@ async function verifyNormalized(
       assertAgreement(wasm.value, js.value);
       verdict = js.value;
     }
-  } else if (setup.js !== undefined) {
+  } else {
     verdict = await setup.js.verify(quote, collateral, seconds);
     validUntil = Math.min(validUntil, strictCrlCheck(quote, collateral, now, setup));
-  } else {
-    verdict = await setup.wasm!.verify(quote, collateral, seconds).catch((error: unknown) => {
-      if (version === 5 && isRaTlsCode(error, 'MALFORMED_QUOTE')) {
-        throw withNote(error, "the WASM engine cannot decode v5 quotes: use engine 'both' or 'js'");
-      }
-      throw error;
-    });
   }
   return toResult(verdict, verifier, validUntil);
 }
