@@ -8,6 +8,7 @@ import { startPccsServer } from '../src/testing/pccs-server.js';
 import {
   type Collateral,
   CollateralCache,
+  MAX_PCCS_RESPONSE_BYTES,
   normalizeCollateral,
   PccsClient,
   readPckInfo,
@@ -121,6 +122,25 @@ describe('PCCS client against the local PCCS server (real fixture collateral)', 
     controller.abort();
 
     await assert.rejects(pending, (error: unknown) => isRaTlsError(error, 'VERIFY_TIMEOUT'));
+  });
+
+  it('stops reading an endless PCCS body at the 1 MiB cap with COLLATERAL_UNAVAILABLE', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    pccs.setFlooding(true);
+    // A long timeout: only the cap can end these requests promptly.
+    const client = new PccsClient({ url: pccs.url, requestTimeout: '120s' });
+
+    await assert.rejects(
+      client.fetchCollateral(readPckInfo(quote)),
+      unavailable(new RegExp(`answered more than ${MAX_PCCS_RESPONSE_BYTES} bytes`)),
+    );
+    // Three requests run in parallel; each was cut at the cap (plus what the
+    // socket buffers held), not read on to gigabytes.
+    assert.ok(
+      pccs.floodedBytes < 3 * (MAX_PCCS_RESPONSE_BYTES + 16 * 1024 * 1024),
+      `the PCCS got to send ${pccs.floodedBytes} bytes`,
+    );
   });
 
   it('fails with COLLATERAL_UNAVAILABLE when the PCCS is down and nothing is cached', async () => {

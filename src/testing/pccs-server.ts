@@ -46,6 +46,14 @@ export interface PccsServer {
   setStalled(stalled: boolean): void;
   /** While true, every request gets HTTP 503. */
   setDown(down: boolean): void;
+  /**
+   * While true, every request gets HTTP 200 with an endless body (no
+   * Content-Length), written as fast as the client reads it, until the client
+   * hangs up: a malicious PCCS trying to exhaust the client's memory.
+   */
+  setFlooding(flooding: boolean): void;
+  /** Body bytes the flooding answers have handed to the network so far. */
+  readonly floodedBytes: number;
   /** Stops the server and drops held and open connections. */
   close(): Promise<void>;
 }
@@ -58,6 +66,8 @@ export async function startPccsServer(options: PccsServerOptions): Promise<PccsS
   const held = new Set<ServerResponse>();
   let stalled = false;
   let down = false;
+  let flooding = false;
+  let floodedBytes = 0;
 
   const provide = (fmspc: string | undefined): Collateral | undefined =>
     typeof options.collateral === 'function' ? options.collateral(fmspc) : options.collateral;
@@ -69,6 +79,23 @@ export async function startPccsServer(options: PccsServerOptions): Promise<PccsS
     if (stalled) {
       held.add(res);
       res.on('close', () => held.delete(res));
+      return;
+    }
+    if (flooding) {
+      held.add(res);
+      res.on('close', () => held.delete(res));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      const pump = (): void => {
+        while (!res.destroyed) {
+          floodedBytes += chunk.byteLength;
+          if (!res.write(chunk)) {
+            res.once('drain', pump);
+            return;
+          }
+        }
+      };
+      pump();
       return;
     }
     let reply: Reply;
@@ -102,6 +129,12 @@ export async function startPccsServer(options: PccsServerOptions): Promise<PccsS
     },
     setDown(value: boolean) {
       down = value;
+    },
+    setFlooding(value: boolean) {
+      flooding = value;
+    },
+    get floodedBytes() {
+      return floodedBytes;
     },
     close() {
       for (const res of held) res.destroy();

@@ -15,6 +15,7 @@ import { Quote } from '@phala/dcap-qvl';
 import { describeCause, type ErrorCode, RaTlsError } from '../errors.js';
 import { fromHex, normalizeHex, toHex } from '../util/bytes.js';
 import { parseDuration } from '../util/duration.js';
+import { BodyTooLargeError, readResponseBody } from '../util/http-body.js';
 import { parseCrl, pemCertificates } from './crl.js';
 
 /** Binary collateral fields: lowercase/uppercase hex (as in PCCS answers and fixtures), bytes, or a byte array. */
@@ -294,6 +295,13 @@ export const INTEL_PCS_URL = 'https://api.trustedservices.intel.com';
 const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 
 /**
+ * Largest PCCS response body read (1 MiB). Real answers (TCB info, QE
+ * identity, CRLs) are a few KiB; a PCCS is untrusted and must not make us hold
+ * more, so reading stops at this size and the request fails.
+ */
+export const MAX_PCCS_RESPONSE_BYTES = 1024 * 1024;
+
+/**
  * Fetches TDX collateral from a PCCS speaking the v4 API (Intel PCS, Intel's
  * PCCS, Phala's mirror, or the local test server). Every request has a timeout;
  * every failure is COLLATERAL_UNAVAILABLE naming the URL and the reason.
@@ -387,7 +395,7 @@ export class PccsClient {
     }, this.#timeoutMs);
     try {
       const response = await this.#fetch(url, { signal: controller.signal });
-      const body = new Uint8Array(await response.arrayBuffer());
+      const body = await readResponseBody(response, MAX_PCCS_RESPONSE_BYTES);
       if (!response.ok && !allowed.includes(response.status)) {
         throw new RaTlsError(
           'COLLATERAL_UNAVAILABLE',
@@ -400,7 +408,9 @@ export class PccsClient {
       if (error instanceof RaTlsError) throw error;
       const reason = timedOut
         ? `timed out after ${this.#timeoutMs} ms`
-        : `failed: ${describeCause(error)}`;
+        : error instanceof BodyTooLargeError
+          ? `answered more than ${error.limit} bytes (a PCCS answer is a few KiB; refusing to read on)`
+          : `failed: ${describeCause(error)}`;
       throw new RaTlsError(
         'COLLATERAL_UNAVAILABLE',
         `PCCS request ${url} ${reason}; check pccsUrl and network access, or pass collateral for offline use`,
