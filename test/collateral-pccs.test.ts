@@ -5,15 +5,11 @@ import { getCollateral, QuoteVerifier } from '@phala/dcap-qvl';
 import { isRaTlsError } from '../src/errors.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { startPccsServer } from '../src/testing/pccs-server.js';
-import {
-  type Collateral,
-  CollateralCache,
-  MAX_PCCS_RESPONSE_BYTES,
-  normalizeCollateral,
-  PccsClient,
-  readPckInfo,
-} from '../src/verification/collateral.js';
+import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
+import { CollateralCache } from '../src/verification/collateral-cache.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
+import { MAX_PCCS_RESPONSE_BYTES, PccsClient } from '../src/verification/pccs-client.js';
+import { readPckInfo } from '../src/verification/pck-info.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);
 const V4_NOW = new Date(1751328000 * 1000);

@@ -201,6 +201,34 @@ describe('DCAP verification of the real Intel fixtures', () => {
   });
 });
 
+describe('strict CRL check prepared once per collateral set', () => {
+  it('refuses a broken PCK CRL signature on every verification, not just the first', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const crl = collateral.pck_crl as string;
+    const verifier = new DcapVerifier({
+      engine: 'js',
+      collateral: { ...collateral, pck_crl: `${crl.slice(0, -4)}0000` },
+    });
+
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(
+        verifier.verify(quote, { now: V4_NOW }),
+        rejectsWith('CRL_INVALID', /signature/),
+      );
+    }
+  });
+
+  it('accepts a good set repeatedly and still reports the CRLs in validUntil', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const verifier = new DcapVerifier({ engine: 'js', collateral });
+
+    for (let i = 0; i < 3; i++) {
+      const result = await verifier.verify(quote, { now: V4_NOW });
+      assert.equal(result.validUntil, Date.parse('2025-07-19T10:00:35Z'));
+    }
+  });
+});
+
 describe('DcapVerifier configuration', () => {
   it('rejects a test root with the WASM engine or both, before any I/O', async () => {
     const authority = await createTestAuthority({ seed: 'dcap-verifier-config' });

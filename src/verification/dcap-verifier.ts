@@ -6,23 +6,23 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { constants as qvlConstants } from '@phala/dcap-qvl';
-import { RaTlsError } from '../errors.js';
+import { describeCause, RaTlsError } from '../errors.js';
 import { fromHex } from '../util/bytes.js';
+import { pemBlocks } from '../util/pem.js';
 import {
   type Collateral,
-  CollateralCache,
   type CollateralWindow,
   collateralWindow,
-  INTEL_PCS_URL,
   type NormalizedCollateral,
   normalizeCollateral,
-  PccsClient,
-  readPckInfo,
 } from './collateral.js';
-import { checkCrlsStrictly, pemCertificates } from './crl.js';
+import { CollateralCache } from './collateral-cache.js';
+import { checkPckChain, type PreparedCrls, prepareCrls } from './crl.js';
 import type { DcapEngine, EngineVerdict, TdReportFields } from './engines/engine.js';
 import { JsEngine } from './engines/js-engine.js';
 import { WasmEngine } from './engines/wasm-engine.js';
+import { INTEL_PCS_URL, PccsClient } from './pccs-client.js';
+import { type PckInfo, readPckInfo } from './pck-info.js';
 import type { RaTlsVerifier, VerificationResult, VerifyOptions } from './verifier.js';
 
 /**
@@ -102,11 +102,12 @@ export class DcapVerifier implements RaTlsVerifier {
     if (options.signal?.aborted) throw aborted(options.signal);
     checkTdxHeader(quote);
     let source = this.#fixed;
+    let pck: PckInfo | undefined;
     if (source === undefined) {
-      const pck = readPckInfo(quote);
+      pck = readPckInfo(quote);
       source = await abortable(this.#cache!.get(pck, now.getTime()), options.signal);
     }
-    return verifyNormalized(quote, source.collateral, source.window, now, this.#setup);
+    return verifyNormalized(quote, source.collateral, source.window, now, this.#setup, pck);
   }
 
   /** Forgets cached collateral. The verifier holds no timers or sockets. */
@@ -144,6 +145,11 @@ interface EngineSetup {
   readonly js: DcapEngine;
   /** DER of the root every chain must end in (Intel's unless a test root was passed). */
   readonly trustedRootCa: Uint8Array;
+  /**
+   * The strict CRL check's collateral half, done once per collateral set (a
+   * fetch or the fixed set): its result, or the error it failed with.
+   */
+  readonly preparedCrls: WeakMap<NormalizedCollateral, PreparedCrls | RaTlsError>;
 }
 
 function engineSetup(options: OfflineVerifyOptions): EngineSetup {
@@ -192,6 +198,7 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
     wasm: choice === 'both' ? new WasmEngine() : undefined,
     js: new JsEngine(options.rootCa),
     trustedRootCa,
+    preparedCrls: new WeakMap(),
   };
 }
 
@@ -231,6 +238,7 @@ async function verifyNormalized(
   window: CollateralWindow,
   now: Date,
   setup: EngineSetup,
+  pck?: PckInfo,
 ): Promise<VerificationResult> {
   const version = checkTdxHeader(quote);
   const at = now.getTime();
@@ -265,7 +273,7 @@ async function verifyNormalized(
     ) {
       // The WASM engine (0.3.3) cannot decode v5 quotes: the JS answer stands after the strict CRL check.
       if (js.status === 'rejected') throw js.reason;
-      validUntil = Math.min(validUntil, strictCrlCheck(quote, collateral, now, setup));
+      validUntil = Math.min(validUntil, strictCrlCheck(quote, collateral, now, setup, pck));
       verdict = js.value;
       verifier = 'dcap:js';
     } else if (wasm.status === 'rejected' || js.status === 'rejected') {
@@ -276,7 +284,7 @@ async function verifyNormalized(
     }
   } else {
     verdict = await setup.js.verify(quote, collateral, seconds);
-    validUntil = Math.min(validUntil, strictCrlCheck(quote, collateral, now, setup));
+    validUntil = Math.min(validUntil, strictCrlCheck(quote, collateral, now, setup, pck));
   }
   return toResult(verdict, verifier, validUntil);
 }
@@ -286,15 +294,38 @@ function strictCrlCheck(
   collateral: NormalizedCollateral,
   now: Date,
   setup: EngineSetup,
+  pck: PckInfo | undefined,
 ): number {
-  return checkCrlsStrictly({
-    rootCaCrl: fromHex(collateral.root_ca_crl),
-    pckCrl: fromHex(collateral.pck_crl),
-    pckCrlIssuerChain: pemCertificates(collateral.pck_crl_issuer_chain),
-    pckChain: readPckInfo(quote).chain,
-    trustedRootCa: setup.trustedRootCa,
-    now,
-  }).validUntil;
+  let prepared = setup.preparedCrls.get(collateral);
+  if (prepared === undefined) {
+    try {
+      prepared = prepareCrls({
+        rootCaCrl: fromHex(collateral.root_ca_crl),
+        pckCrl: fromHex(collateral.pck_crl),
+        pckCrlIssuerChain: issuerChain(collateral.pck_crl_issuer_chain),
+        trustedRootCa: setup.trustedRootCa,
+      });
+    } catch (error) {
+      if (!(error instanceof RaTlsError)) throw error;
+      // Deterministic for this collateral and root: every later quote fails the same way.
+      prepared = error;
+    }
+    setup.preparedCrls.set(collateral, prepared);
+  }
+  if (prepared instanceof RaTlsError) throw prepared;
+  return checkPckChain(prepared, (pck ?? readPckInfo(quote)).chain, now).validUntil;
+}
+
+function issuerChain(pem: string): Uint8Array[] {
+  try {
+    return pemBlocks(pem, 'CERTIFICATE');
+  } catch (cause) {
+    throw new RaTlsError(
+      'CRL_INVALID',
+      `The collateral pck_crl_issuer_chain is not valid PEM (${describeCause(cause)}); fetch fresh collateral`,
+      { cause },
+    );
+  }
 }
 
 // When one engine accepts and the other rejects, the rejection stands: its
