@@ -229,6 +229,36 @@ describe('strict CRL check prepared once per collateral set', () => {
   });
 });
 
+describe('minTcbEvaluationDataNumber', () => {
+  it('refuses collateral older than the TCB evaluation the caller knows (rolled back)', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4'); // tcbEvaluationDataNumber 17
+
+    for (const engine of ENGINES) {
+      await assert.rejects(
+        verifyWithCollateral(quote, collateral, V4_NOW, { engine, minTcbEvaluationDataNumber: 18 }),
+        rejectsWith(
+          'COLLATERAL_EXPIRED',
+          /tcbEvaluationDataNumber is 17, below the required minimum 18/,
+        ),
+      );
+      const result = await verifyWithCollateral(quote, collateral, V4_NOW, {
+        engine,
+        minTcbEvaluationDataNumber: 17,
+      });
+      assert.equal(result.tcbStatus, 'UpToDate');
+    }
+  });
+
+  it('is BAD_CONFIG unless a non-negative integer', () => {
+    for (const value of [-1, 1.5, Number.NaN]) {
+      assert.throws(
+        () => new DcapVerifier({ minTcbEvaluationDataNumber: value }),
+        rejectsWith('BAD_CONFIG', /minTcbEvaluationDataNumber/),
+      );
+    }
+  });
+});
+
 describe('DcapVerifier configuration', () => {
   it('rejects a test root with the WASM engine or both, before any I/O', async () => {
     const authority = await createTestAuthority({ seed: 'dcap-verifier-config' });
@@ -259,6 +289,16 @@ describe('DcapVerifier configuration', () => {
     assert.equal(verifier.name, 'dcap:js');
     assert.equal(warnings.length, 1);
     assert.match(warnings[0]!, /NOT checked against Intel/);
+    const result = await verifier.verify(authority.issueQuote());
+    assert.equal(result.testRoot, true);
+  });
+
+  it("marks no result made under Intel's root as a test-root result", async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    for (const engine of ENGINES) {
+      const result = await verifyWithCollateral(quote, collateral, V4_NOW, { engine });
+      assert.equal(result.testRoot, undefined);
+    }
   });
 
   it('rejects an unknown engine name and malformed fixed collateral', () => {

@@ -82,6 +82,11 @@ export async function attestCertificate(
       `Verifier ${verifier.name} checks nothing: the quote's signatures and TCB status were not verified.`,
     );
   }
+  if (verification.testRoot === true) {
+    warnings.push(
+      `Verifier ${verifier.name} checked the quote against a TEST root of trust, not Intel's: this proves nothing about real TDX hardware.`,
+    );
+  }
   return freezeReport({
     fingerprint: cert.fingerprint,
     verifiedAt: now.getTime(),
@@ -106,6 +111,8 @@ export async function attestCertificate(
     app,
     verifier: verification.verifier ?? verifier.name,
     warnings,
+    ...(verification.validUntil === undefined ? {} : { validUntil: verification.validUntil }),
+    ...(verification.testRoot === true ? { testRoot: true } : {}),
   });
 }
 

@@ -36,4 +36,15 @@ export interface AttestationReport {
   readonly verifier: string;
   /** Policy warnings (e.g. "allowedMrtds is empty: any MRTD is accepted"). */
   readonly warnings: readonly string[];
+  /**
+   * Until when (ms since epoch) the evidence behind this report stays valid,
+   * when the verifier knows (DCAP: the collateral's earliest nextUpdate, capped
+   * at `collateralMaxAge` after its fetch). A cached report is not reused past it.
+   */
+  readonly validUntil?: number;
+  /**
+   * True when a test root of trust, not Intel's, vouched for the quote: the
+   * report proves nothing about real hardware (a warning says so too).
+   */
+  readonly testRoot?: boolean;
 }

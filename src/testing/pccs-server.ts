@@ -54,6 +54,11 @@ export interface PccsServer {
   setFlooding(flooding: boolean): void;
   /** Body bytes the flooding answers have handed to the network so far. */
   readonly floodedBytes: number;
+  /**
+   * Resolves once the server has received `total` requests in all (counted as
+   * in {@link requests}): lets a test act only after a request truly arrived.
+   */
+  receivedRequests(total: number): Promise<void>;
   /** Stops the server and drops held and open connections. */
   close(): Promise<void>;
 }
@@ -68,6 +73,8 @@ export async function startPccsServer(options: PccsServerOptions): Promise<PccsS
   let down = false;
   let flooding = false;
   let floodedBytes = 0;
+  const waiting: { total: number; resolve: () => void }[] = [];
+  const received = (): number => Object.values(requests).reduce((sum, n) => sum + n, 0);
 
   const provide = (fmspc: string | undefined): Collateral | undefined =>
     typeof options.collateral === 'function' ? options.collateral(fmspc) : options.collateral;
@@ -76,6 +83,10 @@ export async function startPccsServer(options: PccsServerOptions): Promise<PccsS
     const url = new URL(req.url ?? '/', 'http://pccs.invalid');
     const endpoint = endpointOf(url.pathname);
     requests[endpoint]++;
+    for (const waiter of waiting.filter((w) => received() >= w.total)) {
+      waiting.splice(waiting.indexOf(waiter), 1);
+      waiter.resolve();
+    }
     if (stalled) {
       held.add(res);
       res.on('close', () => held.delete(res));
@@ -135,6 +146,10 @@ export async function startPccsServer(options: PccsServerOptions): Promise<PccsS
     },
     get floodedBytes() {
       return floodedBytes;
+    },
+    receivedRequests(total: number) {
+      if (received() >= total) return Promise.resolve();
+      return new Promise<void>((resolve) => waiting.push({ total, resolve }));
     },
     close() {
       for (const res of held) res.destroy();

@@ -56,6 +56,12 @@ export interface CollateralWindow {
   readonly notBefore: number;
   /** Earliest nextUpdate of TCB info, QE identity and both CRLs. */
   readonly nextUpdate: number;
+  /**
+   * The lower of the TCB info's and QE identity's `tcbEvaluationDataNumber`
+   * (Intel raises it with every TCB recovery), when both carry one: a
+   * rolled-back collateral set shows a smaller number.
+   */
+  readonly tcbEvaluationDataNumber?: number;
 }
 
 const STRING_FIELDS = [
@@ -120,6 +126,7 @@ export function collateralWindow(
 ): CollateralWindow {
   const starts: number[] = [];
   const ends: number[] = [];
+  const evaluationNumbers: (number | undefined)[] = [];
   for (const [field, label] of [
     ['tcb_info', 'TCB info'],
     ['qe_identity', 'QE identity'],
@@ -134,6 +141,7 @@ export function collateralWindow(
     }
     starts.push(dates.issueDate);
     ends.push(dates.nextUpdate);
+    evaluationNumbers.push(dates.tcbEvaluationDataNumber);
   }
   for (const [field, label] of [
     ['root_ca_crl', 'root CA CRL'],
@@ -143,16 +151,28 @@ export function collateralWindow(
     starts.push(crl.thisUpdate.getTime());
     if (crl.nextUpdate !== undefined) ends.push(crl.nextUpdate.getTime());
   }
-  return { notBefore: Math.max(...starts), nextUpdate: Math.min(...ends) };
+  const window = { notBefore: Math.max(...starts), nextUpdate: Math.min(...ends) };
+  if (evaluationNumbers.some((n) => n === undefined)) return window;
+  return { ...window, tcbEvaluationDataNumber: Math.min(...(evaluationNumbers as number[])) };
 }
 
-function readIssueDates(json: string): { issueDate: number; nextUpdate: number } | undefined {
+function readIssueDates(
+  json: string,
+):
+  | { issueDate: number; nextUpdate: number; tcbEvaluationDataNumber: number | undefined }
+  | undefined {
   try {
     const parsed: unknown = JSON.parse(json);
     if (typeof parsed !== 'object' || parsed === null) return undefined;
-    const { issueDate, nextUpdate } = parsed as Record<string, unknown>;
+    const { issueDate, nextUpdate, tcbEvaluationDataNumber } = parsed as Record<string, unknown>;
     if (typeof issueDate !== 'string' || typeof nextUpdate !== 'string') return undefined;
-    const dates = { issueDate: Date.parse(issueDate), nextUpdate: Date.parse(nextUpdate) };
+    const dates = {
+      issueDate: Date.parse(issueDate),
+      nextUpdate: Date.parse(nextUpdate),
+      tcbEvaluationDataNumber: Number.isSafeInteger(tcbEvaluationDataNumber)
+        ? (tcbEvaluationDataNumber as number)
+        : undefined,
+    };
     return Number.isNaN(dates.issueDate) || Number.isNaN(dates.nextUpdate) ? undefined : dates;
   } catch {
     return undefined;

@@ -8,6 +8,7 @@ import { X509Certificate } from 'node:crypto';
 import { constants as qvlConstants } from '@phala/dcap-qvl';
 import { describeCause, RaTlsError } from '../errors.js';
 import { fromHex } from '../util/bytes.js';
+import { parseDuration } from '../util/duration.js';
 import { pemBlocks } from '../util/pem.js';
 import {
   type Collateral,
@@ -16,7 +17,7 @@ import {
   type NormalizedCollateral,
   normalizeCollateral,
 } from './collateral.js';
-import { CollateralCache } from './collateral-cache.js';
+import { CollateralCache, DEFAULT_COLLATERAL_MAX_AGE_MS } from './collateral-cache.js';
 import { checkPckChain, type PreparedCrls, prepareCrls } from './crl.js';
 import type { DcapEngine, EngineVerdict, TdReportFields } from './engines/engine.js';
 import { JsEngine } from './engines/js-engine.js';
@@ -46,6 +47,13 @@ export interface OfflineVerifyOptions {
   readonly rootCa?: Uint8Array;
   /** Where warnings go. Default `console.warn`. */
   readonly logger?: WarningLogger;
+  /**
+   * Refuse collateral whose TCB info or QE identity has a
+   * `tcbEvaluationDataNumber` below this (COLLATERAL_EXPIRED): a PCCS cannot
+   * roll you back to TCB info from before a TCB recovery you know about.
+   * Collateral without the number is refused too when this is set.
+   */
+  readonly minTcbEvaluationDataNumber?: number;
 }
 
 /** Options of {@link DcapVerifier}. */
@@ -58,6 +66,13 @@ export interface DcapVerifierOptions extends OfflineVerifyOptions {
   readonly requestTimeout?: number | string;
   /** fetch implementation for PCCS requests. Default: the global fetch. */
   readonly fetch?: typeof fetch;
+  /**
+   * Longest time fetched collateral is used before it is fetched again, ms or
+   * `"12h"`; also caps how long a verdict based on it is reused. Between 1
+   * minute and the default 24 h, so that a revocation is seen within a day
+   * (collateral's own nextUpdate is ~30 days away).
+   */
+  readonly collateralMaxAge?: number | string;
 }
 
 const TDX_TEE_TYPE = 0x81;
@@ -77,7 +92,9 @@ export class DcapVerifier implements RaTlsVerifier {
   /** `dcap:<engine>`. */
   readonly name: string;
   readonly #setup: EngineSetup;
-  readonly #fixed: { collateral: NormalizedCollateral; window: CollateralWindow } | undefined;
+  readonly #fixed:
+    | { collateral: NormalizedCollateral; window: CollateralWindow; usableUntil: number }
+    | undefined;
   readonly #cache: CollateralCache | undefined;
 
   constructor(options: DcapVerifierOptions = {}) {
@@ -85,14 +102,18 @@ export class DcapVerifier implements RaTlsVerifier {
     this.name = `dcap:${this.#setup.choice}`;
     if (options.collateral !== undefined) {
       const collateral = normalizeCollateral(options.collateral, 'BAD_CONFIG');
-      this.#fixed = { collateral, window: collateralWindow(collateral, 'BAD_CONFIG') };
+      const window = collateralWindow(collateral, 'BAD_CONFIG');
+      // Fixed collateral cannot be refreshed: it is good until its own nextUpdate.
+      this.#fixed = { collateral, window, usableUntil: window.nextUpdate };
     } else {
       const client = new PccsClient({
         url: options.pccsUrl ?? INTEL_PCS_URL,
         ...(options.requestTimeout === undefined ? {} : { requestTimeout: options.requestTimeout }),
         ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
       });
-      this.#cache = new CollateralCache((pck) => client.fetchCollateral(pck));
+      this.#cache = new CollateralCache((pck, signal) => client.fetchCollateral(pck, signal), {
+        maxAgeMs: collateralMaxAge(options.collateralMaxAge),
+      });
     }
   }
 
@@ -105,9 +126,14 @@ export class DcapVerifier implements RaTlsVerifier {
     let pck: PckInfo | undefined;
     if (source === undefined) {
       pck = readPckInfo(quote);
-      source = await abortable(this.#cache!.get(pck, now.getTime()), options.signal);
+      try {
+        source = await this.#cache!.get(pck, now.getTime(), options.signal);
+      } catch (error) {
+        if (options.signal?.aborted) throw aborted(options.signal);
+        throw error;
+      }
     }
-    return verifyNormalized(quote, source.collateral, source.window, now, this.#setup, pck);
+    return verifyNormalized(quote, source, now, this.#setup, pck);
   }
 
   /** Forgets cached collateral. The verifier holds no timers or sockets. */
@@ -129,10 +155,10 @@ export async function verifyWithCollateral(
   const setup = engineSetup(options);
   checkTdxHeader(quote);
   const normalized = normalizeCollateral(collateral, 'BAD_CONFIG');
+  const window = collateralWindow(normalized, 'BAD_CONFIG');
   return verifyNormalized(
     quote,
-    normalized,
-    collateralWindow(normalized, 'BAD_CONFIG'),
+    { collateral: normalized, window, usableUntil: window.nextUpdate },
     now,
     setup,
   );
@@ -150,6 +176,9 @@ interface EngineSetup {
    * fetch or the fixed set): its result, or the error it failed with.
    */
   readonly preparedCrls: WeakMap<NormalizedCollateral, PreparedCrls | RaTlsError>;
+  /** True when `trustedRootCa` is a test root passed by the caller, not Intel's. */
+  readonly testRoot: boolean;
+  readonly minTcbEvaluationDataNumber: number | undefined;
 }
 
 function engineSetup(options: OfflineVerifyOptions): EngineSetup {
@@ -199,7 +228,50 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
     js: new JsEngine(options.rootCa),
     trustedRootCa,
     preparedCrls: new WeakMap(),
+    testRoot: options.rootCa !== undefined,
+    minTcbEvaluationDataNumber: minEvaluationNumber(options.minTcbEvaluationDataNumber),
   };
+}
+
+function minEvaluationNumber(value: number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `minTcbEvaluationDataNumber must be a non-negative integer (Intel's TCB evaluation data number, e.g. 17), got ${JSON.stringify(value)}`,
+      { details: { option: 'minTcbEvaluationDataNumber' } },
+    );
+  }
+  return value;
+}
+
+const MIN_COLLATERAL_MAX_AGE_MS = 60_000;
+
+function collateralMaxAge(value: number | string | undefined): number {
+  if (value === undefined) return DEFAULT_COLLATERAL_MAX_AGE_MS;
+  const ms = parseDuration(value, 'collateralMaxAge');
+  // Longer would only delay seeing revocations; shorter than a minute would refetch per verification.
+  if (ms < MIN_COLLATERAL_MAX_AGE_MS || ms > DEFAULT_COLLATERAL_MAX_AGE_MS) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `collateralMaxAge must be between 1 minute and 24 hours (so revocations are seen within a day), got ${JSON.stringify(value)}`,
+      { details: { option: 'collateralMaxAge' } },
+    );
+  }
+  return ms;
+}
+
+// A PCCS (or a stale mirror) could serve TCB info from before a TCB recovery: refuse it.
+function checkEvaluationNumber(window: CollateralWindow, minimum: number | undefined): void {
+  if (minimum === undefined) return;
+  const found = window.tcbEvaluationDataNumber;
+  if (found === undefined || found < minimum) {
+    throw new RaTlsError(
+      'COLLATERAL_EXPIRED',
+      `The collateral's tcbEvaluationDataNumber is ${found ?? 'missing'}, below the required minimum ${minimum}: it predates a TCB recovery (rolled back or stale); fetch current collateral`,
+      { details: { tcbEvaluationDataNumber: found ?? null, minTcbEvaluationDataNumber: minimum } },
+    );
+  }
 }
 
 // PROTOCOL.md §2: the header says what the quote is before any engine runs.
@@ -234,14 +306,19 @@ function checkTdxHeader(quote: Uint8Array): 4 | 5 {
 
 async function verifyNormalized(
   quote: Uint8Array,
-  collateral: NormalizedCollateral,
-  window: CollateralWindow,
+  source: {
+    readonly collateral: NormalizedCollateral;
+    readonly window: CollateralWindow;
+    readonly usableUntil: number;
+  },
   now: Date,
   setup: EngineSetup,
   pck?: PckInfo,
 ): Promise<VerificationResult> {
+  const { collateral, window } = source;
   const version = checkTdxHeader(quote);
   const at = now.getTime();
+  checkEvaluationNumber(window, setup.minTcbEvaluationDataNumber);
   if (at < window.notBefore || at >= window.nextUpdate) {
     // Checked here too because the WASM engine ignores TCB info issueDate and the QE identity.
     throw new RaTlsError(
@@ -259,7 +336,7 @@ async function verifyNormalized(
   const seconds = Math.floor(at / 1000);
   let verdict: EngineVerdict;
   let verifier = `dcap:${setup.choice}`;
-  let validUntil = window.nextUpdate;
+  let validUntil = Math.min(window.nextUpdate, source.usableUntil);
 
   if (setup.wasm !== undefined) {
     const [wasm, js] = await Promise.allSettled([
@@ -286,7 +363,7 @@ async function verifyNormalized(
     verdict = await setup.js.verify(quote, collateral, seconds);
     validUntil = Math.min(validUntil, strictCrlCheck(quote, collateral, now, setup, pck));
   }
-  return toResult(verdict, verifier, validUntil);
+  return toResult(verdict, verifier, validUntil, setup.testRoot);
 }
 
 function strictCrlCheck(
@@ -379,6 +456,7 @@ function toResult(
   verdict: EngineVerdict,
   verifier: string,
   validUntil: number,
+  testRoot: boolean,
 ): VerificationResult {
   const report = verdict.report;
   const firstAttributeByte = Number.parseInt(report.tdAttributes.slice(0, 2), 16);
@@ -395,6 +473,7 @@ function toResult(
     reportData: fromHex(report.reportData),
     verifier,
     validUntil,
+    ...(testRoot ? { testRoot: true } : {}),
   });
 }
 
@@ -404,16 +483,6 @@ function isRaTlsCode(error: unknown, code: RaTlsError['code']): boolean {
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
-}
-
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(aborted(signal));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 function aborted(signal: AbortSignal): RaTlsError {

@@ -61,11 +61,15 @@ export class PccsClient {
   }
 
   /** Fetches a full, fresh collateral set for a TDX platform. */
-  async fetchCollateral(pck: {
-    readonly fmspc: string;
-    readonly ca: PckCa;
-  }): Promise<NormalizedCollateral> {
+  async fetchCollateral(
+    pck: { readonly fmspc: string; readonly ca: PckCa },
+    signal?: AbortSignal,
+  ): Promise<NormalizedCollateral> {
     const batch = new AbortController();
+    // The caller's signal ends every request of the batch (no one waits for it any more).
+    const onAbort = (): void => batch.abort();
+    if (signal?.aborted) batch.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
     const fmspc = pck.fmspc.toUpperCase();
     try {
       const [pckCrl, tcb, qe] = await Promise.all([
@@ -94,12 +98,21 @@ export class PccsClient {
       return normalizeCollateral(collateral, 'COLLATERAL_UNAVAILABLE');
     } catch (error) {
       batch.abort();
+      if (signal?.aborted) {
+        throw new RaTlsError(
+          'COLLATERAL_UNAVAILABLE',
+          `The collateral fetch from ${this.url} was abandoned: nobody waits for it any more`,
+          { cause: error, details: { pccsUrl: this.url, fmspc } },
+        );
+      }
       if (error instanceof RaTlsError) throw error;
       throw new RaTlsError(
         'COLLATERAL_UNAVAILABLE',
         `The PCCS at ${this.url} returned unusable collateral for FMSPC ${fmspc}: ${describeCause(error)}`,
         { cause: error, details: { pccsUrl: this.url, fmspc } },
       );
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
