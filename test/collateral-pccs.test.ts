@@ -193,6 +193,19 @@ describe('PCCS client against the local PCCS server (real fixture collateral)', 
     await assert.rejects(second, (error: unknown) => isRaTlsError(error, 'VERIFY_TIMEOUT'));
   });
 
+  it('close() aborts a collateral fetch stalled in flight: the verification fails at once', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    pccs.setStalled(true);
+    const verifier = new DcapVerifier({ pccsUrl: pccs.url, requestTimeout: '170s' });
+
+    const pending = verifier.verify(quote, { now: V4_NOW });
+    await pccs.receivedRequests(3);
+    verifier.close();
+
+    await assert.rejects(pending, unavailable(/abandoned/));
+  });
+
   it('backs off a failing PCCS: one request batch per jittered, doubling pause, then recovers', async () => {
     const { quote, collateral } = fixture('intel-tdx-v4');
     const pccs = await pccsServing(collateral);

@@ -112,6 +112,16 @@ export class CollateralCache {
     this.#entries.clear();
   }
 
+  /**
+   * Forgets everything and aborts every fetch in flight, so no PCCS socket
+   * outlives the cache; their waiters reject at once.
+   */
+  close(): void {
+    this.#entries.clear();
+    for (const flight of this.#inFlight.values()) flight.controller.abort();
+    this.#inFlight.clear();
+  }
+
   #start(key: string, pck: { readonly fmspc: string; readonly ca: PckCa }, now: number): InFlight {
     const controller = new AbortController();
     const flight: InFlight = {

@@ -79,7 +79,7 @@ const TDX_TEE_TYPE = 0x81;
 
 /**
  * Verifies TDX quotes against Intel's DCAP collateral, fetched from a PCCS and
- * cached per FMSPC until its earliest nextUpdate (or fixed, for offline use).
+ * cached per FMSPC until its earliest nextUpdate or collateralMaxAge (or fixed, for offline use).
  *
  * With engine `'both'` a quote passes only when the WASM and JS engines both
  * accept it and agree on status, advisories and every TD report field; a
@@ -136,9 +136,13 @@ export class DcapVerifier implements RaTlsVerifier {
     return verifyNormalized(quote, source, now, this.#setup, pck);
   }
 
-  /** Forgets cached collateral. The verifier holds no timers or sockets. */
+  /**
+   * Forgets cached collateral and aborts collateral fetches in flight (their
+   * verifications fail with COLLATERAL_UNAVAILABLE), so no socket outlives it.
+   * The verifier holds no timers.
+   */
   close(): void {
-    this.#cache?.clear();
+    this.#cache?.close();
   }
 }
 
