@@ -1,6 +1,6 @@
 /**
  * Measures the first DCAP verification of a fresh process: run as
- * `node --import tsx benchmarks/first-verification.ts <wasm|js|both>`, it
+ * `node --import tsx benchmarks/first-verification.ts <js|both>`, it
  * imports the verifier, verifies the real Intel TDX v4 fixture against its own
  * collateral (no network) at a time inside the collateral's window, and
  * prints one JSON line: import time, first call (engine loading and JIT
@@ -27,8 +27,8 @@ export const FIXTURE_NOW = new Date(1751328000 * 1000);
 export const FIXTURE_DIR = new URL('../test/fixtures/intel-tdx-v4/', import.meta.url);
 
 async function main(engine: string): Promise<void> {
-  if (engine !== 'wasm' && engine !== 'js' && engine !== 'both') {
-    throw new Error(`usage: first-verification.ts <wasm|js|both>, got ${engine}`);
+  if (engine !== 'js' && engine !== 'both') {
+    throw new Error(`usage: first-verification.ts <js|both>, got ${engine}`);
   }
   const quote = new Uint8Array(readFileSync(new URL('quote.bin', FIXTURE_DIR)));
   const collateral = JSON.parse(readFileSync(new URL('collateral.json', FIXTURE_DIR), 'utf8'));

@@ -70,7 +70,7 @@ export {
 } from './pool/ra-tls-pool.js';
 export { SpanAttributes, SpanNames, TRACER_NAME } from './telemetry/tracing.js';
 export { parseDuration } from './util/duration.js';
-export { type Collateral, INTEL_PCS_URL, PccsClient } from './verification/collateral.js';
+export type { Collateral } from './verification/collateral.js';
 export {
   DcapVerifier,
   type DcapVerifierOptions,
@@ -83,6 +83,7 @@ export {
   type IntelTrustAuthorityRegion,
 } from './verification/intel-api-verifier.js';
 export { NoopVerifier, type NoopVerifierOptions } from './verification/noop-verifier.js';
+export { INTEL_PCS_URL, PccsClient } from './verification/pccs-client.js';
 export {
   type RaTlsVerifier,
   TCB_STATUSES,

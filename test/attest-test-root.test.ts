@@ -73,6 +73,20 @@ describe('attestation under the test root of trust', () => {
       assert.equal(report.tcbStatus, 'UpToDate');
       assert.equal(report.verifier, 'dcap:js');
       assert.equal(report.app?.appId, issuer.expected.appId);
+      // A report made under a test root says so, in a field and in a warning.
+      assert.equal(report.testRoot, true);
+      assert.ok(
+        report.warnings.some((w) => /TEST root of trust/.test(w)),
+        report.warnings.join('; '),
+      );
+    });
+
+    test('the report carries the evidence deadline: the collateral nextUpdate', async () => {
+      const now = Date.now();
+      const nextUpdate = new Date(Math.floor((now + DAY_MS) / 1000) * 1000); // whole seconds, as signed
+      const collateral = authority.collateral({ issueDate: new Date(now - DAY_MS), nextUpdate });
+      const report = await attest(await raTlsLeaf(), {}, testRootVerifier(collateral));
+      assert.equal(report.validUntil, nextUpdate.getTime());
     });
 
     test('a good legacy 1.1 + 1.2 certificate', async () => {
@@ -235,7 +249,7 @@ describe('attestation under the test root of trust', () => {
       await assert.rejects(attest(await raTlsLeaf(), {}, production), rejectsWith('QUOTE_INVALID'));
       // And the WASM engine cannot be given a test root at all
       assert.throws(
-        () => new DcapVerifier({ engine: 'wasm', rootCa: authority.rootCaDer, logger: () => {} }),
+        () => new DcapVerifier({ engine: 'both', rootCa: authority.rootCaDer, logger: () => {} }),
         rejectsWith('BAD_CONFIG', /rootCa/),
       );
     });

@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isRaTlsError } from '../src/errors.js';
 import { ClientIdentity, type IssuedClientCertificate } from '../src/identity/client-identity.js';
 import { resolveDstackEndpoint } from '../src/identity/dstack-endpoint.js';
+import { MAX_GUEST_AGENT_RESPONSE_BYTES } from '../src/identity/guest-agent-rpc.js';
 import { createRaTlsCertificate } from '../src/testing/ra-tls-certificate.js';
 import {
   type GuestAgent,
@@ -129,6 +132,38 @@ describe('ClientIdentity against a real guest agent over HTTP', () => {
     }
   });
 
+  test('a failing agent is asked again only after a jittered, growing pause', async () => {
+    issuer.failing = true;
+    let clock = Date.now();
+    const identity = new ClientIdentity({ dstackEndpoint: agent.endpoint, now: () => clock });
+    const tlsKeyCalls = () => agent.requests.filter((r) => r.method === 'GetTlsKey').length;
+    const unavailable = (error: unknown) => isRaTlsError(error, 'CLIENT_CERT_UNAVAILABLE');
+    try {
+      const before = tlsKeyCalls();
+      await assert.rejects(identity.get(), unavailable);
+      assert.equal(tlsKeyCalls(), before + 1);
+
+      // Callers during the pause get the failure at once; the agent is not asked.
+      for (let i = 0; i < 20; i++) await assert.rejects(identity.get(), unavailable);
+      assert.equal(tlsKeyCalls(), before + 1);
+
+      // The first pause is under 500 ms; the second under 1 s but at least 500 ms.
+      clock += 500;
+      await assert.rejects(identity.get(), unavailable);
+      assert.equal(tlsKeyCalls(), before + 2);
+      clock += 499;
+      await assert.rejects(identity.get(), unavailable);
+      assert.equal(tlsKeyCalls(), before + 2);
+      clock += 501;
+      issuer.failing = false;
+      await identity.get();
+      assert.equal(tlsKeyCalls(), before + 3);
+    } finally {
+      identity.close();
+      issuer.failing = false;
+    }
+  });
+
   test('an agent older than 0.5.7 (no Version RPC) still issues a certificate, with its default validity', async () => {
     const oldAgent = await startGuestAgent({ issuer, version: false });
     const identity = new ClientIdentity({ dstackEndpoint: oldAgent.endpoint });
@@ -203,6 +238,52 @@ describe('ClientIdentity endpoints', () => {
       () => new ClientIdentity({ dstackEndpoint: '/nonexistent/dstack.sock' }),
       (error: unknown) => isRaTlsError(error, 'MISSING_DSTACK_SOCKET'),
     );
+  });
+
+  test('an agent answering an endless body is cut off at the 1 MiB cap', async () => {
+    let sent = 0;
+    let hungUp!: () => void;
+    const closed = new Promise<void>((resolve) => {
+      hungUp = resolve;
+    });
+    const flood = createServer((request, response) => {
+      request.resume();
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.on('close', hungUp);
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      const pump = (): void => {
+        while (!response.destroyed) {
+          sent += chunk.byteLength;
+          if (!response.write(chunk)) {
+            response.once('drain', pump);
+            return;
+          }
+        }
+      };
+      pump();
+    });
+    await new Promise<void>((resolve) => flood.listen(0, '127.0.0.1', resolve));
+    const { port } = flood.address() as AddressInfo;
+    // A long timeout: only the cap can end the call promptly.
+    const identity = new ClientIdentity({
+      dstackEndpoint: `http://127.0.0.1:${port}`,
+      requestTimeout: '120s',
+    });
+    try {
+      await assert.rejects(
+        identity.get(),
+        (error: unknown) =>
+          isRaTlsError(error, 'CLIENT_CERT_UNAVAILABLE') &&
+          error.message.includes(`more than ${MAX_GUEST_AGENT_RESPONSE_BYTES} bytes`),
+      );
+      // The client hung up: the agent cannot make it read on.
+      await closed;
+      assert.ok(sent < MAX_GUEST_AGENT_RESPONSE_BYTES + 16 * 1024 * 1024, `sent ${sent} bytes`);
+    } finally {
+      identity.close();
+      flood.closeAllConnections();
+      await new Promise((resolve) => flood.close(resolve));
+    }
   });
 
   test('clientCertOverride is returned as is, with no agent', async () => {

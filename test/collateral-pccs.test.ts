@@ -5,14 +5,11 @@ import { getCollateral, QuoteVerifier } from '@phala/dcap-qvl';
 import { isRaTlsError } from '../src/errors.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { startPccsServer } from '../src/testing/pccs-server.js';
-import {
-  type Collateral,
-  CollateralCache,
-  normalizeCollateral,
-  PccsClient,
-  readPckInfo,
-} from '../src/verification/collateral.js';
+import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
+import { CollateralCache, type CollateralSource } from '../src/verification/collateral-cache.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
+import { MAX_PCCS_RESPONSE_BYTES, PccsClient } from '../src/verification/pccs-client.js';
+import { readPckInfo } from '../src/verification/pck-info.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);
 const V4_NOW = new Date(1751328000 * 1000);
@@ -71,18 +68,47 @@ describe('PCCS client against the local PCCS server (real fixture collateral)', 
     assert.equal(report.status, 'UpToDate');
   });
 
-  it('fetches once per FMSPC while the collateral is valid', async () => {
+  it('fetches once per FMSPC while the collateral is valid and younger than collateralMaxAge', async () => {
     const { quote, collateral } = fixture('intel-tdx-v4');
     const pccs = await pccsServing(collateral);
     const verifier = new DcapVerifier({ pccsUrl: pccs.url });
 
     const first = await verifier.verify(quote, { now: V4_NOW });
-    const second = await verifier.verify(quote, { now: new Date(V4_NOW.getTime() + DAY) });
+    const second = await verifier.verify(quote, { now: new Date(V4_NOW.getTime() + DAY - 1) });
 
     assert.equal(first.tcbStatus, 'UpToDate');
     assert.equal(second.tcbStatus, 'UpToDate');
     assert.equal(pccs.requests.tcb, 1);
     assert.equal(pccs.requests.pckCrl, 1);
+    // The verdict says how long it may be reused: until the collateral is a day old.
+    assert.equal(first.validUntil, V4_NOW.getTime() + DAY);
+  });
+
+  it('refetches collateral once it is collateralMaxAge old (24 h by default), long before nextUpdate', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    const verifier = new DcapVerifier({ pccsUrl: pccs.url });
+
+    await verifier.verify(quote, { now: V4_NOW });
+    await verifier.verify(quote, { now: new Date(V4_NOW.getTime() + DAY) });
+    assert.equal(pccs.requests.tcb, 2);
+
+    const hourly = new DcapVerifier({ pccsUrl: pccs.url, collateralMaxAge: '1h' });
+    await hourly.verify(quote, { now: V4_NOW });
+    const result = await hourly.verify(quote, { now: new Date(V4_NOW.getTime() + HOUR) });
+    assert.equal(pccs.requests.tcb, 4);
+    assert.equal(result.validUntil, V4_NOW.getTime() + 2 * HOUR);
+  });
+
+  it('refuses a collateralMaxAge that would delay revocations past a day, or refetch per call', () => {
+    for (const collateralMaxAge of ['25h', '30d', '1s', 'soon']) {
+      assert.throws(
+        () => new DcapVerifier({ pccsUrl: 'http://127.0.0.1:9', collateralMaxAge }),
+        (error: unknown) =>
+          isRaTlsError(error, 'BAD_CONFIG') && /collateralMaxAge/.test(error.message),
+        collateralMaxAge,
+      );
+    }
   });
 
   it('coalesces concurrent fetches for one FMSPC into one', async () => {
@@ -121,6 +147,109 @@ describe('PCCS client against the local PCCS server (real fixture collateral)', 
     controller.abort();
 
     await assert.rejects(pending, (error: unknown) => isRaTlsError(error, 'VERIFY_TIMEOUT'));
+  });
+
+  it('stops reading an endless PCCS body at the 1 MiB cap with COLLATERAL_UNAVAILABLE', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    pccs.setFlooding(true);
+    // A long timeout: only the cap can end these requests promptly.
+    const client = new PccsClient({ url: pccs.url, requestTimeout: '120s' });
+
+    await assert.rejects(
+      client.fetchCollateral(readPckInfo(quote)),
+      unavailable(new RegExp(`answered more than ${MAX_PCCS_RESPONSE_BYTES} bytes`)),
+    );
+    // Three requests run in parallel; each was cut at the cap (plus what the
+    // socket buffers held), not read on to gigabytes.
+    assert.ok(
+      pccs.floodedBytes < 3 * (MAX_PCCS_RESPONSE_BYTES + 16 * 1024 * 1024),
+      `the PCCS got to send ${pccs.floodedBytes} bytes`,
+    );
+  });
+
+  it('a verification that gives up detaches the stalled fetch: once the PCCS recovers, the next one fetches afresh', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    pccs.setStalled(true);
+    // Far longer than any test: only detaching the stalled fetch lets the third caller through.
+    const verifier = new DcapVerifier({ pccsUrl: pccs.url, requestTimeout: '170s' });
+    const gaveUp = new AbortController();
+    const patient = new AbortController();
+
+    const first = verifier.verify(quote, { now: V4_NOW, signal: gaveUp.signal });
+    const second = verifier.verify(quote, { now: V4_NOW, signal: patient.signal });
+    await pccs.receivedRequests(3); // PCK CRL, TCB info and QE identity: all held
+    gaveUp.abort();
+    await assert.rejects(first, (error: unknown) => isRaTlsError(error, 'VERIFY_TIMEOUT'));
+
+    pccs.setStalled(false);
+    const third = await verifier.verify(quote, { now: V4_NOW });
+    assert.equal(third.tcbStatus, 'UpToDate');
+    assert.equal(pccs.requests.tcb, 2);
+
+    // The patient caller still waits on the stalled fetch until its own deadline.
+    patient.abort();
+    await assert.rejects(second, (error: unknown) => isRaTlsError(error, 'VERIFY_TIMEOUT'));
+  });
+
+  it('close() aborts a collateral fetch stalled in flight: the verification fails at once', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    pccs.setStalled(true);
+    const verifier = new DcapVerifier({ pccsUrl: pccs.url, requestTimeout: '170s' });
+
+    const pending = verifier.verify(quote, { now: V4_NOW });
+    await pccs.receivedRequests(3);
+    verifier.close();
+
+    await assert.rejects(pending, unavailable(/abandoned/));
+  });
+
+  it('backs off a failing PCCS: one request batch per jittered, doubling pause, then recovers', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    const client = new PccsClient({ url: pccs.url });
+    let clock = 0;
+    let batches = 0;
+    const source: CollateralSource = (pck, signal) => {
+      batches++;
+      return client.fetchCollateral(pck, signal);
+    };
+    const cache = new CollateralCache(source, {
+      clock: () => clock,
+      backoffInitialMs: 1000,
+      backoffMaxMs: 4000,
+    });
+    const pck = readPckInfo(quote);
+    pccs.setDown(true);
+
+    await assert.rejects(cache.get(pck, V4_NOW.getTime()), unavailable(/HTTP 503/));
+    for (let i = 0; i < 50; i++) {
+      await assert.rejects(
+        cache.get(pck, V4_NOW.getTime()),
+        unavailable(/not retried for another \d+ ms/),
+      );
+    }
+    assert.equal(batches, 1, 'fifty callers in the pause made no request');
+
+    clock += 1000; // past the first pause (0.5–1 s)
+    await assert.rejects(cache.get(pck, V4_NOW.getTime()), unavailable(/HTTP 503/));
+    assert.equal(batches, 2);
+    clock += 999; // the second pause is 1–2 s
+    await assert.rejects(cache.get(pck, V4_NOW.getTime()), unavailable(/not retried/));
+    assert.equal(batches, 2);
+    for (let failures = 3; failures <= 6; failures++) {
+      clock += 4000; // bounded: never longer than backoffMaxMs
+      await assert.rejects(cache.get(pck, V4_NOW.getTime()), unavailable(/HTTP 503/));
+      assert.equal(batches, failures);
+    }
+
+    pccs.setDown(false);
+    clock += 4000;
+    const entry = await cache.get(pck, V4_NOW.getTime());
+    assert.equal(entry.window.nextUpdate, Date.parse('2025-07-19T10:00:35Z'));
+    assert.equal(batches, 7);
   });
 
   it('fails with COLLATERAL_UNAVAILABLE when the PCCS is down and nothing is cached', async () => {
@@ -190,7 +319,8 @@ describe('collateral cache with a test root of trust and an injected clock', () 
     const later = await verifier.verify(quote, { now: new Date(t0.getTime() + DAY + HOUR) });
 
     assert.equal(pccs.requests.tcb, 2);
-    assert.equal(later.validUntil, t0.getTime() + 31 * DAY);
+    // Valid for 31 days, but used (and vouched for) only a day after its fetch.
+    assert.equal(later.validUntil, t0.getTime() + 2 * DAY + HOUR);
   });
 
   it('reports a PCCS serving stale collateral as COLLATERAL_EXPIRED', async () => {
@@ -237,16 +367,20 @@ describe('collateral cache with a test root of trust and an injected clock', () 
     assert.equal(pccs.requests.tcb, 2);
   });
 
-  it('does not cache a failed fetch', async () => {
+  it('does not cache a failed fetch (it is retried once the backoff pause is over)', async () => {
     const { quote, collateral } = fixture('intel-tdx-v4');
     const pccs = await pccsServing(collateral);
     const client = new PccsClient({ url: pccs.url });
-    const cache = new CollateralCache((pck) => client.fetchCollateral(pck));
+    let clock = 0;
+    const cache = new CollateralCache((pck, signal) => client.fetchCollateral(pck, signal), {
+      clock: () => clock,
+    });
     const pck = readPckInfo(quote);
 
     pccs.setDown(true);
     await assert.rejects(cache.get(pck, V4_NOW.getTime()), unavailable(/503/));
     pccs.setDown(false);
+    clock += 500;
     const entry = await cache.get(pck, V4_NOW.getTime());
 
     assert.equal(entry.window.nextUpdate, Date.parse('2025-07-19T10:00:35Z'));

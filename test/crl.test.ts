@@ -5,15 +5,15 @@ import { constants as qvlConstants } from '@phala/dcap-qvl';
 import { isRaTlsError } from '../src/errors.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { fromHex } from '../src/util/bytes.js';
-import { readPckInfo } from '../src/verification/collateral.js';
+import { pemBlocks } from '../src/util/pem.js';
 import {
   checkCrlsStrictly,
   isRevoked,
   parseCrl,
-  pemCertificates,
   type StrictCrlInput,
   verifyCrl,
 } from '../src/verification/crl.js';
+import { readPckInfo } from '../src/verification/pck-info.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);
 const INTEL_ROOT = new Uint8Array(qvlConstants.TRUSTED_ROOT_CA_DER);
@@ -24,7 +24,7 @@ function strictInput(name: string, now: Date): StrictCrlInput {
   return {
     rootCaCrl: fromHex(collateral.root_ca_crl),
     pckCrl: fromHex(collateral.pck_crl),
-    pckCrlIssuerChain: pemCertificates(collateral.pck_crl_issuer_chain),
+    pckCrlIssuerChain: pemBlocks(collateral.pck_crl_issuer_chain),
     pckChain: readPckInfo(quote).chain,
     trustedRootCa: INTEL_ROOT,
     now,
@@ -137,7 +137,7 @@ describe('strict CRL check with a test root of trust', () => {
         checkCrlsStrictly({
           rootCaCrl: fromHex(collateral.root_ca_crl),
           pckCrl: fromHex(collateral.pck_crl),
-          pckCrlIssuerChain: pemCertificates(collateral.pck_crl_issuer_chain),
+          pckCrlIssuerChain: pemBlocks(collateral.pck_crl_issuer_chain),
           pckChain: readPckInfo(quote).chain,
           trustedRootCa: authority.rootCaDer,
           now: new Date(),

@@ -3,12 +3,13 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { isRaTlsError } from '../src/errors.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
-import type { Collateral } from '../src/verification/collateral.js';
+import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
 import {
   DcapVerifier,
   type EngineChoice,
   verifyWithCollateral,
 } from '../src/verification/dcap-verifier.js';
+import { WasmEngine } from '../src/verification/engines/wasm-engine.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);
 
@@ -23,7 +24,7 @@ function fixture(name: string): { quote: Uint8Array; collateral: Collateral } {
 const V4_NOW = new Date(1751328000 * 1000);
 const V4B_NOW = new Date('2025-09-15T00:00:00Z');
 const V5_NOW = new Date('2026-03-01T00:00:00Z');
-const ENGINES: readonly EngineChoice[] = ['both', 'wasm', 'js'];
+const ENGINES: readonly EngineChoice[] = ['both', 'js'];
 
 function rejectsWith(code: string, pattern?: RegExp) {
   return (error: unknown): boolean => {
@@ -96,15 +97,6 @@ describe('DCAP verification of the real Intel fixtures', () => {
     );
   });
 
-  it('intel-tdx-v5 with the WASM engine alone is MALFORMED_QUOTE that says v5 is undecodable', async () => {
-    const { quote, collateral } = fixture('intel-tdx-v5');
-
-    await assert.rejects(
-      verifyWithCollateral(quote, collateral, V5_NOW, { engine: 'wasm' }),
-      rejectsWith('MALFORMED_QUOTE', /cannot decode v5 quotes/),
-    );
-  });
-
   for (const engine of ENGINES) {
     it(`collateral past its nextUpdate is COLLATERAL_EXPIRED (engine ${engine})`, async () => {
       const { quote, collateral } = fixture('intel-tdx-v4');
@@ -145,17 +137,51 @@ describe('DCAP verification of the real Intel fixtures', () => {
     });
   }
 
-  it('a tampered QE identity passes WASM (it ignores QE identity) but fails JS, so both rejects', async () => {
+  it('a tampered QE identity passes the WASM engine (it ignores QE identity) but fails JS, so both rejects', async () => {
     const { quote, collateral } = fixture('intel-tdx-v4');
     const qeIdentity = collateral.qe_identity.replace('"isvprodid":2', '"isvprodid":3');
     assert.notEqual(qeIdentity, collateral.qe_identity);
-    const tampered = { ...collateral, qe_identity: qeIdentity };
+    const tampered = normalizeCollateral({ ...collateral, qe_identity: qeIdentity });
 
-    const wasm = await verifyWithCollateral(quote, tampered, V4_NOW, { engine: 'wasm' });
-    assert.equal(wasm.tcbStatus, 'UpToDate');
+    const wasm = await new WasmEngine().verify(quote, tampered, V4_NOW.getTime() / 1000);
+    assert.equal(wasm.status, 'UpToDate');
     await assert.rejects(
       verifyWithCollateral(quote, tampered, V4_NOW, { engine: 'both' }),
       rejectsWith('QUOTE_INVALID', /qe_identity.*WASM engine accepted it/),
+    );
+  });
+
+  it('a forged QE identity (another MRSIGNER, a bogus signature) is refused by every configuration', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const identity = JSON.parse(collateral.qe_identity) as { mrsigner: string };
+    const forgedSigner = identity.mrsigner.replace(
+      /^../,
+      identity.mrsigner.startsWith('00') ? 'ff' : '00',
+    );
+    const forged = normalizeCollateral({
+      ...collateral,
+      qe_identity: collateral.qe_identity.replace(identity.mrsigner, forgedSigner),
+      qe_identity_signature: 'ab'.repeat(64),
+    });
+    assert.notEqual(forged.qe_identity, collateral.qe_identity);
+
+    // The WASM build alone would take it: that is why it may never decide alone.
+    const wasm = await new WasmEngine().verify(quote, forged, V4_NOW.getTime() / 1000);
+    assert.equal(wasm.status, 'UpToDate');
+    for (const engine of ENGINES) {
+      await assert.rejects(
+        verifyWithCollateral(quote, forged, V4_NOW, { engine }),
+        rejectsWith('QUOTE_INVALID'),
+        `engine ${engine}`,
+      );
+    }
+    await assert.rejects(
+      verifyWithCollateral(quote, forged, V4_NOW, { engine: 'wasm' as EngineChoice }),
+      rejectsWith('BAD_CONFIG', /engine 'wasm' cannot be used alone.*QE identity/),
+    );
+    assert.throws(
+      () => new DcapVerifier({ engine: 'wasm' as EngineChoice, collateral }),
+      rejectsWith('BAD_CONFIG', /engine 'wasm' cannot be used alone/),
     );
   });
 
@@ -175,11 +201,69 @@ describe('DCAP verification of the real Intel fixtures', () => {
   });
 });
 
+describe('strict CRL check prepared once per collateral set', () => {
+  it('refuses a broken PCK CRL signature on every verification, not just the first', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const crl = collateral.pck_crl as string;
+    const verifier = new DcapVerifier({
+      engine: 'js',
+      collateral: { ...collateral, pck_crl: `${crl.slice(0, -4)}0000` },
+    });
+
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(
+        verifier.verify(quote, { now: V4_NOW }),
+        rejectsWith('CRL_INVALID', /signature/),
+      );
+    }
+  });
+
+  it('accepts a good set repeatedly and still reports the CRLs in validUntil', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const verifier = new DcapVerifier({ engine: 'js', collateral });
+
+    for (let i = 0; i < 3; i++) {
+      const result = await verifier.verify(quote, { now: V4_NOW });
+      assert.equal(result.validUntil, Date.parse('2025-07-19T10:00:35Z'));
+    }
+  });
+});
+
+describe('minTcbEvaluationDataNumber', () => {
+  it('refuses collateral older than the TCB evaluation the caller knows (rolled back)', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4'); // tcbEvaluationDataNumber 17
+
+    for (const engine of ENGINES) {
+      await assert.rejects(
+        verifyWithCollateral(quote, collateral, V4_NOW, { engine, minTcbEvaluationDataNumber: 18 }),
+        rejectsWith(
+          'COLLATERAL_EXPIRED',
+          /tcbEvaluationDataNumber is 17, below the required minimum 18/,
+        ),
+      );
+      const result = await verifyWithCollateral(quote, collateral, V4_NOW, {
+        engine,
+        minTcbEvaluationDataNumber: 17,
+      });
+      assert.equal(result.tcbStatus, 'UpToDate');
+    }
+  });
+
+  it('is BAD_CONFIG unless a non-negative integer', () => {
+    for (const value of [-1, 1.5, Number.NaN]) {
+      assert.throws(
+        () => new DcapVerifier({ minTcbEvaluationDataNumber: value }),
+        rejectsWith('BAD_CONFIG', /minTcbEvaluationDataNumber/),
+      );
+    }
+  });
+});
+
 describe('DcapVerifier configuration', () => {
   it('rejects a test root with the WASM engine or both, before any I/O', async () => {
     const authority = await createTestAuthority({ seed: 'dcap-verifier-config' });
 
-    for (const engine of ['both', 'wasm'] as const) {
+    for (const engine of ['both'] as const) {
       assert.throws(
         () => new DcapVerifier({ engine, rootCa: authority.rootCaDer, logger: () => {} }),
         rejectsWith('BAD_CONFIG', /rootCa/),
@@ -205,6 +289,16 @@ describe('DcapVerifier configuration', () => {
     assert.equal(verifier.name, 'dcap:js');
     assert.equal(warnings.length, 1);
     assert.match(warnings[0]!, /NOT checked against Intel/);
+    const result = await verifier.verify(authority.issueQuote());
+    assert.equal(result.testRoot, true);
+  });
+
+  it("marks no result made under Intel's root as a test-root result", async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    for (const engine of ENGINES) {
+      const result = await verifyWithCollateral(quote, collateral, V4_NOW, { engine });
+      assert.equal(result.testRoot, undefined);
+    }
   });
 
   it('rejects an unknown engine name and malformed fixed collateral', () => {

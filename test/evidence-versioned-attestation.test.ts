@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { encode as encodeMsgpack } from '@msgpack/msgpack';
+import { decode as decodeMsgpack, encode as encodeMsgpack } from '@msgpack/msgpack';
 import { isRaTlsError } from '../src/errors.js';
 import {
   decodeLegacyAttestation,
@@ -153,6 +153,49 @@ describe('decodeVersionedAttestation V1 (msgpack)', () => {
     );
     assert.equal(decoded.eventLog.length, 9);
     assert.equal(decoded.eventLog[0]?.imr, 3);
+  });
+
+  test('an envelope repeating a map key is refused, at the top and nested (the decoder would keep the last)', () => {
+    const base = decodeMsgpack(encodeVersionedAttestationV1(v1Input)) as Record<string, unknown>;
+    const concat = (...parts: Uint8Array[]) => new Uint8Array(Buffer.concat(parts));
+    const mapOf = (entries: [string, unknown][]) =>
+      concat(
+        Uint8Array.of(0x80 | entries.length),
+        ...entries.flatMap(([key, value]) => [encodeMsgpack(key), encodeMsgpack(value)]),
+      );
+    // Sanity: the hand-built map encoding decodes like the original when keys are unique.
+    const unique = mapOf(Object.entries(base));
+    assert.equal(decodeVersionedAttestation(unique).format, 'versioned-v1');
+
+    const topLevel = mapOf([...Object.entries(base), ['version', 1]]);
+    assert.throws(
+      () => decodeVersionedAttestation(topLevel),
+      rejectsWith('MALFORMED_ATTESTATION', /repeats the map key "version"/),
+    );
+
+    // Two quotes in platform.data: a forged one first, the real one last.
+    const platform = base['platform'] as { kind: string; data: Record<string, unknown> };
+    const data = mapOf([['quote', new Uint8Array(632)], ...Object.entries(platform.data)]);
+    const platformMap = concat(
+      Uint8Array.of(0x82),
+      encodeMsgpack('kind'),
+      encodeMsgpack(platform.kind),
+      encodeMsgpack('data'),
+      data,
+    );
+    const nested = concat(
+      Uint8Array.of(0x83),
+      encodeMsgpack('version'),
+      encodeMsgpack(1),
+      encodeMsgpack('platform'),
+      platformMap,
+      encodeMsgpack('stack'),
+      encodeMsgpack(base['stack']),
+    );
+    assert.throws(
+      () => decodeVersionedAttestation(nested),
+      rejectsWith('MALFORMED_ATTESTATION', /repeats the map key "quote"/),
+    );
   });
 
   test('other platforms and stacks are unsupported', () => {

@@ -16,8 +16,9 @@ import { parseQuote } from '../../src/evidence/quote.js';
 import { verifyAppIdentity } from '../../src/evidence/rtmr3.js';
 import { decodeVersionedAttestation } from '../../src/evidence/versioned-attestation.js';
 import { applyPolicy, normalizePolicy } from '../../src/policy/policy.js';
-import { PccsClient, readPckInfo } from '../../src/verification/collateral.js';
 import { DcapVerifier } from '../../src/verification/dcap-verifier.js';
+import { PccsClient } from '../../src/verification/pccs-client.js';
+import { readPckInfo } from '../../src/verification/pck-info.js';
 import type { FirstVerification } from '../first-verification.js';
 import { FIXTURE_DIR, FIXTURE_NOW } from '../first-verification.js';
 import type { BenchContext } from '../lib/context.js';
@@ -37,7 +38,8 @@ export interface VerificationSettings {
   readonly microIterations: number;
 }
 
-const ENGINES = ['wasm', 'js', 'both'] as const;
+// 'wasm' alone is no longer a configuration (it ignores the QE identity).
+const ENGINES = ['js', 'both'] as const;
 type Engine = (typeof ENGINES)[number];
 const run = promisify(execFile);
 

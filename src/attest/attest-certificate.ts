@@ -100,6 +100,11 @@ export async function attestCertificate(
       `Verifier ${verifier.name} checks nothing: the quote's signatures and TCB status were not verified.`,
     );
   }
+  if (verification.testRoot === true) {
+    warnings.push(
+      `Verifier ${verifier.name} checked the quote against a TEST root of trust, not Intel's: this proves nothing about real TDX hardware.`,
+    );
+  }
   return freezeReport({
     fingerprint: cert.fingerprint,
     verifiedAt: now.getTime(),
@@ -125,6 +130,8 @@ export async function attestCertificate(
     kms: kmsReport(kmsChain, policy),
     verifier: verification.verifier ?? verifier.name,
     warnings,
+    ...(verification.validUntil === undefined ? {} : { validUntil: verification.validUntil }),
+    ...(verification.testRoot === true ? { testRoot: true } : {}),
   });
 }
 

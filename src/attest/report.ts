@@ -34,7 +34,7 @@ export interface AttestationReport {
   readonly app?: AppIdentity;
   /**
    * The dstack KMS behind the certificate, when the server presented a chain
-   * `[leaf, app CA, KMS root]` whose signatures and dates verified (PROTOCOL.md §1).
+   * `[leaf, app CA, KMS root]` whose signatures and dates verified (docs/protocol.md §1).
    * `pinned` is true only when `policy.trustedKmsRoots` names that root, which
    * then also proved `appId` equal to the attested app-id; unpinned, it is only
    * what was presented (copy `rootSpkiSha256` into a policy once you trust it).
@@ -50,4 +50,15 @@ export interface AttestationReport {
   readonly verifier: string;
   /** Policy warnings (e.g. "allowedMrtds is empty: any MRTD is accepted"), as `policyWarnings` gives them. */
   readonly warnings: readonly string[];
+  /**
+   * Until when (ms since epoch) the evidence behind this report stays valid,
+   * when the verifier knows (DCAP: the collateral's earliest nextUpdate, capped
+   * at `collateralMaxAge` after its fetch). A cached report is not reused past it.
+   */
+  readonly validUntil?: number;
+  /**
+   * True when a test root of trust, not Intel's, vouched for the quote: the
+   * report proves nothing about real hardware (a warning says so too).
+   */
+  readonly testRoot?: boolean;
 }

@@ -103,7 +103,8 @@ Policy:
   --allow-debug            Accept a debug TD (never in production)
 
 Verifier (default: DCAP against Intel's root, collateral from Intel PCS):
-  --engine <wasm|js|both>  DCAP engines that must accept the quote (default both)
+  --engine <both|js>       DCAP engines that must accept the quote (default both;
+                           the WASM engine never decides alone)
   --pccs-url <url>         PCCS to fetch collateral from, e.g. https://pccs.phala.network
   --root-ca <pem file>     Replace Intel's root with a TEST root (js engine only;
                            anything it vouches for proves nothing about hardware)
@@ -159,7 +160,7 @@ const UNPINNED_POLICY = normalizePolicy({
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_VERIFY_TIMEOUT_MS = 30_000;
 const URL_SCHEME = /^postgres(?:ql)?:\/\//i;
-const ENGINES: readonly EngineChoice[] = ['both', 'wasm', 'js'];
+const ENGINES: readonly EngineChoice[] = ['both', 'js'];
 
 /** Parses the `verify` arguments (pure). Throws BAD_CONFIG usage errors naming the flag to fix. */
 export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
@@ -252,7 +253,7 @@ export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
   };
 }
 
-/** --rtmr0/1/2 with one --mrtd make one boot measurement set (PROTOCOL.md §2). */
+/** --rtmr0/1/2 with one --mrtd make one boot measurement set (docs/protocol.md §2). */
 function measurementFlags(
   mrtds: readonly string[],
   rtmr0: string | undefined,
@@ -340,6 +341,11 @@ function parseVerifierChoice(flags: {
       );
     }
     return { kind: 'intel-api' };
+  }
+  if (flags.engine === 'wasm') {
+    throw usageError(
+      '--engine wasm is not offered: the WASM engine does not check the QE identity, so alone it would accept a forged quoting enclave; use --engine both (default) or js',
+    );
   }
   if (flags.engine !== undefined && !(ENGINES as readonly string[]).includes(flags.engine)) {
     throw usageError(

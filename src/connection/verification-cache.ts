@@ -17,8 +17,10 @@ export interface CachedVerification {
 
 /**
  * Attestation reports keyed by certificate fingerprint (SHA-256 of the DER).
- * A report is reused while younger than `maxAgeMs` (its `verifiedAt` counts),
- * so a warm connect costs one TLS handshake and no DCAP work; concurrent
+ * A report is reused while younger than `maxAgeMs` (its `verifiedAt` counts)
+ * and before its evidence expires (its `validUntil`: a fresh verification
+ * would then fail, e.g. COLLATERAL_EXPIRED, so a cached verdict must not
+ * outlive it), so a warm connect costs one TLS handshake and no DCAP work; concurrent
  * verifications of one fingerprint share a single run. Failures are not cached.
  * `clear()` (a policy change) also discards results of runs still in flight.
  */
@@ -38,7 +40,7 @@ export class VerificationCache {
   get(fingerprint: string): AttestationReport | undefined {
     const report = this.#reports.get(fingerprint);
     if (report === undefined) return undefined;
-    if (this.#now() - report.verifiedAt >= this.#maxAgeMs) {
+    if (!this.#fresh(report)) {
       this.#reports.delete(fingerprint);
       return undefined;
     }
@@ -60,7 +62,9 @@ export class VerificationCache {
     this.#inflight.set(fingerprint, promise);
     try {
       const report = await promise;
-      if (generation === this.#generation) this.#reports.set(fingerprint, report);
+      if (generation === this.#generation && this.#fresh(report)) {
+        this.#reports.set(fingerprint, report);
+      }
       return { report, cacheHit: false };
     } finally {
       if (this.#inflight.get(fingerprint) === promise) this.#inflight.delete(fingerprint);
@@ -78,6 +82,13 @@ export class VerificationCache {
     this.#generation++;
     this.#reports.clear();
     this.#inflight.clear();
+  }
+
+  /** Reusable until min(verifiedAt + maxAgeMs, validUntil). */
+  #fresh(report: AttestationReport): boolean {
+    const now = this.#now();
+    if (now - report.verifiedAt >= this.#maxAgeMs) return false;
+    return report.validUntil === undefined || now < report.validUntil;
   }
 
   /** Number of cached reports (fresh or not yet evicted). */

@@ -27,7 +27,7 @@ export interface DialedSocket {
   /**
    * DER of the certificates the peer sent after its leaf, in issuing order
    * (each issued the one before), from the same handshake: the app CA and KMS
-   * root of a dstack KMS chain (PROTOCOL.md §1). Empty when it sent only its leaf.
+   * root of a dstack KMS chain (docs/protocol.md §1). Empty when it sent only its leaf.
    */
   readonly peerIssuersDer: readonly Uint8Array[];
 }

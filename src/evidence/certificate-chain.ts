@@ -4,7 +4,7 @@ import { Certificate } from '@peculiar/asn1-x509';
 import { sha256, toHex } from '../util/bytes.js';
 import { RA_TLS_OIDS, unwrapOctetString } from './certificate.js';
 
-/** What the issuing CAs behind an RA-TLS leaf prove (PROTOCOL.md §1, §2). */
+/** What the issuing CAs behind an RA-TLS leaf prove (docs/protocol.md §1, §2). */
 export type KmsChainFacts =
   | {
       /** `[leaf, app CA, KMS root]`: every signature and validity window checked at `now`. */
@@ -22,7 +22,7 @@ export type KmsChainFacts =
       readonly lastSpkiSha256?: string;
     };
 
-/** Length of the app-id claim: dstack app-ids are 20 bytes (PROTOCOL.md §1). */
+/** Length of the app-id claim: dstack app-ids are 20 bytes (docs/protocol.md §1). */
 const APP_ID_BYTES = 20;
 
 /**
@@ -32,7 +32,7 @@ const APP_ID_BYTES = 20;
  * its validity window at `now`, and the app CA carrying a 20-byte app-id claim.
  * A dstack KMS issues an app CA only to CVMs whose boot measurements it
  * authorised, so a verified chain ending in a pinned root proves the OS that
- * wrote RTMR3 was one the KMS trusts (PROTOCOL.md §2).
+ * wrote RTMR3 was one the KMS trusts (docs/protocol.md §2).
  *
  * Pure and total: a malformed, missing or foreign chain yields
  * `{ verified: false, reason }`, never an exception. Whether the root is

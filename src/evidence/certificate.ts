@@ -2,6 +2,8 @@ import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate, type Name } from '@peculiar/asn1-x509';
 import { RaTlsError } from '../errors.js';
 import { sha256, toHex } from '../util/bytes.js';
+import { type DerElement, readDerElement } from '../util/der.js';
+import { pemBlocks } from '../util/pem.js';
 import type { DecodedAttestation, RaTlsCertificate } from './types.js';
 import {
   decodeLegacyAttestation,
@@ -116,9 +118,9 @@ function readAttestation(extensions: ReadonlyMap<string, Uint8Array>): DecodedAt
  * The header must be a minimal DER length and cover the value exactly.
  */
 export function unwrapOctetString(extnValue: Uint8Array, oid: string): Uint8Array {
-  let tlv: Tlv;
+  let tlv: DerElement;
   try {
-    tlv = readTlv(extnValue, 0);
+    tlv = readDerElement(extnValue, 0);
   } catch (cause) {
     throw badWrapping(oid, describe(cause));
   }
@@ -131,39 +133,6 @@ export function unwrapOctetString(extnValue: Uint8Array, oid: string): Uint8Arra
   return new Uint8Array(extnValue.subarray(tlv.valueStart, tlv.end));
 }
 
-interface Tlv {
-  readonly tag: number;
-  readonly valueStart: number;
-  readonly end: number;
-}
-
-/** Reads one DER tag-length header at `offset` (single-byte tags, definite minimal lengths). */
-function readTlv(bytes: Uint8Array, offset: number): Tlv {
-  if (offset + 2 > bytes.byteLength) throw new Error('truncated DER header');
-  const tag = bytes[offset]!;
-  if ((tag & 0x1f) === 0x1f) throw new Error('multi-byte DER tags are not expected here');
-  const first = bytes[offset + 1]!;
-  let length: number;
-  let headerLength: number;
-  if (first < 0x80) {
-    length = first;
-    headerLength = 2;
-  } else {
-    const count = first & 0x7f;
-    if (count === 0) throw new Error('indefinite BER length is not DER');
-    if (count > 4) throw new Error('DER length field is too long');
-    if (offset + 2 + count > bytes.byteLength) throw new Error('truncated DER length');
-    length = 0;
-    for (let i = 0; i < count; i++) length = length * 256 + bytes[offset + 2 + i]!;
-    if (bytes[offset + 2]! === 0 || length < 0x80) throw new Error('non-minimal DER length');
-    headerLength = 2 + count;
-  }
-  const valueStart = offset + headerLength;
-  const end = valueStart + length;
-  if (end > bytes.byteLength) throw new Error('DER length runs past the end of the input');
-  return { tag, valueStart, end };
-}
-
 /**
  * Returns the exact DER bytes of the leaf's SubjectPublicKeyInfo. Taken from
  * the certificate as sent (not re-encoded) because report_data binds these
@@ -172,19 +141,19 @@ function readTlv(bytes: Uint8Array, offset: number): Tlv {
  */
 function locateSpki(der: Uint8Array): Uint8Array {
   try {
-    const certificate = readTlv(der, 0);
+    const certificate = readDerElement(der, 0);
     if (certificate.tag !== TAG_SEQUENCE) throw new Error('not a SEQUENCE');
     if (certificate.end !== der.byteLength) {
       throw new Error(`${der.byteLength - certificate.end} bytes follow the certificate`);
     }
-    const tbs = readTlv(der, certificate.valueStart);
+    const tbs = readDerElement(der, certificate.valueStart);
     if (tbs.tag !== TAG_SEQUENCE) throw new Error('tbsCertificate is not a SEQUENCE');
     let cursor = tbs.valueStart;
-    const first = readTlv(der, cursor);
+    const first = readDerElement(der, cursor);
     // Skip [0] version (optional), serialNumber, signature, issuer, validity, subject.
     const skip = first.tag === TAG_VERSION ? 6 : 5;
-    for (let i = 0; i < skip; i++) cursor = readTlv(der, cursor).end;
-    const spki = readTlv(der, cursor);
+    for (let i = 0; i < skip; i++) cursor = readDerElement(der, cursor).end;
+    const spki = readDerElement(der, cursor);
     if (spki.tag !== TAG_SEQUENCE || spki.end > tbs.end) {
       throw new Error('subjectPublicKeyInfo is missing');
     }
@@ -194,24 +163,23 @@ function locateSpki(der: Uint8Array): Uint8Array {
   }
 }
 
-const PEM_BLOCK = /-----BEGIN CERTIFICATE-----([^-]*)-----END CERTIFICATE-----/;
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
-
 function pemToDer(pem: string): Uint8Array {
   if (pem.length > MAX_CERTIFICATE_BYTES * 2) {
     throw badCertificate('the PEM text is too large');
   }
-  const match = PEM_BLOCK.exec(pem);
-  if (match === null) {
+  let blocks: Uint8Array[];
+  try {
+    blocks = pemBlocks(pem, 'CERTIFICATE');
+  } catch {
+    throw badCertificate('the PEM block is not valid base64');
+  }
+  const der = blocks[0];
+  if (der === undefined) {
     throw badCertificate(
       'the text has no "-----BEGIN CERTIFICATE-----" block; pass DER bytes or PEM',
     );
   }
-  const body = match[1]!.replace(/\s+/g, '');
-  if (body.length === 0 || body.length % 4 !== 0 || !BASE64.test(body)) {
-    throw badCertificate('the PEM block is not valid base64');
-  }
-  return new Uint8Array(Buffer.from(body, 'base64'));
+  return der;
 }
 
 const NAME_KEYS: Readonly<Record<string, string>> = {

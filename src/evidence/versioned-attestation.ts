@@ -119,6 +119,12 @@ function decodeV1(bytes: Uint8Array): DecodedAttestation {
       cause,
     );
   }
+  // The decoder keeps the last of duplicate keys: an envelope that says two
+  // things about one field must not be read as either.
+  const duplicate = findDuplicateMapKey(bytes);
+  if (duplicate !== undefined) {
+    throw malformed(`the V1 msgpack repeats the map key ${JSON.stringify(duplicate)}`);
+  }
   const top = record(root, 'attestation');
   if (top['version'] !== 1) {
     throw new RaTlsError(
@@ -331,4 +337,111 @@ function badEventLog(reason: string, cause?: unknown): RaTlsError {
     `The legacy event log (extension 1.3.6.1.4.1.62397.1.2) is malformed: ${reason}`,
     { cause },
   );
+}
+
+/** Nesting deeper than any V1 envelope; past it the scan refuses instead of recursing on. */
+const MAX_MSGPACK_DEPTH = 32;
+
+/**
+ * Walks msgpack that already decoded and returns the first key repeated
+ * within one map (as text, or hex for non-string keys), else undefined.
+ * Keys compare by their exact encoding, which for strings is their bytes.
+ */
+function findDuplicateMapKey(bytes: Uint8Array): string | undefined {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let duplicate: string | undefined;
+  const size = (at: number, width: 1 | 2 | 4): number =>
+    width === 1 ? view.getUint8(at) : width === 2 ? view.getUint16(at) : view.getUint32(at);
+  // Returns the offset after the item at `at`.
+  const skip = (at: number, depth: number): number => {
+    if (depth > MAX_MSGPACK_DEPTH) throw new RangeError('msgpack nested too deeply');
+    const b = view.getUint8(at);
+    if (b <= 0x7f || b >= 0xe0 || b === 0xc0 || b === 0xc2 || b === 0xc3) return at + 1;
+    if (b >= 0xa0 && b <= 0xbf) return at + 1 + (b & 0x1f);
+    if (b >= 0x90 && b <= 0x9f) return items(at + 1, b & 0x0f, depth);
+    if (b >= 0x80 && b <= 0x8f) return map(at + 1, b & 0x0f, depth);
+    switch (b) {
+      case 0xc4:
+      case 0xd9:
+        return at + 2 + size(at + 1, 1);
+      case 0xc5:
+      case 0xda:
+        return at + 3 + size(at + 1, 2);
+      case 0xc6:
+      case 0xdb:
+        return at + 5 + size(at + 1, 4);
+      case 0xc7:
+        return at + 3 + size(at + 1, 1);
+      case 0xc8:
+        return at + 4 + size(at + 1, 2);
+      case 0xc9:
+        return at + 6 + size(at + 1, 4);
+      case 0xca:
+        return at + 5;
+      case 0xcb:
+        return at + 9;
+      case 0xcc:
+      case 0xd0:
+        return at + 2;
+      case 0xcd:
+      case 0xd1:
+        return at + 3;
+      case 0xce:
+      case 0xd2:
+        return at + 5;
+      case 0xcf:
+      case 0xd3:
+        return at + 9;
+      case 0xd4:
+        return at + 3;
+      case 0xd5:
+        return at + 4;
+      case 0xd6:
+        return at + 6;
+      case 0xd7:
+        return at + 10;
+      case 0xd8:
+        return at + 18;
+      case 0xdc:
+        return items(at + 3, size(at + 1, 2), depth);
+      case 0xdd:
+        return items(at + 5, size(at + 1, 4), depth);
+      case 0xde:
+        return map(at + 3, size(at + 1, 2), depth);
+      case 0xdf:
+        return map(at + 5, size(at + 1, 4), depth);
+      default:
+        throw new RangeError(`msgpack byte 0x${b.toString(16)} is not a type`);
+    }
+  };
+  const items = (at: number, count: number, depth: number): number => {
+    let cursor = at;
+    for (let i = 0; i < count; i++) cursor = skip(cursor, depth + 1);
+    return cursor;
+  };
+  const map = (at: number, count: number, depth: number): number => {
+    const keys = new Set<string>();
+    let cursor = at;
+    for (let i = 0; i < count; i++) {
+      const keyEnd = skip(cursor, depth + 1);
+      const key = Buffer.from(bytes.subarray(cursor, keyEnd)).toString('hex');
+      if (keys.has(key) && duplicate === undefined) duplicate = describeKey(bytes, cursor, keyEnd);
+      keys.add(key);
+      cursor = skip(keyEnd, depth + 1);
+    }
+    return cursor;
+  };
+  try {
+    skip(0, 0);
+  } catch (cause) {
+    throw malformed('the V1 msgpack cannot be walked', cause);
+  }
+  return duplicate;
+}
+
+function describeKey(bytes: Uint8Array, start: number, end: number): string {
+  const b = bytes[start]!;
+  const header = b >= 0xa0 && b <= 0xbf ? 1 : b === 0xd9 ? 2 : b === 0xda ? 3 : b === 0xdb ? 5 : 0;
+  if (header === 0) return `0x${Buffer.from(bytes.subarray(start, end)).toString('hex')}`;
+  return Buffer.from(bytes.subarray(start + header, end)).toString('utf8');
 }

@@ -1,9 +1,10 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { DstackClient } from '@phala/dstack-sdk';
 import { describeCause, RaTlsError } from '../errors.js';
+import { Backoff } from '../util/backoff.js';
 import { parseDuration } from '../util/duration.js';
 import { resolveDstackEndpoint } from './dstack-endpoint.js';
+import { callGuestAgent, GuestAgentCallError } from './guest-agent-rpc.js';
 
 /** A TLS client credential: PKCS#8 private key PEM and certificate chain PEM (leaf first). */
 export interface ClientCertificate {
@@ -58,6 +59,9 @@ const MAX_TIMER_DELAY = 2 ** 31 - 1;
 const MIN_RETRY_DELAY = 1000;
 const CLOCK_SKEW_MS = 5 * 60_000;
 const MAX_RETRY_DELAY = 60_000;
+/** After a failed agent call, get() fails fast for 0.25–0.5 s, doubling per failure up to 15–30 s. */
+const AGENT_BACKOFF_INITIAL_MS = 500;
+const AGENT_BACKOFF_MAX_MS = 30_000;
 
 /**
  * The client certificate this process presents to the teesql sidecar, which
@@ -78,9 +82,11 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
   readonly #requestTimeoutMs: number;
   readonly #lifetimeMs: number;
   readonly #now: () => number;
-  /** The agent has no Version RPC (< 0.5.7), so the SDK refuses validity options. */
-  #validityUnsupported = false;
-  #client: DstackClient | undefined;
+  /** Whether the agent has the Version RPC (≥ 0.5.7) and so honours validity options; asked once. */
+  #validitySupported: boolean | undefined;
+  /** Spaces out calls to a failing agent (get() fails fast in between). */
+  readonly #backoff: Backoff;
+  #lastFailure: RaTlsError | undefined;
   #current: IssuedClientCertificate | undefined;
   #inflight: Promise<IssuedClientCertificate> | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -90,6 +96,11 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
   constructor(options: ClientIdentityOptions = {}) {
     super();
     this.#now = options.now ?? Date.now;
+    this.#backoff = new Backoff({
+      initialMs: AGENT_BACKOFF_INITIAL_MS,
+      maxMs: AGENT_BACKOFF_MAX_MS,
+      now: () => this.#now(),
+    });
     this.#subject = options.subject ?? 'pg-ra-tls';
     this.#requestTimeoutMs = parseDuration(options.requestTimeout ?? '10s', 'requestTimeout');
     this.#lifetimeMs = parseDuration(options.lifetime ?? '1h', 'clientCertLifetime');
@@ -145,6 +156,15 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
     const now = this.#now();
     if (cached !== undefined && now < cached.refreshAt) return cached;
     try {
+      // A failing agent is asked again only after a jittered, growing pause;
+      // callers in between get the last failure at once instead of a new call each.
+      if (
+        this.#inflight === undefined &&
+        this.#lastFailure !== undefined &&
+        !this.#backoff.ready()
+      ) {
+        throw this.#lastFailure;
+      }
       return await this.#refresh();
     } catch (error) {
       if (cached !== undefined && now < cached.notAfter.getTime()) return cached;
@@ -168,32 +188,29 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
 
   async #fetch(): Promise<IssuedClientCertificate> {
     const endpoint = this.endpoint!;
-    this.#client ??= new (await loadDstackClient(endpoint))(endpoint);
     this.#agentRequests++;
-    let timer: NodeJS.Timeout | undefined;
     let response: { key?: unknown; certificate_chain?: unknown };
     try {
-      response = await Promise.race([
-        this.#requestTlsKey(this.#client),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`no answer within ${this.#requestTimeoutMs} ms`)),
-            this.#requestTimeoutMs,
-          );
-          timer.unref();
-        }),
-      ]);
+      response = await this.#requestTlsKey(endpoint);
     } catch (cause) {
-      throw new RaTlsError(
+      const failure = new RaTlsError(
         'CLIENT_CERT_UNAVAILABLE',
         `the dstack guest agent at ${endpoint} did not issue a client certificate ` +
           `(GetTlsKey: ${describeCause(cause)}); check that the agent is running and reachable`,
         { cause, details: { endpoint } },
       );
-    } finally {
-      clearTimeout(timer);
+      this.#failed(failure);
+      throw failure;
     }
-    const issued = this.#readResponse(response, endpoint);
+    let issued: IssuedClientCertificate;
+    try {
+      issued = this.#readResponse(response, endpoint);
+    } catch (error) {
+      this.#failed(error as RaTlsError);
+      throw error;
+    }
+    this.#backoff.succeeded();
+    this.#lastFailure = undefined;
     if (this.#closed) return issued;
     this.#current = issued;
     this.#schedule(issued.refreshAt);
@@ -201,31 +218,51 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
     return issued;
   }
 
-  /** GetTlsKey for RA-TLS client auth, short-lived where the agent supports validity options. */
-  async #requestTlsKey(
-    client: DstackClient,
-  ): Promise<{ key?: unknown; certificate_chain?: unknown }> {
+  #failed(failure: RaTlsError): void {
+    this.#lastFailure = failure;
+    this.#backoff.failed();
+  }
+
+  /**
+   * GetTlsKey for RA-TLS client auth, short-lived where the agent supports
+   * validity options (it has the Version RPC, ≥ 0.5.7: older agents reject
+   * the unknown fields). One deadline covers both calls.
+   */
+  async #requestTlsKey(endpoint: string): Promise<{ key?: unknown; certificate_chain?: unknown }> {
+    const deadline = performance.now() + this.#requestTimeoutMs;
+    const remaining = (): number => Math.max(1, Math.ceil(deadline - performance.now()));
     const usage = {
       subject: this.#subject,
-      usageRaTls: true,
-      usageClientAuth: true,
-      usageServerAuth: false,
+      usage_ra_tls: true,
+      usage_server_auth: false,
+      usage_client_auth: true,
     };
-    if (this.#validityUnsupported) return client.getTlsKey(usage);
-    const now = this.#now();
-    try {
-      return await client.getTlsKey({
-        ...usage,
-        // A little slack for the server's clock.
-        notBefore: Math.floor((now - CLOCK_SKEW_MS) / 1000),
-        notAfter: Math.ceil((now + this.#lifetimeMs) / 1000),
-      });
-    } catch (error) {
-      // @phala/dstack-sdk refuses validity options before sending when the agent has no Version RPC.
-      if (!/not supported: OS version too old/.test(describeCause(error))) throw error;
-      this.#validityUnsupported = true;
-      return client.getTlsKey(usage);
+    if (this.#validitySupported === undefined) {
+      try {
+        await callGuestAgent(endpoint, 'Version', {}, remaining());
+        this.#validitySupported = true;
+      } catch (error) {
+        // Only an agent that refused the method (4xx) is old; no answer or a 5xx is a failure.
+        const status = error instanceof GuestAgentCallError ? error.status : undefined;
+        if (status === undefined || status < 400 || status > 499) throw error;
+        this.#validitySupported = false;
+      }
     }
+    const now = this.#now();
+    const answer = await callGuestAgent(
+      endpoint,
+      'GetTlsKey',
+      this.#validitySupported
+        ? {
+            ...usage,
+            // A little slack for the server's clock.
+            not_before: Math.floor((now - CLOCK_SKEW_MS) / 1000),
+            not_after: Math.ceil((now + this.#lifetimeMs) / 1000),
+          }
+        : usage,
+      remaining(),
+    );
+    return typeof answer === 'object' && answer !== null ? answer : {};
   }
 
   #readResponse(
@@ -299,25 +336,4 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
       this.#schedule(this.#now() + retry);
     });
   }
-}
-
-let sdk: Promise<typeof DstackClient> | undefined;
-
-/**
- * Loads @phala/dstack-sdk on first use only: its entry point pulls in
- * @noble/curves and viem-style helpers at load time that users with
- * clientCertOverride never need. (0.5.8 declares @noble/curves optional but
- * cannot load without it, so pg-ra-tls depends on it directly.)
- */
-function loadDstackClient(endpoint: string): Promise<typeof DstackClient> {
-  sdk ??= import('@phala/dstack-sdk').then((module) => module.DstackClient);
-  return sdk.catch((cause: unknown) => {
-    sdk = undefined;
-    throw new RaTlsError(
-      'CLIENT_CERT_UNAVAILABLE',
-      `@phala/dstack-sdk could not be loaded (${describeCause(cause)}); ` +
-        'reinstall pg-ra-tls so its dependencies @phala/dstack-sdk and @noble/curves are present',
-      { cause, details: { endpoint } },
-    );
-  });
 }

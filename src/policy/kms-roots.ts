@@ -51,7 +51,7 @@ function pinOf(item: unknown): string | undefined {
 }
 
 /**
- * The KMS rule (PROTOCOL.md §1, §2): with `trustedKmsRoots` set, the chain the
+ * The KMS rule (docs/protocol.md §1, §2): with `trustedKmsRoots` set, the chain the
  * server presented in the verified handshake must be a verified
  * `[leaf, app CA, KMS root]` ending in a pinned root (KMS_NOT_TRUSTED), and the
  * app-id the KMS put in the app CA must be the app-id the RTMR3 replay proved

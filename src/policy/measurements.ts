@@ -3,7 +3,7 @@ import type { ParsedQuote } from '../evidence/types.js';
 import { normalizeHex } from '../util/bytes.js';
 import type { MeasurementSet } from './types.js';
 
-/** Boot registers in boot order (PROTOCOL.md §2); `rtmr0` alone may be left out of a set. */
+/** Boot registers in boot order (docs/protocol.md §2); `rtmr0` alone may be left out of a set. */
 const REGISTERS = ['mrtd', 'rtmr0', 'rtmr1', 'rtmr2'] as const;
 type Register = (typeof REGISTERS)[number];
 const REGISTER_NAMES: Readonly<Record<Register, string>> = {
@@ -72,7 +72,7 @@ export function normalizeMeasurementSets(value: unknown): readonly MeasurementSe
 }
 
 /**
- * Passes when one set matches every register it names (PROTOCOL.md §2). Throws
+ * Passes when one set matches every register it names (docs/protocol.md §2). Throws
  * MEASUREMENT_NOT_ALLOWED naming the register in which the closest set (the one
  * matching the longest prefix of the boot chain) differs, with the server's
  * value, so an operator sees whether firmware, VM shape, kernel or initrd moved.

@@ -68,7 +68,7 @@ export function policyWarnings(policy: NormalizedPolicy): string[] {
       'policy.allowedMrtds is empty: any MRTD (any firmware, any OS) is accepted; pin policy.allowedMeasurements or policy.trustedKmsRoots.',
     );
   }
-  // PROTOCOL.md §2: MRTD measures only the firmware, and RTMR3 events are written by the
+  // docs/protocol.md §2: MRTD measures only the firmware, and RTMR3 events are written by the
   // booted OS: without the boot chain or a KMS root pinned, a foreign kernel can claim them.
   const weakPins = [
     ...(policy.allowedMrtds.length > 0 ? ['policy.allowedMrtds'] : []),
@@ -111,7 +111,7 @@ export interface PolicyFacts {
  * KMS_NOT_TRUSTED, APP_ID_MISMATCH, APP_IDENTITY_UNVERIFIED, APP_NOT_ALLOWED
  * or COMPOSE_HASH_NOT_ALLOWED; each message names the offending value and the
  * option to change. The boot chain and KMS rules run before the app rules,
- * because they are what makes the app-id trustworthy (PROTOCOL.md §2).
+ * because they are what makes the app-id trustworthy (docs/protocol.md §2).
  */
 export function applyPolicy(facts: PolicyFacts, policy: NormalizedPolicy): void {
   const { quote } = facts;

@@ -13,7 +13,7 @@ export interface Policy {
   /** Allowed compose-hashes (32-byte hex) from verified RTMR3 events. Empty or absent: any. */
   readonly allowedComposeHashes?: readonly string[];
   /**
-   * Accepted boot chains (PROTOCOL.md §2): the server passes only if one set
+   * Accepted boot chains (docs/protocol.md §2): the server passes only if one set
    * matches every register it names. Pin this (or `trustedKmsRoots`) before
    * trusting app-id or compose-hash: they are written by the OS these
    * registers measure. Absent: not checked. An empty list is refused
@@ -35,7 +35,7 @@ export interface Policy {
 }
 
 /**
- * One accepted boot chain, 48-byte hex registers (PROTOCOL.md §2): MRTD the
+ * One accepted boot chain, 48-byte hex registers (docs/protocol.md §2): MRTD the
  * firmware, RTMR0 its configuration (the VM's CPU/memory shape), RTMR1 the
  * kernel, RTMR2 the command line and initrd. Omit `rtmr0` to accept every VM
  * shape of one image.

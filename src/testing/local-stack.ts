@@ -91,7 +91,7 @@ export interface LocalStackOptions {
 /** What the database CVM attests: the values `clientOptions` pin. Lowercase hex. */
 export interface LocalStackExpectedIdentity {
   readonly mrtd: string;
-  /** The rest of the boot chain (PROTOCOL.md §2). */
+  /** The rest of the boot chain (docs/protocol.md §2). */
   readonly rtmr0: string;
   readonly rtmr1: string;
   readonly rtmr2: string;

@@ -46,6 +46,19 @@ export interface PccsServer {
   setStalled(stalled: boolean): void;
   /** While true, every request gets HTTP 503. */
   setDown(down: boolean): void;
+  /**
+   * While true, every request gets HTTP 200 with an endless body (no
+   * Content-Length), written as fast as the client reads it, until the client
+   * hangs up: a malicious PCCS trying to exhaust the client's memory.
+   */
+  setFlooding(flooding: boolean): void;
+  /** Body bytes the flooding answers have handed to the network so far. */
+  readonly floodedBytes: number;
+  /**
+   * Resolves once the server has received `total` requests in all (counted as
+   * in {@link requests}): lets a test act only after a request truly arrived.
+   */
+  receivedRequests(total: number): Promise<void>;
   /** Stops the server and drops held and open connections. */
   close(): Promise<void>;
 }
@@ -58,6 +71,10 @@ export async function startPccsServer(options: PccsServerOptions): Promise<PccsS
   const held = new Set<ServerResponse>();
   let stalled = false;
   let down = false;
+  let flooding = false;
+  let floodedBytes = 0;
+  const waiting: { total: number; resolve: () => void }[] = [];
+  const received = (): number => Object.values(requests).reduce((sum, n) => sum + n, 0);
 
   const provide = (fmspc: string | undefined): Collateral | undefined =>
     typeof options.collateral === 'function' ? options.collateral(fmspc) : options.collateral;
@@ -66,9 +83,30 @@ export async function startPccsServer(options: PccsServerOptions): Promise<PccsS
     const url = new URL(req.url ?? '/', 'http://pccs.invalid');
     const endpoint = endpointOf(url.pathname);
     requests[endpoint]++;
+    for (const waiter of waiting.filter((w) => received() >= w.total)) {
+      waiting.splice(waiting.indexOf(waiter), 1);
+      waiter.resolve();
+    }
     if (stalled) {
       held.add(res);
       res.on('close', () => held.delete(res));
+      return;
+    }
+    if (flooding) {
+      held.add(res);
+      res.on('close', () => held.delete(res));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      const pump = (): void => {
+        while (!res.destroyed) {
+          floodedBytes += chunk.byteLength;
+          if (!res.write(chunk)) {
+            res.once('drain', pump);
+            return;
+          }
+        }
+      };
+      pump();
       return;
     }
     let reply: Reply;
@@ -102,6 +140,16 @@ export async function startPccsServer(options: PccsServerOptions): Promise<PccsS
     },
     setDown(value: boolean) {
       down = value;
+    },
+    setFlooding(value: boolean) {
+      flooding = value;
+    },
+    get floodedBytes() {
+      return floodedBytes;
+    },
+    receivedRequests(total: number) {
+      if (received() >= total) return Promise.resolve();
+      return new Promise<void>((resolve) => waiting.push({ total, resolve }));
     },
     close() {
       for (const res of held) res.destroy();

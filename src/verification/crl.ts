@@ -8,6 +8,11 @@
  * the trusted root; thisUpdate ≤ now < nextUpdate; each certificate of the
  * quote's PCK chain is covered by a CRL and not revoked. Pure code: bytes in,
  * verdict out.
+ *
+ * The work that depends only on the collateral (parsing both CRLs, checking
+ * their signatures and the issuer chain) is done once per collateral set by
+ * {@link prepareCrls}; per quote, {@link checkPckChain} only compares dates
+ * and looks serial numbers up.
  */
 import { createVerify, X509Certificate } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
@@ -52,17 +57,6 @@ const DIGEST_BY_SIGNATURE_OID: Readonly<Record<string, string>> = {
   '1.2.840.10045.4.3.3': 'SHA384',
 };
 
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----/g;
-
-/** DER certificates of a PEM chain, in order. Text outside the PEM blocks is ignored. */
-export function pemCertificates(pem: string): Uint8Array[] {
-  const ders: Uint8Array[] = [];
-  for (const match of pem.matchAll(PEM_CERTIFICATE)) {
-    ders.push(new Uint8Array(Buffer.from((match[1] ?? '').replace(/\s+/g, ''), 'base64')));
-  }
-  return ders;
-}
-
 /** Parses a DER CRL; throws CRL_INVALID naming `label` when it cannot be decoded. */
 export function parseCrl(der: Uint8Array, label: string): ParsedCrl {
   let crl: CertificateList;
@@ -101,7 +95,12 @@ export function parseCrl(der: Uint8Array, label: string): ParsedCrl {
  * that `now` lies in [thisUpdate, nextUpdate). Throws CRL_INVALID otherwise.
  */
 export function verifyCrl(crl: ParsedCrl, issuerDer: Uint8Array, now: Date, label: string): void {
-  const issuer = readCertificate(issuerDer, `issuer of the ${label}`);
+  verifyCrlSignature(crl, readCertificate(issuerDer, `issuer of the ${label}`), label);
+  checkCrlDates(crl, now, label);
+}
+
+// Issuer name, signature and the presence of nextUpdate: facts of the CRL alone.
+function verifyCrlSignature(crl: ParsedCrl, issuer: CertificateFacts, label: string): void {
   const details = { crl: label };
   if (!bytesEqual(crl.issuer, issuer.subject)) {
     throw new RaTlsError(
@@ -140,6 +139,20 @@ export function verifyCrl(crl: ParsedCrl, issuerDer: Uint8Array, now: Date, labe
       },
     );
   }
+}
+
+// thisUpdate ≤ now < nextUpdate: the per-verification part of a CRL's check.
+function checkCrlDates(crl: ParsedCrl, now: Date, label: string): void {
+  const details = { crl: label };
+  if (crl.nextUpdate === undefined) {
+    throw new RaTlsError(
+      'CRL_INVALID',
+      `The ${label} has no nextUpdate, so its freshness is unknown`,
+      {
+        details,
+      },
+    );
+  }
   if (now < crl.thisUpdate || now >= crl.nextUpdate) {
     throw new RaTlsError(
       'CRL_INVALID',
@@ -161,16 +174,28 @@ export function isRevoked(crl: ParsedCrl, certDer: Uint8Array): boolean {
   return crl.revokedSerials.has(readCertificate(certDer, 'certificate').serial);
 }
 
+/** The collateral's CRLs, parsed and checked once: signatures, issuer chain, issuer not revoked. */
+export interface PreparedCrls {
+  /** DER of the trusted root the CRLs were checked against. */
+  readonly trustedRootCa: Uint8Array;
+  readonly rootCrl: ParsedCrl;
+  readonly pckCrl: ParsedCrl;
+}
+
+/** What {@link prepareCrls} needs: the collateral side of {@link StrictCrlInput}. */
+export type CrlCollateralInput = Pick<
+  StrictCrlInput,
+  'rootCaCrl' | 'pckCrl' | 'pckCrlIssuerChain' | 'trustedRootCa'
+>;
+
 /**
- * The strict CRL check of docs/protocol.md §3: both CRLs signed by their issuing CA
- * (the PCK CRL's issuer itself signed by the trusted root and not revoked),
- * both current at `now`, and every certificate of the quote's PCK chain below
- * the root covered by one of them and not revoked.
- *
- * Returns the earliest nextUpdate of the two CRLs (ms since epoch).
- * Throws CRL_INVALID or PCK_REVOKED.
+ * The part of the strict CRL check that depends only on the collateral and
+ * the root: the PCK CRL issuer chain ends in the trusted root and is signed
+ * link by link; both CRLs are signed by their issuing CA and carry a
+ * nextUpdate; the PCK CRL's issuer is not revoked by the root CA CRL.
+ * Throws CRL_INVALID or PCK_REVOKED. Dates are checked per verification.
  */
-export function checkCrlsStrictly(input: StrictCrlInput): { readonly validUntil: number } {
+export function prepareCrls(input: CrlCollateralInput): PreparedCrls {
   const root = readCertificate(input.trustedRootCa, 'trusted root CA');
   const issuerChain = input.pckCrlIssuerChain.map((der, i) =>
     readCertificate(der, `PCK CRL issuer chain certificate ${i}`),
@@ -202,9 +227,9 @@ export function checkCrlsStrictly(input: StrictCrlInput): { readonly validUntil:
   }
 
   const rootCrl = parseCrl(input.rootCaCrl, 'root CA CRL');
-  verifyCrl(rootCrl, root.der, input.now, 'root CA CRL');
+  verifyCrlSignature(rootCrl, root, 'root CA CRL');
   const pckCrl = parseCrl(input.pckCrl, 'PCK CRL');
-  verifyCrl(pckCrl, pckCrlIssuer.der, input.now, 'PCK CRL');
+  verifyCrlSignature(pckCrl, pckCrlIssuer, 'PCK CRL');
   if (rootCrl.revokedSerials.has(pckCrlIssuer.serial)) {
     throw new RaTlsError(
       'PCK_REVOKED',
@@ -212,14 +237,31 @@ export function checkCrlsStrictly(input: StrictCrlInput): { readonly validUntil:
     );
   }
 
-  const pckChain = input.pckChain.map((der, i) =>
-    readCertificate(der, `PCK chain certificate ${i} in the quote`),
+  return { trustedRootCa: root.der, rootCrl, pckCrl };
+}
+
+/**
+ * The per-quote part of the strict CRL check: both CRLs current at `now`, and
+ * every certificate of the quote's PCK chain below the root covered by one of
+ * them and not revoked. Returns the earliest nextUpdate of the two CRLs (ms
+ * since epoch). Throws CRL_INVALID or PCK_REVOKED.
+ */
+export function checkPckChain(
+  prepared: PreparedCrls,
+  chainDer: readonly Uint8Array[],
+  now: Date,
+): { readonly validUntil: number } {
+  const { rootCrl, pckCrl } = prepared;
+  checkCrlDates(rootCrl, now, 'root CA CRL');
+  checkCrlDates(pckCrl, now, 'PCK CRL');
+  const pckChain = chainDer.map((der, i) =>
+    readIssuerAndSerial(der, `PCK chain certificate ${i} in the quote`),
   );
   if (pckChain.length === 0) {
     throw new RaTlsError('CRL_INVALID', 'The quote carries no PCK certificate chain to check');
   }
   for (const [i, cert] of pckChain.entries()) {
-    if (bytesEqual(cert.der, root.der)) continue;
+    if (bytesEqual(cert.der, prepared.trustedRootCa)) continue;
     const crl = bytesEqual(cert.issuer, pckCrl.issuer)
       ? pckCrl
       : bytesEqual(cert.issuer, rootCrl.issuer)
@@ -246,6 +288,14 @@ export function checkCrlsStrictly(input: StrictCrlInput): { readonly validUntil:
   };
 }
 
+/**
+ * The strict CRL check of docs/protocol.md §3 in one call: {@link prepareCrls}
+ * then {@link checkPckChain}. Throws CRL_INVALID or PCK_REVOKED.
+ */
+export function checkCrlsStrictly(input: StrictCrlInput): { readonly validUntil: number } {
+  return checkPckChain(prepareCrls(input), input.pckChain, input.now);
+}
+
 interface CertificateFacts {
   readonly der: Uint8Array;
   readonly x509: X509Certificate;
@@ -263,6 +313,26 @@ function readCertificate(der: Uint8Array, label: string): CertificateFacts {
       der,
       x509: new X509Certificate(der),
       subject: nameDer(cert.tbsCertificate.subject),
+      issuer: nameDer(cert.tbsCertificate.issuer),
+      serial: serialHex(new Uint8Array(cert.tbsCertificate.serialNumber)),
+    };
+  } catch (cause) {
+    throw new RaTlsError('CRL_INVALID', `The ${label} is not a DER X.509 certificate`, {
+      cause,
+      details: { certificate: label },
+    });
+  }
+}
+
+// Only what the serial lookup needs, without building a crypto X509Certificate.
+function readIssuerAndSerial(
+  der: Uint8Array,
+  label: string,
+): { readonly der: Uint8Array; readonly issuer: Uint8Array; readonly serial: string } {
+  try {
+    const cert = AsnConvert.parse(der, Certificate);
+    return {
+      der,
       issuer: nameDer(cert.tbsCertificate.issuer),
       serial: serialHex(new Uint8Array(cert.tbsCertificate.serialNumber)),
     };

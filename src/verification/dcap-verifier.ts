@@ -6,27 +6,32 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { constants as qvlConstants } from '@phala/dcap-qvl';
-import { RaTlsError } from '../errors.js';
+import { describeCause, RaTlsError } from '../errors.js';
 import { fromHex } from '../util/bytes.js';
+import { parseDuration } from '../util/duration.js';
+import { pemBlocks } from '../util/pem.js';
 import {
   type Collateral,
-  CollateralCache,
   type CollateralWindow,
   collateralWindow,
-  INTEL_PCS_URL,
   type NormalizedCollateral,
   normalizeCollateral,
-  PccsClient,
-  readPckInfo,
 } from './collateral.js';
-import { checkCrlsStrictly, pemCertificates } from './crl.js';
+import { CollateralCache, DEFAULT_COLLATERAL_MAX_AGE_MS } from './collateral-cache.js';
+import { checkPckChain, type PreparedCrls, prepareCrls } from './crl.js';
 import type { DcapEngine, EngineVerdict, TdReportFields } from './engines/engine.js';
 import { JsEngine } from './engines/js-engine.js';
 import { WasmEngine } from './engines/wasm-engine.js';
+import { INTEL_PCS_URL, PccsClient } from './pccs-client.js';
+import { type PckInfo, readPckInfo } from './pck-info.js';
 import type { RaTlsVerifier, VerificationResult, VerifyOptions } from './verifier.js';
 
-/** Which engines decide: both (default), or one alone. */
-export type EngineChoice = 'both' | 'wasm' | 'js';
+/**
+ * Which engines decide: both (default), or the pure-JS one alone. The WASM
+ * engine never stands alone: it ignores the QE identity (docs/protocol.md §3), so
+ * on its own it would accept a quote whose quoting enclave Intel never vouched for.
+ */
+export type EngineChoice = 'both' | 'js';
 
 /** Receives loud warnings (e.g. a test root of trust is in use). */
 export type WarningLogger = (message: string) => void;
@@ -42,6 +47,13 @@ export interface OfflineVerifyOptions {
   readonly rootCa?: Uint8Array;
   /** Where warnings go. Default `console.warn`. */
   readonly logger?: WarningLogger;
+  /**
+   * Refuse collateral whose TCB info or QE identity has a
+   * `tcbEvaluationDataNumber` below this (COLLATERAL_EXPIRED): a PCCS cannot
+   * roll you back to TCB info from before a TCB recovery you know about.
+   * Collateral without the number is refused too when this is set.
+   */
+  readonly minTcbEvaluationDataNumber?: number;
 }
 
 /** Options of {@link DcapVerifier}. */
@@ -54,13 +66,20 @@ export interface DcapVerifierOptions extends OfflineVerifyOptions {
   readonly requestTimeout?: number | string;
   /** fetch implementation for PCCS requests. Default: the global fetch. */
   readonly fetch?: typeof fetch;
+  /**
+   * Longest time fetched collateral is used before it is fetched again, ms or
+   * `"12h"`; also caps how long a verdict based on it is reused. Between 1
+   * minute and the default 24 h, so that a revocation is seen within a day
+   * (collateral's own nextUpdate is ~30 days away).
+   */
+  readonly collateralMaxAge?: number | string;
 }
 
 const TDX_TEE_TYPE = 0x81;
 
 /**
  * Verifies TDX quotes against Intel's DCAP collateral, fetched from a PCCS and
- * cached per FMSPC until its earliest nextUpdate (or fixed, for offline use).
+ * cached per FMSPC until its earliest nextUpdate or collateralMaxAge (or fixed, for offline use).
  *
  * With engine `'both'` a quote passes only when the WASM and JS engines both
  * accept it and agree on status, advisories and every TD report field; a
@@ -73,7 +92,9 @@ export class DcapVerifier implements RaTlsVerifier {
   /** `dcap:<engine>`. */
   readonly name: string;
   readonly #setup: EngineSetup;
-  readonly #fixed: { collateral: NormalizedCollateral; window: CollateralWindow } | undefined;
+  readonly #fixed:
+    | { collateral: NormalizedCollateral; window: CollateralWindow; usableUntil: number }
+    | undefined;
   readonly #cache: CollateralCache | undefined;
 
   constructor(options: DcapVerifierOptions = {}) {
@@ -81,14 +102,18 @@ export class DcapVerifier implements RaTlsVerifier {
     this.name = `dcap:${this.#setup.choice}`;
     if (options.collateral !== undefined) {
       const collateral = normalizeCollateral(options.collateral, 'BAD_CONFIG');
-      this.#fixed = { collateral, window: collateralWindow(collateral, 'BAD_CONFIG') };
+      const window = collateralWindow(collateral, 'BAD_CONFIG');
+      // Fixed collateral cannot be refreshed: it is good until its own nextUpdate.
+      this.#fixed = { collateral, window, usableUntil: window.nextUpdate };
     } else {
       const client = new PccsClient({
         url: options.pccsUrl ?? INTEL_PCS_URL,
         ...(options.requestTimeout === undefined ? {} : { requestTimeout: options.requestTimeout }),
         ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
       });
-      this.#cache = new CollateralCache((pck) => client.fetchCollateral(pck));
+      this.#cache = new CollateralCache((pck, signal) => client.fetchCollateral(pck, signal), {
+        maxAgeMs: collateralMaxAge(options.collateralMaxAge),
+      });
     }
   }
 
@@ -98,16 +123,26 @@ export class DcapVerifier implements RaTlsVerifier {
     if (options.signal?.aborted) throw aborted(options.signal);
     checkTdxHeader(quote);
     let source = this.#fixed;
+    let pck: PckInfo | undefined;
     if (source === undefined) {
-      const pck = readPckInfo(quote);
-      source = await abortable(this.#cache!.get(pck, now.getTime()), options.signal);
+      pck = readPckInfo(quote);
+      try {
+        source = await this.#cache!.get(pck, now.getTime(), options.signal);
+      } catch (error) {
+        if (options.signal?.aborted) throw aborted(options.signal);
+        throw error;
+      }
     }
-    return verifyNormalized(quote, source.collateral, source.window, now, this.#setup);
+    return verifyNormalized(quote, source, now, this.#setup, pck);
   }
 
-  /** Forgets cached collateral. The verifier holds no timers or sockets. */
+  /**
+   * Forgets cached collateral and aborts collateral fetches in flight (their
+   * verifications fail with COLLATERAL_UNAVAILABLE), so no socket outlives it.
+   * The verifier holds no timers.
+   */
   close(): void {
-    this.#cache?.clear();
+    this.#cache?.close();
   }
 }
 
@@ -124,10 +159,10 @@ export async function verifyWithCollateral(
   const setup = engineSetup(options);
   checkTdxHeader(quote);
   const normalized = normalizeCollateral(collateral, 'BAD_CONFIG');
+  const window = collateralWindow(normalized, 'BAD_CONFIG');
   return verifyNormalized(
     quote,
-    normalized,
-    collateralWindow(normalized, 'BAD_CONFIG'),
+    { collateral: normalized, window, usableUntil: window.nextUpdate },
     now,
     setup,
   );
@@ -136,20 +171,34 @@ export async function verifyWithCollateral(
 interface EngineSetup {
   readonly choice: EngineChoice;
   readonly wasm: DcapEngine | undefined;
-  readonly js: DcapEngine | undefined;
+  /** Always present: the JS engine is the one that checks the QE identity. */
+  readonly js: DcapEngine;
   /** DER of the root every chain must end in (Intel's unless a test root was passed). */
   readonly trustedRootCa: Uint8Array;
+  /**
+   * The strict CRL check's collateral half, done once per collateral set (a
+   * fetch or the fixed set): its result, or the error it failed with.
+   */
+  readonly preparedCrls: WeakMap<NormalizedCollateral, PreparedCrls | RaTlsError>;
+  /** True when `trustedRootCa` is a test root passed by the caller, not Intel's. */
+  readonly testRoot: boolean;
+  readonly minTcbEvaluationDataNumber: number | undefined;
 }
 
 function engineSetup(options: OfflineVerifyOptions): EngineSetup {
   const choice = options.engine ?? 'both';
-  if (choice !== 'both' && choice !== 'wasm' && choice !== 'js') {
+  if ((choice as string) === 'wasm') {
     throw new RaTlsError(
       'BAD_CONFIG',
-      `engine must be 'both', 'wasm' or 'js', got ${JSON.stringify(choice)}`,
-      {
-        details: { option: 'engine' },
-      },
+      "engine 'wasm' cannot be used alone: the WASM build does not check the QE identity, so it would accept a forged quoting enclave. Use engine 'both' (the default) or 'js'",
+      { details: { option: 'engine' } },
+    );
+  }
+  if (choice !== 'both' && choice !== 'js') {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `engine must be 'both' or 'js', got ${JSON.stringify(choice)}`,
+      { details: { option: 'engine' } },
     );
   }
   let trustedRootCa = new Uint8Array(qvlConstants.TRUSTED_ROOT_CA_DER);
@@ -179,10 +228,54 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
   }
   return {
     choice,
-    wasm: choice === 'js' ? undefined : new WasmEngine(),
-    js: choice === 'wasm' ? undefined : new JsEngine(options.rootCa),
+    wasm: choice === 'both' ? new WasmEngine() : undefined,
+    js: new JsEngine(options.rootCa),
     trustedRootCa,
+    preparedCrls: new WeakMap(),
+    testRoot: options.rootCa !== undefined,
+    minTcbEvaluationDataNumber: minEvaluationNumber(options.minTcbEvaluationDataNumber),
   };
+}
+
+function minEvaluationNumber(value: number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `minTcbEvaluationDataNumber must be a non-negative integer (Intel's TCB evaluation data number, e.g. 17), got ${JSON.stringify(value)}`,
+      { details: { option: 'minTcbEvaluationDataNumber' } },
+    );
+  }
+  return value;
+}
+
+const MIN_COLLATERAL_MAX_AGE_MS = 60_000;
+
+function collateralMaxAge(value: number | string | undefined): number {
+  if (value === undefined) return DEFAULT_COLLATERAL_MAX_AGE_MS;
+  const ms = parseDuration(value, 'collateralMaxAge');
+  // Longer would only delay seeing revocations; shorter than a minute would refetch per verification.
+  if (ms < MIN_COLLATERAL_MAX_AGE_MS || ms > DEFAULT_COLLATERAL_MAX_AGE_MS) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `collateralMaxAge must be between 1 minute and 24 hours (so revocations are seen within a day), got ${JSON.stringify(value)}`,
+      { details: { option: 'collateralMaxAge' } },
+    );
+  }
+  return ms;
+}
+
+// A PCCS (or a stale mirror) could serve TCB info from before a TCB recovery: refuse it.
+function checkEvaluationNumber(window: CollateralWindow, minimum: number | undefined): void {
+  if (minimum === undefined) return;
+  const found = window.tcbEvaluationDataNumber;
+  if (found === undefined || found < minimum) {
+    throw new RaTlsError(
+      'COLLATERAL_EXPIRED',
+      `The collateral's tcbEvaluationDataNumber is ${found ?? 'missing'}, below the required minimum ${minimum}: it predates a TCB recovery (rolled back or stale); fetch current collateral`,
+      { details: { tcbEvaluationDataNumber: found ?? null, minTcbEvaluationDataNumber: minimum } },
+    );
+  }
 }
 
 // docs/protocol.md §2: the header says what the quote is before any engine runs.
@@ -217,13 +310,19 @@ function checkTdxHeader(quote: Uint8Array): 4 | 5 {
 
 async function verifyNormalized(
   quote: Uint8Array,
-  collateral: NormalizedCollateral,
-  window: CollateralWindow,
+  source: {
+    readonly collateral: NormalizedCollateral;
+    readonly window: CollateralWindow;
+    readonly usableUntil: number;
+  },
   now: Date,
   setup: EngineSetup,
+  pck?: PckInfo,
 ): Promise<VerificationResult> {
+  const { collateral, window } = source;
   const version = checkTdxHeader(quote);
   const at = now.getTime();
+  checkEvaluationNumber(window, setup.minTcbEvaluationDataNumber);
   if (at < window.notBefore || at >= window.nextUpdate) {
     // Checked here too because the WASM engine ignores TCB info issueDate and the QE identity.
     throw new RaTlsError(
@@ -241,9 +340,9 @@ async function verifyNormalized(
   const seconds = Math.floor(at / 1000);
   let verdict: EngineVerdict;
   let verifier = `dcap:${setup.choice}`;
-  let validUntil = window.nextUpdate;
+  let validUntil = Math.min(window.nextUpdate, source.usableUntil);
 
-  if (setup.wasm !== undefined && setup.js !== undefined) {
+  if (setup.wasm !== undefined) {
     const [wasm, js] = await Promise.allSettled([
       setup.wasm.verify(quote, collateral, seconds),
       setup.js.verify(quote, collateral, seconds),
@@ -255,7 +354,7 @@ async function verifyNormalized(
     ) {
       // The WASM engine (0.3.3) cannot decode v5 quotes: the JS answer stands after the strict CRL check.
       if (js.status === 'rejected') throw js.reason;
-      validUntil = Math.min(validUntil, strictCrlCheck(quote, collateral, now, setup));
+      validUntil = Math.min(validUntil, strictCrlCheck(quote, collateral, now, setup, pck));
       verdict = js.value;
       verifier = 'dcap:js';
     } else if (wasm.status === 'rejected' || js.status === 'rejected') {
@@ -264,18 +363,11 @@ async function verifyNormalized(
       assertAgreement(wasm.value, js.value);
       verdict = js.value;
     }
-  } else if (setup.js !== undefined) {
-    verdict = await setup.js.verify(quote, collateral, seconds);
-    validUntil = Math.min(validUntil, strictCrlCheck(quote, collateral, now, setup));
   } else {
-    verdict = await setup.wasm!.verify(quote, collateral, seconds).catch((error: unknown) => {
-      if (version === 5 && isRaTlsCode(error, 'MALFORMED_QUOTE')) {
-        throw withNote(error, "the WASM engine cannot decode v5 quotes: use engine 'both' or 'js'");
-      }
-      throw error;
-    });
+    verdict = await setup.js.verify(quote, collateral, seconds);
+    validUntil = Math.min(validUntil, strictCrlCheck(quote, collateral, now, setup, pck));
   }
-  return toResult(verdict, verifier, validUntil);
+  return toResult(verdict, verifier, validUntil, setup.testRoot);
 }
 
 function strictCrlCheck(
@@ -283,15 +375,38 @@ function strictCrlCheck(
   collateral: NormalizedCollateral,
   now: Date,
   setup: EngineSetup,
+  pck: PckInfo | undefined,
 ): number {
-  return checkCrlsStrictly({
-    rootCaCrl: fromHex(collateral.root_ca_crl),
-    pckCrl: fromHex(collateral.pck_crl),
-    pckCrlIssuerChain: pemCertificates(collateral.pck_crl_issuer_chain),
-    pckChain: readPckInfo(quote).chain,
-    trustedRootCa: setup.trustedRootCa,
-    now,
-  }).validUntil;
+  let prepared = setup.preparedCrls.get(collateral);
+  if (prepared === undefined) {
+    try {
+      prepared = prepareCrls({
+        rootCaCrl: fromHex(collateral.root_ca_crl),
+        pckCrl: fromHex(collateral.pck_crl),
+        pckCrlIssuerChain: issuerChain(collateral.pck_crl_issuer_chain),
+        trustedRootCa: setup.trustedRootCa,
+      });
+    } catch (error) {
+      if (!(error instanceof RaTlsError)) throw error;
+      // Deterministic for this collateral and root: every later quote fails the same way.
+      prepared = error;
+    }
+    setup.preparedCrls.set(collateral, prepared);
+  }
+  if (prepared instanceof RaTlsError) throw prepared;
+  return checkPckChain(prepared, (pck ?? readPckInfo(quote)).chain, now).validUntil;
+}
+
+function issuerChain(pem: string): Uint8Array[] {
+  try {
+    return pemBlocks(pem, 'CERTIFICATE');
+  } catch (cause) {
+    throw new RaTlsError(
+      'CRL_INVALID',
+      `The collateral pck_crl_issuer_chain is not valid PEM (${describeCause(cause)}); fetch fresh collateral`,
+      { cause },
+    );
+  }
 }
 
 // When one engine accepts and the other rejects, the rejection stands: its
@@ -345,6 +460,7 @@ function toResult(
   verdict: EngineVerdict,
   verifier: string,
   validUntil: number,
+  testRoot: boolean,
 ): VerificationResult {
   const report = verdict.report;
   const firstAttributeByte = Number.parseInt(report.tdAttributes.slice(0, 2), 16);
@@ -361,6 +477,7 @@ function toResult(
     reportData: fromHex(report.reportData),
     verifier,
     validUntil,
+    ...(testRoot ? { testRoot: true } : {}),
   });
 }
 
@@ -370,16 +487,6 @@ function isRaTlsCode(error: unknown, code: RaTlsError['code']): boolean {
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
-}
-
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(aborted(signal));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 function aborted(signal: AbortSignal): RaTlsError {

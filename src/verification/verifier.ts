@@ -37,6 +37,11 @@ export interface VerificationResult {
   readonly verifier: string;
   /** Earliest time (ms since epoch) until which the evidence behind this result stays valid, if known. */
   readonly validUntil?: number;
+  /**
+   * True when the quote was checked against a test root of trust passed by
+   * the caller instead of Intel's: the result proves nothing about hardware.
+   */
+  readonly testRoot?: boolean;
 }
 
 export interface VerifyOptions {

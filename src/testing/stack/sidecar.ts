@@ -31,7 +31,7 @@ export interface SidecarOptions {
 }
 
 /**
- * Attackers the issue-9 trust model must stop (PROTOCOL.md §2), each
+ * Attackers the issue-9 trust model must stop (docs/protocol.md §2), each
  * presenting a certificate whose quote is genuine under the test root:
  * - `foreign-kernel`: the victim's firmware (same MRTD and RTMR0) booting
  *   the attacker's kernel and initrd (other RTMR1/RTMR2), which writes the
