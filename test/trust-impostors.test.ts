@@ -303,6 +303,18 @@ describe('the genuine server under the full policy', () => {
     assert.deepEqual(report.policy.warnings, []);
   });
 
+  test('the CLI prints the weak-pin warning for --mrtd and --app-id alone, and not once the boot chain is pinned', async () => {
+    const weak = await cli(['--mrtd', stack().expected.mrtd, '--app-id', stack().expected.appId]);
+    assert.equal(weak.code, 0, weak.stderr);
+    assert.match(
+      weak.stdout,
+      /^warning +--mrtd, --app-id are pinned without .*--kms-root: .*foreign kernel/m,
+    );
+    const pinned = await cli([...bootChainFlags(), '--app-id', stack().expected.appId]);
+    assert.equal(pinned.code, 0, pinned.stderr);
+    assert.doesNotMatch(pinned.stdout, /^warning/m);
+  });
+
   test('CLI pins that pin nothing are usage errors (exit 2)', async () => {
     const { mrtd, rtmr1 } = stack().expected;
     for (const args of [

@@ -45,8 +45,8 @@ export interface AttestationOptions {
   /** Validity of the client certificates requested from the guest agent. Default `"1h"`. */
   readonly clientCertLifetime?: number | string;
   /**
-   * Receives policy warnings (e.g. an empty `allowedMrtds` accepts any image),
-   * once per policy. Default `console.warn`.
+   * Receives policy warnings (e.g. nothing pinned, or app-id pinned without the
+   * boot chain or a KMS root), once per policy object. Default `console.warn`.
    */
   readonly logger?: (message: string) => void;
 }
