@@ -7,10 +7,13 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
 import { after, before, describe, mock, test } from 'node:test';
+import type { TLSSocket } from 'node:tls';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate } from '@peculiar/asn1-x509';
 import { attestCertificate } from '../src/attest/attest-certificate.js';
+import { prepareSocketForPg } from '../src/connection/socket-hand-off.js';
 import { isRaTlsError } from '../src/errors.js';
 import { checkBinding, expectedReportData } from '../src/evidence/binding.js';
 import { readRaTlsCertificate } from '../src/evidence/certificate.js';
@@ -356,5 +359,68 @@ describe('mutants in Trust Authority token checks', () => {
       }).verify(QUOTE),
       rejectsWith('TOKEN_INVALID', /issued in the future/),
     );
+  });
+});
+
+describe("mutant: 'connect' emitted on a socket that already died", () => {
+  /** A real loopback TCP connection (the hand-off only needs a socket's life cycle). */
+  async function loopbackPair(): Promise<{ client: Socket; close: () => Promise<void> }> {
+    const accepted: Socket[] = [];
+    const server = createServer((socket) => accepted.push(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    const client = connect(port, '127.0.0.1');
+    await new Promise<void>((resolve) => client.once('connect', resolve));
+    return {
+      client,
+      close: async () => {
+        for (const socket of accepted) socket.destroy();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+  }
+
+  test('pg gets CONNECTION_ENDED and then close, never connect, from a socket destroyed before its hand-off', async () => {
+    const { client, close } = await loopbackPair();
+    try {
+      const socket = prepareSocketForPg(client as TLSSocket);
+      const events: string[] = [];
+      let error: unknown;
+      socket.on('connect', () => events.push('connect'));
+      socket.on('error', (e) => {
+        events.push('error');
+        error = e;
+      });
+      const closed = new Promise<void>((resolve) =>
+        socket.on('close', () => {
+          events.push('close');
+          resolve();
+        }),
+      );
+      socket.destroy();
+      // What pg's Connection does: connect(), then wait for 'connect' to send the startup message.
+      socket.connect(5432, '127.0.0.1');
+      await closed;
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.ok(!events.includes('connect'), `events: ${events.join(', ')}`);
+      assert.ok(events.includes('error'), `events: ${events.join(', ')}`);
+      assert.ok(isRaTlsError(error, 'CONNECTION_ENDED'), String(error));
+    } finally {
+      await close();
+    }
+  });
+
+  test('the control: a live socket announces connect on the next tick', async () => {
+    const { client, close } = await loopbackPair();
+    try {
+      const socket = prepareSocketForPg(client as TLSSocket);
+      const connected = new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      socket.connect(5432, '127.0.0.1');
+      await connected;
+      assert.equal(socket.destroyed, false);
+      socket.destroy();
+    } finally {
+      await close();
+    }
   });
 });
