@@ -43,7 +43,6 @@ import { verifyWithCollateral } from '../src/verification/dcap-verifier.js';
 import type { EngineVerdict } from '../src/verification/engines/engine.js';
 import { WasmEngine } from '../src/verification/engines/wasm-engine.js';
 import { IntelApiVerifier } from '../src/verification/intel-api-verifier.js';
-import { decodeJwt } from '../src/verification/jwt.js';
 import type { RaTlsVerifier, VerificationResult } from '../src/verification/verifier.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);
@@ -313,9 +312,14 @@ describe('mutants in Trust Authority token checks', () => {
       const response = await fetch(input, init);
       if (!String(input).endsWith('/appraisal/v2/attest') || !response.ok) return response;
       const { token } = (await response.json()) as { token: string };
-      const jwt = decodeJwt(token);
-      const header = { ...jwt.header };
-      const payload = { ...jwt.payload };
+      // Decoded here, not with the library's JWT code, so this test outlives a change of JWT library.
+      const [header, payload] = token
+        .split('.')
+        .slice(0, 2)
+        .map((part) => JSON.parse(Buffer.from(part, 'base64url').toString('utf8'))) as [
+        Record<string, unknown>,
+        Record<string, unknown>,
+      ];
       edit(header, payload);
       return Response.json({ token: server.signToken(header, payload) });
     };
