@@ -134,11 +134,13 @@ describe('malformed envelopes', () => {
     for (let i = 0; i < 2000; i++) {
       const body = randomBytes(next, Math.floor(next() * 300));
       const prefix = [0x00, 0x00, 0x81, 0xde, 0xdf, Math.floor(next() * 256)][i % 6]!;
-      survives(
+      // Random bytes are never a valid envelope: surviving without an error would be a bug.
+      const outcome = survives(
         () => decodeVersionedAttestation(new Uint8Array([prefix, ...body])),
         EVIDENCE_CODES,
         `envelope ${i}`,
       );
+      assert.notEqual(outcome, 'ok', `envelope ${i} was accepted`);
     }
   });
 
@@ -164,7 +166,8 @@ describe('malformed envelopes', () => {
         { length: 12 },
         () => samples[Math.floor(next() * samples.length)],
       ).join('');
-      survives(() => parseLegacyEventLog(text), ['MALFORMED_EVENT_LOG'], text);
+      const outcome = survives(() => parseLegacyEventLog(text), ['MALFORMED_EVENT_LOG'], text);
+      assert.notEqual(outcome, 'ok', `${text} was accepted as an event log`);
     }
   });
 });
@@ -183,7 +186,12 @@ describe('malformed quotes', () => {
       if (bytes.byteLength >= 8 && i % 2 === 0) {
         bytes.set([4 + (i % 4 === 0 ? 1 : 0), 0, 2, 0, 0x81, 0, 0, 0]);
       }
-      survives(() => parseQuote(bytes), ['MALFORMED_QUOTE', 'NOT_TDX'], `quote ${i}`);
+      const outcome = survives(
+        () => parseQuote(bytes),
+        ['MALFORMED_QUOTE', 'NOT_TDX'],
+        `quote ${i}`,
+      );
+      assert.notEqual(outcome, 'ok', `random quote ${i} was accepted`);
     }
   });
 });
@@ -219,13 +227,22 @@ describe('malformed certificates', () => {
 
   test('flipped bytes anywhere in a certificate only ever produce evidence errors', () => {
     const next = random(0xf11b);
+    const outcomes = new Map<string, number>();
     for (let i = 0; i < 400; i++) {
       const bytes = new Uint8Array(certificate);
       for (let flips = 0; flips < 3; flips++) {
         bytes[Math.floor(next() * bytes.byteLength)] = Math.floor(next() * 256);
       }
-      survives(() => readRaTlsCertificate(bytes), EVIDENCE_CODES, `flip ${i}`);
+      const outcome = survives(() => readRaTlsCertificate(bytes), EVIDENCE_CODES, `flip ${i}`);
+      outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
     }
+    // Flips in unparsed bytes (signature, key) pass, the rest must be refused: both must occur,
+    // or the flips never reached the parser's checks.
+    assert.ok((outcomes.get('ok') ?? 0) > 0, JSON.stringify([...outcomes]));
+    assert.ok(
+      outcomes.size > 1,
+      `no flipped certificate was refused: ${JSON.stringify([...outcomes])}`,
+    );
   });
 
   test('random bytes as DER never escape as anything but evidence errors', () => {
@@ -234,7 +251,8 @@ describe('malformed certificates', () => {
       const bytes = randomBytes(next, Math.floor(next() * 600));
       if (i % 2 === 0 && bytes.byteLength > 4)
         bytes.set([0x30, 0x82, bytes.byteLength >> 8, bytes.byteLength & 0xff]);
-      survives(() => readRaTlsCertificate(bytes), EVIDENCE_CODES, `der ${i}`);
+      const outcome = survives(() => readRaTlsCertificate(bytes), EVIDENCE_CODES, `der ${i}`);
+      assert.notEqual(outcome, 'ok', `random DER ${i} was accepted as a certificate`);
     }
   });
 

@@ -60,21 +60,40 @@ test('the pool keeps pg-pool counters and events', async () => {
   const attested: AttestationReport[] = [];
   pool.on('attested', (report) => attested.push(report));
 
-  const first = await pool.connect();
-  const second = await pool.connect();
-  assert.deepEqual([pool.totalCount, pool.idleCount, pool.waitingCount], [2, 0, 0]);
-  const third = pool.connect();
-  assert.equal(pool.waitingCount, 1);
-  first.release();
-  const reused = await third;
-  assert.equal(reused, first, 'the waiter got the released connection');
-  reused.release();
-  assert.deepEqual([pool.totalCount, pool.idleCount, pool.waitingCount], [2, 1, 0]);
-  const removed = once(pool, 'remove');
-  second.release(true);
-  await removed;
-  assert.deepEqual([pool.totalCount, pool.idleCount, pool.waitingCount], [1, 1, 0]);
-  await pool.end();
+  // Clients still held when an assertion fails are released in `finally`:
+  // otherwise pool.end() would wait for them until the test times out.
+  let first: pg.PoolClient | undefined;
+  let second: pg.PoolClient | undefined;
+  try {
+    const firstClient = await pool.connect();
+    first = firstClient;
+    const secondClient = await pool.connect();
+    second = secondClient;
+    assert.deepEqual([pool.totalCount, pool.idleCount, pool.waitingCount], [2, 0, 0]);
+    const third = pool.connect();
+    assert.equal(pool.waitingCount, 1);
+    firstClient.release();
+    const reused = await third;
+    assert.equal(reused, firstClient, 'the waiter got the released connection');
+    reused.release();
+    assert.deepEqual([pool.totalCount, pool.idleCount, pool.waitingCount], [2, 1, 0]);
+    const removed = once(pool, 'remove');
+    secondClient.release(true);
+    await removed;
+    assert.deepEqual([pool.totalCount, pool.idleCount, pool.waitingCount], [1, 1, 0]);
+    await pool.end();
+  } finally {
+    if (!pool.ended) {
+      for (const client of [first, second]) {
+        try {
+          client?.release(true);
+        } catch {
+          // Already released by the test.
+        }
+      }
+      await pool.end();
+    }
+  }
   assert.equal(pool.totalCount, 0);
 
   assert.equal(attested.length, 2, 'one attestation per new connection');

@@ -237,10 +237,10 @@ describe('stack options', () => {
       logger: () => {},
     });
     try {
-      await assert.rejects(
-        attestUnder(local, await serverCertificate(local)),
-        /Debug mode is enabled/,
-      );
+      await assert.rejects(attestUnder(local, await serverCertificate(local)), {
+        code: 'DEBUG_MODE',
+        message: /Debug mode is enabled/,
+      });
       // The app itself is not a debug TD: the sidecar verified it and went on to Postgres.
       assert.match(local.sidecar.stats.connections[0]?.reason ?? '', /^Postgres unreachable/);
     } finally {
@@ -404,7 +404,8 @@ describe('one running stack', () => {
     assert.deepEqual(rows, [{ body: 'hello' }]);
     await assert.rejects(
       attestedQuery(readUrl, "INSERT INTO notes VALUES (2, 'nope')"),
-      /permission denied for table notes/,
+      // 42501 insufficient_privilege: Postgres itself refused, not the client.
+      { code: '42501', message: /permission denied for table notes/ },
     );
   });
 
@@ -413,7 +414,8 @@ describe('one running stack', () => {
     url.password = url.password === 'ab'.repeat(32) ? 'cd'.repeat(32) : 'ab'.repeat(32);
     await assert.rejects(
       attestedQuery(url.toString(), 'SELECT 1'),
-      /password authentication failed for user "teesql_readwrite"/,
+      // 28P01 invalid_password
+      { code: '28P01', message: /password authentication failed for user "teesql_readwrite"/ },
     );
   });
 

@@ -17,11 +17,19 @@ async function importInFreshProcess(script: string): Promise<string> {
   return stdout.trim();
 }
 
-test('every subpath of the exports map loads from dist by the package name', async (t) => {
-  if (!existsSync(new URL('../dist/src/index.js', import.meta.url))) {
-    t.skip('dist/ is not built (npm test builds it first)');
-    return;
-  }
+/**
+ * These tests check what users install, so a missing build is a failure, not a
+ * skip: a silent skip would let a broken exports map through any run without dist/.
+ */
+function assertBuilt(): void {
+  assert.ok(
+    existsSync(new URL('../dist/src/index.js', import.meta.url)),
+    'dist/ is not built: run `npm run build` first (`npm test` does)',
+  );
+}
+
+test('every subpath of the exports map loads from dist by the package name', async () => {
+  assertBuilt();
   const subpaths = {
     'pg-ra-tls': ['createPool', 'verifyServer', 'DcapVerifier', 'RaTlsError'],
     'pg-ra-tls/testing': ['startLocalStack', 'createTestAuthority', 'createDstackIssuer'],
@@ -40,11 +48,8 @@ test('every subpath of the exports map loads from dist by the package name', asy
   }
 });
 
-test('the runtime entry imposes no global polyfill on the user’s process', async (t) => {
-  if (!existsSync(new URL('../dist/src/index.js', import.meta.url))) {
-    t.skip('dist/ is not built (npm test builds it first)');
-    return;
-  }
+test('the runtime entry imposes no global polyfill on the user’s process', async () => {
+  assertBuilt();
   // @peculiar/x509 needs reflect-metadata; only pg-ra-tls/testing may load it.
   const out = await importInFreshProcess(
     "await import('pg-ra-tls'); await import('pg-ra-tls/kysely'); console.log(typeof Reflect.getMetadata);",

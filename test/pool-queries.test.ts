@@ -29,6 +29,36 @@ function poolOptions(extra: Record<string, unknown> = {}) {
   };
 }
 
+/**
+ * Not a byte reached Postgres over `connections`, which must not be empty:
+ * `every()` over an empty list would pass without the client ever dialling.
+ */
+function assertNoBytesToPostgres(connections: readonly { bytesToUpstream: number }[]): void {
+  assert.ok(connections.length >= 1, 'the client never reached the sidecar: nothing was checked');
+  for (const connection of connections) assert.equal(connection.bytesToUpstream, 0);
+}
+
+/** Resolves once backend `pid` is running `query`, seen from a separate direct session. */
+async function waitUntilRunning(pid: number, query: string): Promise<void> {
+  const observer = new pg.Client({
+    connectionString: stack.postgres.databaseUrl('teesql_readwrite'),
+  });
+  await observer.connect();
+  try {
+    for (let attempt = 0; attempt < 500; attempt++) {
+      const { rows } = await observer.query(
+        "select 1 from pg_stat_activity where pid = $1 and state = 'active' and query = $2",
+        [pid, query],
+      );
+      if (rows.length === 1) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    throw new Error(`backend ${pid} never showed ${JSON.stringify(query)} in pg_stat_activity`);
+  } finally {
+    await observer.end();
+  }
+}
+
 describe('queries over attested connections', () => {
   test('a pool attests the sidecar, pins it, and runs CRUD through the verified socket', async () => {
     const pool = createPool(poolOptions());
@@ -37,9 +67,14 @@ describe('queries over attested connections', () => {
     try {
       assert.ok(pool instanceof pg.Pool);
       await pool.query('create table if not exists notes (id serial primary key, body text)');
-      await pool.query('insert into notes (body) values ($1)', ['attested']);
-      const { rows } = await pool.query<{ body: string }>('select body from notes');
-      assert.deepEqual(rows, [{ body: 'attested' }]);
+      // A body of its own, so rows left by an earlier run or test cannot change the result.
+      const body = `attested ${process.pid} ${Date.now()}`;
+      await pool.query('insert into notes (body) values ($1)', [body]);
+      const { rows } = await pool.query<{ body: string }>(
+        'select body from notes where body = $1',
+        [body],
+      );
+      assert.deepEqual(rows, [{ body }]);
 
       const client = await pool.connect();
       try {
@@ -194,7 +229,7 @@ describe('verification time is bounded', () => {
         isRaTlsError(error, 'VERIFY_TIMEOUT'),
       );
       const connections = stack.sidecar.stats.connections.slice(before);
-      assert.ok(connections.every((connection) => connection.bytesToUpstream === 0));
+      assertNoBytesToPostgres(connections);
     } finally {
       await pool.end();
     }
@@ -212,7 +247,7 @@ describe('pg-pool timeouts', () => {
       );
       assert.equal(pool.totalCount, 0);
       const connections = stack.sidecar.stats.connections.slice(before);
-      assert.ok(connections.every((connection) => connection.bytesToUpstream === 0));
+      assertNoBytesToPostgres(connections);
     } finally {
       stack.sidecar.reset();
       await pool.end();
@@ -231,7 +266,12 @@ describe('RaTlsClient, verifyServer and pgConnectOptsRaTls', () => {
         () => 'finished',
         (error: { code?: string }) => error.code,
       );
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // Cancel only once the server runs the query: a cancel that arrives
+      // earlier is a no-op, and the test would wait out pg_sleep(30).
+      await waitUntilRunning(
+        (client as unknown as { processID: number }).processID,
+        'select pg_sleep(30)',
+      );
       await client.cancelActiveQuery();
       assert.equal(await outcome, '57014');
       const [cancel] = stack.sidecar.stats.connections.slice(before);
@@ -278,7 +318,7 @@ describe('RaTlsClient, verifyServer and pgConnectOptsRaTls', () => {
     await assert.rejects(connecting, (error: unknown) => isRaTlsError(error, 'CONNECTION_ENDED'));
     release();
     const connections = stack.sidecar.stats.connections.slice(before);
-    assert.ok(connections.every((connection) => connection.bytesToUpstream === 0));
+    assertNoBytesToPostgres(connections);
   });
 
   test('verifyServer returns the report without a Postgres session', async () => {
@@ -290,7 +330,7 @@ describe('RaTlsClient, verifyServer and pgConnectOptsRaTls', () => {
     });
     assert.equal(report.mrtd, stack.mrtd);
     const connections = stack.sidecar.stats.connections.slice(before);
-    assert.ok(connections.every((connection) => connection.bytesToUpstream === 0));
+    assertNoBytesToPostgres(connections);
   });
 
   test('pgConnectOptsRaTls hands a verified socket to a plain pg.Client, once', async () => {

@@ -221,12 +221,16 @@ describe('the server changes its certificate', () => {
     pool.on('serverChanged', (event: ServerChangedEvent) => changes.push(event));
     try {
       const held = await pool.connect();
-      stack.serverCredentials = raTlsCredentials(stack.authority);
-      // A second connection meets the new certificate during its own handshake.
-      await assert.rejects(pool.query('select 1'), (error: unknown) =>
-        isRaTlsError(error, 'SERVER_CHANGED'),
-      );
-      held.release();
+      try {
+        stack.serverCredentials = raTlsCredentials(stack.authority);
+        // A second connection meets the new certificate during its own handshake.
+        await assert.rejects(pool.query('select 1'), (error: unknown) =>
+          isRaTlsError(error, 'SERVER_CHANGED'),
+        );
+      } finally {
+        // Released even when the assertion fails: pool.end() would wait for it forever.
+        held.release();
+      }
       await assert.rejects(pool.query('select 1'), (error: unknown) =>
         isRaTlsError(error, 'SERVER_CHANGED'),
       );
