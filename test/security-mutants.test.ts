@@ -33,16 +33,13 @@ import {
   type TrustAuthorityServer,
 } from '../src/testing/trust-authority-server.js';
 import { fromHex } from '../src/util/bytes.js';
-import { readPckInfo } from '../src/verification/collateral.js';
-import {
-  checkCrlsStrictly,
-  pemCertificates,
-  type StrictCrlInput,
-} from '../src/verification/crl.js';
+import { pemBlocks as pemCertificates } from '../src/util/pem.js';
+import { checkCrlsStrictly, type StrictCrlInput } from '../src/verification/crl.js';
 import { verifyWithCollateral } from '../src/verification/dcap-verifier.js';
 import type { EngineVerdict } from '../src/verification/engines/engine.js';
 import { WasmEngine } from '../src/verification/engines/wasm-engine.js';
 import { IntelApiVerifier } from '../src/verification/intel-api-verifier.js';
+import { readPckInfo } from '../src/verification/pck-info.js';
 import type { RaTlsVerifier, VerificationResult } from '../src/verification/verifier.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);

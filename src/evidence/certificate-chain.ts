@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate } from '@peculiar/asn1-x509';
 import { sha256, toHex } from '../util/bytes.js';
+import { pemBlocks } from '../util/pem.js';
 import { RA_TLS_OIDS, unwrapOctetString } from './certificate.js';
 
 /** What the issuing CAs behind an RA-TLS leaf prove (docs/protocol.md §1, §2). */
@@ -115,18 +116,17 @@ export function inspectKmsChain(
   });
 }
 
-const PEM_BLOCKS = /-----BEGIN CERTIFICATE-----([^-]*)-----END CERTIFICATE-----/g;
-
 /**
  * The DER of every PEM certificate block in `text`, in order (a PEM chain,
- * leaf first, as GetTlsKey returns it). Malformed base64 yields bytes that
- * later fail to parse, so the chain is refused rather than trusted.
+ * leaf first, as GetTlsKey returns it); an empty list when a block is not
+ * valid base64, so such a chain is refused rather than trusted.
  */
 export function pemCertificates(text: string): Uint8Array[] {
-  return Array.from(
-    text.matchAll(PEM_BLOCKS),
-    (match) => new Uint8Array(Buffer.from(match[1]!.replace(/\s+/g, ''), 'base64')),
-  );
+  try {
+    return pemBlocks(text);
+  } catch {
+    return [];
+  }
 }
 
 /** SHA-256 (lowercase hex) of a certificate's DER SubjectPublicKeyInfo, or undefined when it does not parse. */

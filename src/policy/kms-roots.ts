@@ -1,11 +1,10 @@
 import { RaTlsError } from '../errors.js';
 import type { KmsChainFacts } from '../evidence/certificate-chain.js';
-import { spkiSha256Of } from '../evidence/certificate-chain.js';
+import { pemCertificates, spkiSha256Of } from '../evidence/certificate-chain.js';
 import type { AppIdentity } from '../evidence/types.js';
 import { normalizeHex } from '../util/bytes.js';
 
 const OPTION = 'policy.trustedKmsRoots';
-const PEM_BLOCK = /-----BEGIN CERTIFICATE-----([^-]*)-----END CERTIFICATE-----/;
 
 /**
  * Validates `policy.trustedKmsRoots` into SPKI SHA-256 pins (lowercase hex):
@@ -40,11 +39,10 @@ export function normalizeKmsRoots(value: unknown): readonly string[] {
 function pinOf(item: unknown): string | undefined {
   if (item instanceof Uint8Array) return spkiSha256Of(item);
   if (typeof item !== 'string') return undefined;
-  const pem = PEM_BLOCK.exec(item);
-  if (pem !== null) {
+  if (item.includes('-----BEGIN CERTIFICATE-----')) {
+    const blocks = pemCertificates(item);
     // One root per entry: a pasted chain would silently pin its first certificate.
-    if ((item.match(/-----BEGIN CERTIFICATE-----/g) ?? []).length > 1) return undefined;
-    return spkiSha256Of(new Uint8Array(Buffer.from(pem[1]!.replace(/\s+/g, ''), 'base64')));
+    return blocks.length === 1 ? spkiSha256Of(blocks[0]!) : undefined;
   }
   const hex = normalizeHex(item);
   return hex?.length === 64 ? hex : undefined;

@@ -24,18 +24,13 @@ import {
   encodeVersionedAttestationV1,
 } from '../../src/testing/ra-tls-certificate.js';
 import { fromHex } from '../../src/util/bytes.js';
+import { pemBlocks as pemCertificates } from '../../src/util/pem.js';
 import {
   type Collateral,
   collateralWindow,
   normalizeCollateral,
-  readPckInfo,
 } from '../../src/verification/collateral.js';
-import {
-  checkCrlsStrictly,
-  parseCrl,
-  pemCertificates,
-  verifyCrl,
-} from '../../src/verification/crl.js';
+import { checkCrlsStrictly, parseCrl, verifyCrl } from '../../src/verification/crl.js';
 import { verificationResultFromClaims } from '../../src/verification/intel-api-verifier.js';
 import {
   acceptedAlgorithm,
@@ -44,6 +39,7 @@ import {
   parseJwks,
   verifyJwtSignature,
 } from '../../src/verification/jwt.js';
+import { readPckInfo } from '../../src/verification/pck-info.js';
 import {
   applyMutations,
   applyTreeMutations,
