@@ -242,6 +242,27 @@ describe('durations past the timer limit', () => {
   });
 });
 
+describe('many connections at once', () => {
+  test('concurrent dials and verifications raise no listener-leak warning', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on('warning', onWarning);
+    const pool = createPool(options({ max: 15 }));
+    try {
+      const clients = await Promise.all(Array.from({ length: 15 }, () => pool.connect()));
+      for (const client of clients) client.release();
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(
+        warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map(String),
+        [],
+      );
+    } finally {
+      process.off('warning', onWarning);
+      await pool.end();
+    }
+  });
+});
+
 describe('RaTlsClient with a shared connector', () => {
   test('its own policy or verifier next to a connector is BAD_CONFIG (it would be ignored)', async () => {
     const pool = createPool(options());

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { TLSSocket } from 'node:tls';
 import { attestCertificate } from '../attest/attest-certificate.js';
 import type { AttestationReport } from '../attest/report.js';
@@ -134,6 +135,10 @@ export class AttestedConnector {
       );
     }
     this.verifier = verifier;
+    // Every dial and verification in flight listens on the lifetime signal
+    // until it settles (and then detaches): a busy pool legitimately has more
+    // than Node's default of 10 at once.
+    setMaxListeners(0, this.#lifetime.signal);
     this.#logger = options.logger ?? console.warn;
     this.#policy = this.#judgeWith(options.policy);
     this.reattestEveryMs = parseDuration(

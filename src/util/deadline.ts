@@ -73,11 +73,6 @@ export class Scope {
     return this.#controller.signal;
   }
 
-  /** Milliseconds left before the deadline (Infinity without one). */
-  remaining(now = Date.now()): number {
-    return Math.max(0, this.#deadline - now);
-  }
-
   /**
    * Aborts with `onTimeout()` after `ms` unless aborted or disposed first;
    * an earlier deadline already set stays in force.
