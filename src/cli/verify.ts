@@ -291,9 +291,8 @@ function parseTarget(
   const host = match?.[1] ?? match?.[2];
   const port = match?.[3] === undefined ? 5433 : Number(match[3]);
   if (host === undefined || port < 1 || port > 65_535) {
-    throw usageError(
-      `${JSON.stringify(input)} is not host, host:port, [ipv6]:port or a postgres:// URL`,
-    );
+    // Not echoed: a mistyped connection string may hold the password anywhere.
+    throw usageError('the target is not host, host:port, [ipv6]:port or a postgres:// URL');
   }
   return {
     input,

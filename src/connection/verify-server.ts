@@ -8,7 +8,7 @@ import {
   resolveConnectionSettings,
   toPgClientConfig,
 } from '../config/connection-settings.js';
-import { maskConnectionString, parseConnectionString } from '../config/connection-string.js';
+import { parseConnectionString } from '../config/connection-string.js';
 import { RaTlsError } from '../errors.js';
 import { sharedClientIdentity } from '../identity/shared-identity.js';
 import {
@@ -157,12 +157,17 @@ function resolveTarget(target: ServerTarget, options: VerifyServerOptions): Endp
   let servername: string | undefined;
   if (typeof target === 'string') {
     const text = target.trim();
-    if (/^postgres(?:ql)?:\/\//i.test(text)) {
+    if (/^postgres(?:ql)?:\/\//i.test(text) || /^[A-Za-z0-9_]+\s*=/.test(text)) {
+      // A URL or libpq keyword string: hostaddr is where TCP goes, host the TLS name.
       const parsed = parseConnectionString(text);
-      host = parsed.host;
+      host = parsed.hostaddr ?? parsed.host;
       port = parsed.port;
+      if (parsed.hostaddr !== undefined && parsed.host !== undefined && isIP(parsed.host) === 0) {
+        servername = parsed.host;
+      }
     } else {
-      const match = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d+))?$/.exec(text);
+      // A bare host name or address: nothing a DNS name cannot hold (no spaces, "=", "@", "/").
+      const match = /^(?:\[([0-9A-Fa-f:.%\w]+)\]|([A-Za-z0-9._-]+))(?::(\d+))?$/.exec(text);
       host = match?.[1] ?? match?.[2];
       port = match?.[3];
     }
@@ -181,7 +186,9 @@ function resolveTarget(target: ServerTarget, options: VerifyServerOptions): Endp
   ) {
     throw new RaTlsError(
       'BAD_CONFIG',
-      `verifyServer target ${typeof target === 'string' ? JSON.stringify(maskConnectionString(target)) : JSON.stringify({ ...target })} ` +
+      // A string is not echoed (a malformed connection string may hold the password anywhere),
+      // and of an object only the fields a target has.
+      `verifyServer target ${typeof target === 'string' ? '(a string, not shown)' : JSON.stringify({ host, port })} ` +
         'is not "host", "host:port", a postgres:// URL or { host, port }',
       { details: { option: 'target' } },
     );

