@@ -5,7 +5,9 @@
  * refused by Postgres and two tampered servers refused before any SQL, prints
  * what was verified and how long each step took, and stops everything.
  */
+
 import { generateKeyPairSync } from 'node:crypto';
+import { constants } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { type Generated, Kysely } from 'kysely';
@@ -97,7 +99,7 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
   } catch (error) {
     if (!(error instanceof Interrupted)) throw error;
     io.stderr(`pg-ra-tls demo: ${signals.received}: stopped; temporary files removed\n`);
-    return 128 + (signals.received === 'SIGTERM' ? 15 : 2);
+    return 128 + (constants.signals[signals.received ?? 'SIGINT'] ?? 2);
   } finally {
     signals.dispose();
   }

@@ -54,8 +54,21 @@ Options:
 
 /** The process's own streams, environment and signals. */
 export function processIo(): CliIo {
+  // A closed stdout (EPIPE from `pg-ra-tls demo | head -3`) would be an
+  // unhandled 'error' event, crashing the process with a running stack: it
+  // becomes a stop request instead (see StopSignals), once, and output after
+  // it is dropped.
+  let closed = false;
+  process.stdout.on('error', () => {
+    if (closed) return;
+    closed = true;
+    process.exitCode ??= 1;
+    process.emit('SIGPIPE', 'SIGPIPE');
+  });
   return {
-    stdout: (text) => process.stdout.write(text),
+    stdout: (text) => {
+      if (!closed) process.stdout.write(text);
+    },
     stderr: (text) => process.stderr.write(text),
     env: process.env,
     process,
