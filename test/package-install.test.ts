@@ -133,8 +133,11 @@ test('a strict nodenext program type-checks against every subpath and runs a que
 });
 
 test('the pg-ra-tls bin runs from the install', async () => {
-  const { stdout } = await exec(join(project, 'node_modules/.bin/pg-ra-tls'), ['--help'], project);
+  const bin = join(project, 'node_modules/.bin/pg-ra-tls');
+  const { stdout } = await exec(bin, ['--help'], project);
   assert.match(stdout, /Usage: pg-ra-tls <command>/);
+  const { stdout: version } = await exec(bin, ['--version'], project);
+  assert.equal(version, `${ownPackage.version}\n`);
 });
 
 test('CommonJS code can require() every subpath', async () => {

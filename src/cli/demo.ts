@@ -17,7 +17,7 @@ import { createDstackIssuer } from '../testing/dstack-issuer.js';
 import { type LocalStack, startLocalStack } from '../testing/local-stack.js';
 import type { TeesqlRole } from '../testing/stack/postgres.js';
 import type { SidecarCredentials } from '../testing/stack/sidecar.js';
-import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
+import { type CliCommand, type CliIo, ExitCode, parseArgsError } from './command.js';
 import { StopSignals } from './stop-signals.js';
 
 const HELP = `Usage: pg-ra-tls demo
@@ -90,7 +90,7 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
     try {
       parseArgs({ args: [...args], strict: true, allowPositionals: false, options: {} });
     } catch (error) {
-      throw usageError(`${(error as Error).message.replace(/\.$/, '')}; see pg-ra-tls demo --help`);
+      throw parseArgsError(error, 'demo', []);
     }
   }
   const signals = new StopSignals(io, 'demo');

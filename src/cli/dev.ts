@@ -14,7 +14,7 @@ import {
 } from '../testing/local-stack.js';
 import { parseDuration } from '../util/duration.js';
 import { TCB_STATUSES } from '../verification/verifier.js';
-import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
+import { type CliCommand, type CliIo, ExitCode, parseArgsError, usageError } from './command.js';
 import { StopSignals } from './stop-signals.js';
 
 /** What the `dev` command line asks for. */
@@ -64,6 +64,19 @@ const TCB_LEVEL_STATUSES = TCB_STATUSES.filter(
   (status): status is TcbLevelStatus => status !== 'Unknown',
 );
 
+/** The flags of `dev`, for parseArgs and "did you mean". */
+const DEV_OPTIONS = {
+  'database-url': { type: 'string' },
+  'no-gateway': { type: 'boolean' },
+  'legacy-certificates': { type: 'boolean' },
+  'debug-td': { type: 'boolean' },
+  'tcb-status': { type: 'string' },
+  'certificate-lifetime': { type: 'string' },
+  'dstack-socket': { type: 'string' },
+  // Not --env-file: Node 20 reads that flag anywhere in argv, even after the script (measured).
+  'write-env': { type: 'string' },
+} as const;
+
 /** Parses the `dev` arguments (pure). Throws BAD_CONFIG usage errors. */
 export function parseDevArguments(args: readonly string[]): DevArguments {
   let values: Record<string, string | boolean | undefined>;
@@ -72,21 +85,11 @@ export function parseDevArguments(args: readonly string[]): DevArguments {
       args: [...args],
       strict: true,
       allowPositionals: false,
-      options: {
-        'database-url': { type: 'string' },
-        'no-gateway': { type: 'boolean' },
-        'legacy-certificates': { type: 'boolean' },
-        'debug-td': { type: 'boolean' },
-        'tcb-status': { type: 'string' },
-        'certificate-lifetime': { type: 'string' },
-        'dstack-socket': { type: 'string' },
-        // Not --env-file: Node 20 reads that flag anywhere in argv, even after the script (measured).
-        'write-env': { type: 'string' },
-      },
+      options: DEV_OPTIONS,
     }));
   } catch (error) {
     // parseArgs messages name the offending argument and never echo values.
-    throw usageError(`${(error as Error).message.replace(/\.$/, '')}; see pg-ra-tls dev --help`);
+    throw parseArgsError(error, 'dev', Object.keys(DEV_OPTIONS));
   }
   const tcbStatus = values['tcb-status'] as string | undefined;
   if (tcbStatus !== undefined && !(TCB_LEVEL_STATUSES as readonly string[]).includes(tcbStatus)) {

@@ -28,7 +28,7 @@ import { parseDuration } from '../util/duration.js';
 import { DcapVerifier, type EngineChoice } from '../verification/dcap-verifier.js';
 import { INTEL_API_KEY_ENV, IntelApiVerifier } from '../verification/intel-api-verifier.js';
 import { TCB_STATUSES, type TcbStatus } from '../verification/verifier.js';
-import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
+import { type CliCommand, type CliIo, ExitCode, parseArgsError, usageError } from './command.js';
 import {
   formatVerifyText,
   type PresentedCertificate,
@@ -143,6 +143,23 @@ const HOST_PORT = /^(?:\[([^\]]+)\]|([^:[\]/\s]+))(?::(\d{1,5}))?$/;
 const URL_SCHEME = /^postgres(?:ql)?:\/\//i;
 const ENGINES: readonly EngineChoice[] = ['both', 'wasm', 'js'];
 
+/** The flags of `verify`, for parseArgs and "did you mean". */
+const VERIFY_OPTIONS = {
+  mrtd: { type: 'string', multiple: true },
+  'app-id': { type: 'string', multiple: true },
+  'compose-hash': { type: 'string', multiple: true },
+  'tcb-status': { type: 'string', multiple: true },
+  'allow-debug': { type: 'boolean' },
+  engine: { type: 'string' },
+  'pccs-url': { type: 'string' },
+  'root-ca': { type: 'string' },
+  'intel-api': { type: 'boolean' },
+  servername: { type: 'string' },
+  'dstack-endpoint': { type: 'string' },
+  timeout: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
 /** Parses the `verify` arguments (pure). Throws BAD_CONFIG usage errors naming the flag to fix. */
 export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
   let values: Record<string, string | boolean | string[] | undefined>;
@@ -152,25 +169,11 @@ export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
       args: [...args],
       strict: true,
       allowPositionals: true,
-      options: {
-        mrtd: { type: 'string', multiple: true },
-        'app-id': { type: 'string', multiple: true },
-        'compose-hash': { type: 'string', multiple: true },
-        'tcb-status': { type: 'string', multiple: true },
-        'allow-debug': { type: 'boolean' },
-        engine: { type: 'string' },
-        'pccs-url': { type: 'string' },
-        'root-ca': { type: 'string' },
-        'intel-api': { type: 'boolean' },
-        servername: { type: 'string' },
-        'dstack-endpoint': { type: 'string' },
-        timeout: { type: 'string' },
-        json: { type: 'boolean' },
-      },
+      options: VERIFY_OPTIONS,
     }));
   } catch (error) {
     // parseArgs messages name the offending argument and never echo values.
-    throw usageError(`${(error as Error).message.replace(/\.$/, '')}; see pg-ra-tls verify --help`);
+    throw parseArgsError(error, 'verify', Object.keys(VERIFY_OPTIONS));
   }
   if (positionals.length !== 1) {
     throw usageError(
