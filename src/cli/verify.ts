@@ -91,7 +91,7 @@ Policy:
 Verifier (default: DCAP against Intel's root, collateral from Intel PCS):
   --engine <wasm|js|both>  DCAP engines that must accept the quote (default both)
   --pccs-url <url>         PCCS to fetch collateral from, e.g. https://pccs.phala.network
-  --root-ca <pem file>     Replace Intel's root with a TEST root (js engine only;
+  --root-ca <pem>          Replace Intel's root with a TEST root (js engine only;
                            anything it vouches for proves nothing about hardware)
   --intel-api              Appraise with Intel Trust Authority instead
                            (needs INTEL_TRUST_AUTHORITY_API_KEY)
@@ -477,7 +477,8 @@ async function createVerifier(
 async function readRootCa(path: string): Promise<Uint8Array> {
   let pem: string;
   try {
-    pem = await readFile(path, 'utf8');
+    // PEM text itself (e.g. --root-ca "$(cat root.pem)"), or the path of a PEM file.
+    pem = path.includes('-----BEGIN') ? path : await readFile(path, 'utf8');
   } catch (error) {
     throw usageError(`--root-ca ${JSON.stringify(path)} cannot be read: ${describeCause(error)}`);
   }
@@ -485,7 +486,7 @@ async function readRootCa(path: string): Promise<Uint8Array> {
     return new Uint8Array(new X509Certificate(pem).raw);
   } catch {
     throw usageError(
-      `--root-ca ${JSON.stringify(path)} is not a PEM certificate (-----BEGIN CERTIFICATE-----)`,
+      `--root-ca ${path.includes('-----BEGIN') ? '(PEM text)' : JSON.stringify(path)} is not a PEM certificate (-----BEGIN CERTIFICATE-----)`,
     );
   }
 }
