@@ -134,3 +134,23 @@ test('Ctrl-C during the demo stops the stack, exits 130 and leaves nothing behin
     },
   );
 });
+
+test('a closed stdout (pg-ra-tls demo | head) stops the stack and leaves nothing behind', async () => {
+  let closed = false;
+  await runDemo(
+    async ({ code, stderr, scratch }) => {
+      assert.equal(code, 141, `stderr:\n${stderr}`);
+      assert.match(stderr, /pg-ra-tls demo: SIGPIPE: stopped; temporary files removed/);
+      assert.doesNotMatch(stderr, /Unhandled|EPIPE/);
+      assert.deepEqual(await leftovers(scratch), [], 'every temp dir was removed');
+      assert.deepEqual(await processesMentioning(scratch), [], 'no Postgres is left running');
+    },
+    (stdout, child) => {
+      // What `head -3` does: read a few lines, then close the pipe.
+      if (!closed && stdout.includes('[2/6]')) {
+        closed = true;
+        child.stdout.destroy();
+      }
+    },
+  );
+});

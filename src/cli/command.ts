@@ -1,4 +1,5 @@
 import { describeCause, isRaTlsError, RaTlsError } from '../errors.js';
+import { closestName } from '../util/did-you-mean.js';
 
 /** Where a command reads its environment and writes its output. */
 export interface CliIo {
@@ -26,6 +27,29 @@ export const ExitCode = { OK: 0, FAILED: 1, USAGE: 2 } as const;
 /** A command-line mistake: BAD_CONFIG, and the exit code says "usage". */
 export function usageError(message: string): RaTlsError {
   return new RaTlsError('BAD_CONFIG', message, { details: { usage: true } });
+}
+
+/**
+ * The usage error for a node:util parseArgs failure, with a "did you mean"
+ * when an unknown flag is close to one of `flags` (parseArgs names only the
+ * flag, never its value).
+ */
+export function parseArgsError(
+  error: unknown,
+  command: string,
+  flags: readonly string[],
+): RaTlsError {
+  const message = (error as Error).message;
+  const unknown = /Unknown option '(-{1,2}[^'=]+)'/.exec(message)?.[1];
+  if (unknown !== undefined) {
+    const suggestion = closestName(unknown.replace(/^-+/, ''), flags);
+    return usageError(
+      `unknown option ${unknown}` +
+        (suggestion === undefined ? '' : `; did you mean --${suggestion}?`) +
+        `; see pg-ra-tls ${command} --help`,
+    );
+  }
+  return usageError(`${message.replace(/\.$/, '')}; see pg-ra-tls ${command} --help`);
 }
 
 /** True for errors made by {@link usageError}. */

@@ -5,7 +5,9 @@
  * refused by Postgres and two tampered servers refused before any SQL, prints
  * what was verified and how long each step took, and stops everything.
  */
+
 import { generateKeyPairSync } from 'node:crypto';
+import { constants } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { type Generated, Kysely } from 'kysely';
@@ -15,7 +17,7 @@ import { createDstackIssuer } from '../testing/dstack-issuer.js';
 import { type LocalStack, startLocalStack } from '../testing/local-stack.js';
 import type { TeesqlRole } from '../testing/stack/postgres.js';
 import type { SidecarMisbehaviour } from '../testing/stack/sidecar.js';
-import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
+import { type CliCommand, type CliIo, ExitCode, parseArgsError } from './command.js';
 import { StopSignals } from './stop-signals.js';
 
 const HELP = `Usage: pg-ra-tls demo
@@ -89,7 +91,7 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
     try {
       parseArgs({ args: [...args], strict: true, allowPositionals: false, options: {} });
     } catch (error) {
-      throw usageError(`${(error as Error).message.replace(/\.$/, '')}; see pg-ra-tls demo --help`);
+      throw parseArgsError(error, 'demo', []);
     }
   }
   const signals = new StopSignals(io, 'demo');
@@ -98,7 +100,7 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
   } catch (error) {
     if (!(error instanceof Interrupted)) throw error;
     io.stderr(`pg-ra-tls demo: ${signals.received}: stopped; temporary files removed\n`);
-    return 128 + (signals.received === 'SIGTERM' ? 15 : 2);
+    return 128 + (constants.signals[signals.received ?? 'SIGINT'] ?? 2);
   } finally {
     signals.dispose();
   }

@@ -14,7 +14,7 @@ import {
 } from '../testing/local-stack.js';
 import { parseDuration } from '../util/duration.js';
 import { TCB_STATUSES } from '../verification/verifier.js';
-import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
+import { type CliCommand, type CliIo, ExitCode, parseArgsError, usageError } from './command.js';
 import { StopSignals } from './stop-signals.js';
 
 /** What the `dev` command line asks for. */
@@ -51,18 +51,35 @@ Options:
 Printed variables:
   DATABASE_URL                     teesql_readwrite, straight to the sidecar
   DSTACK_SIMULATOR_ENDPOINT        the guest agent that issues the client certificate
-  PG_RA_TLS_EXPECTED_MRTD          what to pin in policy.allowedMrtds
-  PG_RA_TLS_EXPECTED_APP_ID        ... policy.allowedAppIds
-  PG_RA_TLS_EXPECTED_COMPOSE_HASH  ... policy.allowedComposeHashes
+  EXPECTED_MRTD                    what to pin in policy.allowedMrtds (the README's name)
+  EXPECTED_APP_ID                  ... policy.allowedAppIds
+  EXPECTED_COMPOSE_HASH            ... policy.allowedComposeHashes
+  PG_RA_TLS_EXPECTED_*             the same three, under the names of earlier versions
   PG_RA_TLS_TRUST_ROOT             PEM of the test root: DcapVerifier({ engine: 'js', rootCa })
   PG_RA_TLS_PCCS_URL               the PCCS serving its collateral: DcapVerifier({ pccsUrl })
   PG_RA_TLS_GATEWAY_URL            the same database through the gateway; TCP to 127.0.0.1,
   PG_RA_TLS_GATEWAY_SERVERNAME     with this TLS SNI (the servername option)
+
+In application code, clientOptionsFromEnv() from pg-ra-tls/testing turns these
+variables into clientOptions (test root, PCCS, guest agent, pinned policy).
 `;
 
 const TCB_LEVEL_STATUSES = TCB_STATUSES.filter(
   (status): status is TcbLevelStatus => status !== 'Unknown',
 );
+
+/** The flags of `dev`, for parseArgs and "did you mean". */
+const DEV_OPTIONS = {
+  'database-url': { type: 'string' },
+  'no-gateway': { type: 'boolean' },
+  'legacy-certificates': { type: 'boolean' },
+  'debug-td': { type: 'boolean' },
+  'tcb-status': { type: 'string' },
+  'certificate-lifetime': { type: 'string' },
+  'dstack-socket': { type: 'string' },
+  // Not --env-file: Node 20 reads that flag anywhere in argv, even after the script (measured).
+  'write-env': { type: 'string' },
+} as const;
 
 /** Parses the `dev` arguments (pure). Throws BAD_CONFIG usage errors. */
 export function parseDevArguments(args: readonly string[]): DevArguments {
@@ -72,21 +89,11 @@ export function parseDevArguments(args: readonly string[]): DevArguments {
       args: [...args],
       strict: true,
       allowPositionals: false,
-      options: {
-        'database-url': { type: 'string' },
-        'no-gateway': { type: 'boolean' },
-        'legacy-certificates': { type: 'boolean' },
-        'debug-td': { type: 'boolean' },
-        'tcb-status': { type: 'string' },
-        'certificate-lifetime': { type: 'string' },
-        'dstack-socket': { type: 'string' },
-        // Not --env-file: Node 20 reads that flag anywhere in argv, even after the script (measured).
-        'write-env': { type: 'string' },
-      },
+      options: DEV_OPTIONS,
     }));
   } catch (error) {
     // parseArgs messages name the offending argument and never echo values.
-    throw usageError(`${(error as Error).message.replace(/\.$/, '')}; see pg-ra-tls dev --help`);
+    throw parseArgsError(error, 'dev', Object.keys(DEV_OPTIONS));
   }
   const tcbStatus = values['tcb-status'] as string | undefined;
   if (tcbStatus !== undefined && !(TCB_LEVEL_STATUSES as readonly string[]).includes(tcbStatus)) {
@@ -116,6 +123,10 @@ export function devEnvironment(stack: LocalStack, trustRootPath: string): Record
   return {
     DATABASE_URL: stack.databaseUrl,
     DSTACK_SIMULATOR_ENDPOINT: stack.dstackEndpoint,
+    // The names the README's examples read (process.env.EXPECTED_MRTD, ...).
+    EXPECTED_MRTD: stack.expected.mrtd,
+    EXPECTED_APP_ID: stack.expected.appId,
+    EXPECTED_COMPOSE_HASH: stack.expected.composeHash,
     PG_RA_TLS_EXPECTED_MRTD: stack.expected.mrtd,
     PG_RA_TLS_EXPECTED_APP_ID: stack.expected.appId,
     PG_RA_TLS_EXPECTED_COMPOSE_HASH: stack.expected.composeHash,
@@ -129,6 +140,15 @@ export function devEnvironment(stack: LocalStack, trustRootPath: string): Record
         }),
   };
 }
+
+/**
+ * A `pg-ra-tls verify` command line, ready to paste into a shell that has the
+ * {@link devEnvironment} exported: it trusts dev's test root and PCCS, and
+ * pins the stack's MRTD, app-id and compose-hash.
+ */
+export const DEV_VERIFY_COMMAND =
+  'npx pg-ra-tls verify "$DATABASE_URL" --mrtd "$EXPECTED_MRTD" --app-id "$EXPECTED_APP_ID" ' +
+  '--compose-hash "$EXPECTED_COMPOSE_HASH" --pccs-url "$PG_RA_TLS_PCCS_URL" --root-ca "$PG_RA_TLS_TRUST_ROOT"';
 
 /** POSIX shell `export` lines; values single-quoted. */
 export function shellExports(env: Readonly<Record<string, string>>): string {
@@ -190,6 +210,8 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
     io.stdout(
       '# pg-ra-tls dev: a local attested teesql stack under a TEST root of trust (not Intel)\n' +
         shellExports(env) +
+        `# check it (after eval of the lines above): ${DEV_VERIFY_COMMAND}\n` +
+        '# in code: clientOptionsFromEnv() from pg-ra-tls/testing reads these variables\n' +
         '# pg-ra-tls dev: running; press Ctrl-C (SIGINT) or send SIGTERM to stop\n',
     );
     if (signals.received === undefined) await stopRequested;

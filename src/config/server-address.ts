@@ -1,5 +1,9 @@
-/** `host`, `host:port` or `[ipv6]:port`: no scheme, path, whitespace or empty parts. */
-const HOST_PORT = /^(?:\[([^\]]+)\]|([^:[\]/\s]+))(?::(\d{1,5}))?$/;
+/**
+ * `host`, `host:port` or `[ipv6]:port`: only what a DNS name or an address can
+ * hold, so a mistyped connection string (with `@`, `=`, `/` or a password) is
+ * never taken for a host name and echoed.
+ */
+const HOST_PORT = /^(?:\[([0-9A-Fa-f:.%\w]+)\]|([A-Za-z0-9._-]+))(?::(\d{1,5}))?$/;
 
 /**
  * The one reader of `host[:port]` / `[v6]:port` text (the library's

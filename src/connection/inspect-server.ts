@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { attestCertificate } from '../attest/attest-certificate.js';
 import type { AttestationReport } from '../attest/report.js';
 import { DEFAULT_SIDECAR_PORT, type Endpoint } from '../config/connection-settings.js';
-import { maskConnectionString, parseConnectionString } from '../config/connection-string.js';
+import { parseConnectionString } from '../config/connection-string.js';
 import { parseHostPort } from '../config/server-address.js';
 import { type ErrorCode, isRaTlsError, RaTlsError } from '../errors.js';
 import { checkBinding } from '../evidence/binding.js';
@@ -279,10 +279,14 @@ function resolveTarget(target: ServerTarget, options: InspectServerOptions): End
   let servername: string | undefined;
   if (typeof target === 'string') {
     const text = target.trim();
-    if (/^postgres(?:ql)?:\/\//i.test(text)) {
+    if (/^postgres(?:ql)?:\/\//i.test(text) || /^[A-Za-z0-9_]+\s*=/.test(text)) {
+      // A URL or libpq keyword string: hostaddr is where TCP goes, host the TLS name.
       const parsed = parseConnectionString(text);
-      host = parsed.host;
+      host = parsed.hostaddr ?? parsed.host;
       port = parsed.port;
+      if (parsed.hostaddr !== undefined && parsed.host !== undefined && isIP(parsed.host) === 0) {
+        servername = parsed.host;
+      }
     } else {
       const parsed = parseHostPort(text);
       host = parsed?.host;
@@ -303,7 +307,9 @@ function resolveTarget(target: ServerTarget, options: InspectServerOptions): End
   ) {
     throw new RaTlsError(
       'BAD_CONFIG',
-      `verifyServer target ${typeof target === 'string' ? JSON.stringify(maskConnectionString(target)) : JSON.stringify({ ...target })} ` +
+      // A string is not echoed (a malformed connection string may hold the password anywhere),
+      // and of an object only the fields a target has.
+      `verifyServer target ${typeof target === 'string' ? '(a string, not shown)' : JSON.stringify({ host, port })} ` +
         'is not "host", "host:port", a postgres:// URL or { host, port }',
       { details: { option: 'target' } },
     );

