@@ -30,6 +30,7 @@ test('every subpath of the exports map loads from dist by the package name', asy
     'pg-ra-tls/drizzle': ['drizzle', 'createPool'],
     'pg-ra-tls/prisma': ['prismaAdapter'],
     'pg-ra-tls/postgres-js': ['postgresOptions'],
+    'pg-ra-tls/knex': ['knex', 'attestedPool'],
   };
   for (const [specifier, names] of Object.entries(subpaths)) {
     const out = await importInFreshProcess(
