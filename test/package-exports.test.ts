@@ -31,6 +31,7 @@ test('every subpath of the exports map loads from dist by the package name', asy
     'pg-ra-tls/prisma': ['prismaAdapter'],
     'pg-ra-tls/postgres-js': ['postgresOptions'],
     'pg-ra-tls/knex': ['knex', 'attestedPool'],
+    'pg-ra-tls/typeorm': ['typeormOptions', 'attestedPool'],
   };
   for (const [specifier, names] of Object.entries(subpaths)) {
     const out = await importInFreshProcess(
@@ -48,7 +49,8 @@ test('the runtime entry imposes no global polyfill on the user’s process', asy
   }
   // @peculiar/x509 needs reflect-metadata; only pg-ra-tls/testing may load it.
   const out = await importInFreshProcess(
-    "await import('pg-ra-tls'); await import('pg-ra-tls/kysely'); console.log(typeof Reflect.getMetadata);",
+    "await import('pg-ra-tls'); await import('pg-ra-tls/kysely'); await import('pg-ra-tls/typeorm'); " +
+      'console.log(typeof Reflect.getMetadata);',
   );
   assert.equal(out, 'undefined');
 });
