@@ -33,6 +33,7 @@ test('every subpath of the exports map loads from dist by the package name', asy
     'pg-ra-tls/knex': ['knex', 'attestedPool'],
     'pg-ra-tls/typeorm': ['typeormOptions', 'attestedPool'],
     'pg-ra-tls/sequelize': ['sequelizeOptions'],
+    'pg-ra-tls/pg-promise': ['usePgRaTls', 'attestedPool'],
   };
   for (const [specifier, names] of Object.entries(subpaths)) {
     const out = await importInFreshProcess(
