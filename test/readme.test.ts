@@ -54,6 +54,10 @@ const SHIM_FOR: Readonly<Record<string, string>> = {
   'pg-ra-tls/drizzle': 'drizzle.ts',
   'pg-ra-tls/prisma': 'prisma.ts',
   'pg-ra-tls/postgres-js': 'postgres-js.ts',
+  'pg-ra-tls/knex': 'knex.ts',
+  'pg-ra-tls/typeorm': 'typeorm.ts',
+  'pg-ra-tls/sequelize': 'sequelize.ts',
+  'pg-ra-tls/pg-promise': 'pg-promise.ts',
   './generated/prisma/client.js': 'generated-prisma-client.ts',
 };
 
