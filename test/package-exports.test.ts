@@ -34,6 +34,7 @@ test('every subpath of the exports map loads from dist by the package name', asy
     'pg-ra-tls/typeorm': ['typeormOptions', 'attestedPool'],
     'pg-ra-tls/sequelize': ['sequelizeOptions'],
     'pg-ra-tls/pg-promise': ['usePgRaTls', 'attestedPool'],
+    'pg-ra-tls/mikro-orm': ['mikroOrmOptions'],
   };
   for (const [specifier, names] of Object.entries(subpaths)) {
     const out = await importInFreshProcess(
