@@ -38,6 +38,11 @@ test('every subpath of the exports map loads from dist by the package name', asy
     'pg-ra-tls/drizzle': ['drizzle', 'createPool'],
     'pg-ra-tls/prisma': ['prismaAdapter'],
     'pg-ra-tls/postgres-js': ['postgresOptions'],
+    'pg-ra-tls/knex': ['knex', 'attestedPool'],
+    'pg-ra-tls/typeorm': ['typeormOptions', 'attestedPool'],
+    'pg-ra-tls/sequelize': ['sequelizeOptions'],
+    'pg-ra-tls/pg-promise': ['usePgRaTls', 'attestedPool'],
+    'pg-ra-tls/mikro-orm': ['mikroOrmOptions'],
   };
   for (const [specifier, names] of Object.entries(subpaths)) {
     const out = await importInFreshProcess(
@@ -52,7 +57,8 @@ test('the runtime entry imposes no global polyfill on the user’s process', asy
   assertBuilt();
   // @peculiar/x509 needs reflect-metadata; only pg-ra-tls/testing may load it.
   const out = await importInFreshProcess(
-    "await import('pg-ra-tls'); await import('pg-ra-tls/kysely'); console.log(typeof Reflect.getMetadata);",
+    "await import('pg-ra-tls'); await import('pg-ra-tls/kysely'); await import('pg-ra-tls/typeorm'); " +
+      'console.log(typeof Reflect.getMetadata);',
   );
   assert.equal(out, 'undefined');
 });

@@ -54,6 +54,11 @@ const SHIM_FOR: Readonly<Record<string, string>> = {
   'pg-ra-tls/drizzle': 'drizzle.ts',
   'pg-ra-tls/prisma': 'prisma.ts',
   'pg-ra-tls/postgres-js': 'postgres-js.ts',
+  'pg-ra-tls/knex': 'knex.ts',
+  'pg-ra-tls/typeorm': 'typeorm.ts',
+  'pg-ra-tls/sequelize': 'sequelize.ts',
+  'pg-ra-tls/pg-promise': 'pg-promise.ts',
+  'pg-ra-tls/mikro-orm': 'mikro-orm.ts',
   './generated/prisma/client.js': 'generated-prisma-client.ts',
 };
 
@@ -67,17 +72,24 @@ test('the README opens with exactly the two commands a new user types', () => {
   const first = blocks.find((block) => block.language === 'sh');
   assert.ok(first !== undefined, 'the README has a ```sh block');
   assert.equal(first, blocks[0], 'the commands are the first code block');
-  assert.deepEqual(shellCommands(first.code), ['npm ci && npm run demo', 'npm ci && npm test']);
+  assert.deepEqual(shellCommands(first.code), [
+    'npm ci && npm run demo',
+    'npm ci && npm test && npm run test:node-versions',
+  ]);
 });
 
 test('CI runs exactly the README test command, and package.json has both scripts', () => {
   const ci = readFileSync(join(ROOT, '.ci', 'run'), 'utf8');
   const commands = shellCommands(ci).filter((line) => !/^(set|cd)\s/.test(line));
-  assert.deepEqual(commands, ['npm ci && npm test'], '.ci/run runs nothing else');
+  assert.deepEqual(
+    commands,
+    ['npm ci && npm test && npm run test:node-versions'],
+    '.ci/run runs nothing else',
+  );
   const { scripts } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
     scripts?: Record<string, unknown>;
   };
-  for (const name of ['demo', 'test']) {
+  for (const name of ['demo', 'test', 'test:node-versions']) {
     const script = scripts?.[name];
     assert.ok(
       typeof script === 'string' && script.length > 0,
@@ -144,7 +156,9 @@ test('every pg-ra-tls import in a ts block has a shim', () => {
   assert.deepEqual(unshimmed, [], 'add a shim in test/support/readme-shims and to SHIM_FOR');
 });
 
-describe('every ts block of the README runs against the local stack', () => {
+// Two at a time: each snippet is a child process mostly waiting on the stack, and one by one
+// the whole file would outgrow the per-file --test-timeout as integrations add snippets.
+describe('every ts block of the README runs against the local stack', { concurrency: 2 }, () => {
   let stack: LocalStack;
   let workDir: string;
   let env: NodeJS.ProcessEnv;

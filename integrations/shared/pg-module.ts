@@ -1,0 +1,184 @@
+/**
+ * Attested stand-ins for the `pg` module, for query layers that accept a pg
+ * module of the caller's choosing (TypeORM's `driver`, Sequelize's
+ * `dialectModule`, pg-promise's `pgp.pg`). Internal to the integrations: not a
+ * subpath of its own.
+ *
+ * The stand-in carries everything of pg (types, defaults, errors, escaping)
+ * except `native`: an ORM that finds `pg.native` may switch to pg-native,
+ * which cannot carry an attested socket, so it is always `null` here.
+ */
+import pg from 'pg';
+import { sharedClientIdentity } from '../../src/identity/shared-identity.js';
+import {
+  type AttestationReport,
+  AttestedConnector,
+  type ConnectionSettingsInput,
+  createPool,
+  RaTlsClient,
+  type RaTlsClientOptions,
+  RaTlsError,
+  RaTlsPool,
+  type RaTlsPoolOptions,
+  resolveConnectionSettings,
+} from '../../src/index.js';
+
+/** The parts of the `pg` module the ORMs use, with attested Pool and Client. */
+export interface AttestedPgModule {
+  readonly Pool: new (config?: never) => pg.Pool;
+  readonly Client: new (config?: never) => pg.Client;
+  readonly types: typeof pg.types;
+  readonly defaults: typeof pg.defaults;
+  readonly native: null;
+  readonly [key: string]: unknown;
+}
+
+/** pg's exports minus `native` (a getter that would load pg-native), plus attested classes. */
+function pgModuleWith(
+  Pool: AttestedPgModule['Pool'],
+  Client: AttestedPgModule['Client'],
+): AttestedPgModule {
+  const module: Record<string, unknown> = {};
+  for (const key of Object.getOwnPropertyNames(pg)) {
+    if (key === 'native' || key === 'default') continue;
+    const descriptor = Object.getOwnPropertyDescriptor(pg, key);
+    if (descriptor !== undefined) Object.defineProperty(module, key, descriptor);
+  }
+  Object.assign(module, { Pool, Client, native: null });
+  return Object.freeze(module) as unknown as AttestedPgModule;
+}
+
+/**
+ * The pg module whose `Pool` is {@link RaTlsPool} and `Client` is
+ * {@link RaTlsClient}: whatever options the ORM passes to `new Pool(...)` or
+ * `new Client(...)` are pg-ra-tls options (connection string, policy, ...).
+ */
+export const attestedPg: AttestedPgModule = pgModuleWith(
+  RaTlsPool as unknown as AttestedPgModule['Pool'],
+  RaTlsClient as unknown as AttestedPgModule['Client'],
+);
+
+/** Keys of the configuration an ORM may hand `new Pool(...)`/`new Client(...)` that we honour. */
+const POOL_KEYS = [
+  'max',
+  'min',
+  'idleTimeoutMillis',
+  'allowExitOnIdle',
+  'maxUses',
+  'maxLifetimeSeconds',
+  'connectionTimeoutMillis',
+] as const;
+const SESSION_KEYS = [
+  'application_name',
+  'fallback_application_name',
+  'options',
+  'client_encoding',
+  'statement_timeout',
+  'query_timeout',
+  'lock_timeout',
+  'idle_in_transaction_session_timeout',
+  'keepAlive',
+  'keepAliveInitialDelayMillis',
+  'types',
+] as const;
+/** Where and as whom to connect, and the transport: only pg-ra-tls's own options decide these. */
+export const CONNECTION_KEYS = [
+  'connectionString',
+  'host',
+  'port',
+  'user',
+  'password',
+  'database',
+  'ssl',
+  'stream',
+  'config',
+] as const;
+
+/** How a bound module treats connection settings in the ORM's configuration. */
+export type OrmConnectionKeys = 'refuse' | 'ignore';
+
+/**
+ * A pg module bound to one set of pg-ra-tls options: `new Pool(ormConfig)`
+ * is a {@link RaTlsPool} (attested at open, re-attested at checkout) and
+ * `new Client(ormConfig)` a {@link RaTlsClient} sharing one connector
+ * (verification cache). From the ORM's configuration only pool sizing and
+ * session settings are taken (they win over `options`); connection settings
+ * there are refused with BAD_CONFIG (`refuse`) or, for an ORM that fills them
+ * with defaults of its own, ignored (`ignore`).
+ */
+export function boundPgModule(
+  options: RaTlsPoolOptions,
+  ormName: string,
+  connectionKeys: OrmConnectionKeys,
+): AttestedPgModule & { readonly connector: AttestedConnector } {
+  if (options === null || typeof options !== 'object') {
+    throw new RaTlsError('BAD_CONFIG', `${ormName} needs { connectionString, policy, ... }`, {
+      details: { option: 'options' },
+    });
+  }
+  // Resolve now, so that configuration errors throw before any network I/O.
+  resolveConnectionSettings(options);
+  // Like a standalone RaTlsClient: the process-wide client identity unless one
+  // is given, so that this connector owns nothing that would need closing.
+  const connector = new AttestedConnector({
+    ...options,
+    ...(options.clientIdentity === undefined && options.clientCertOverride === undefined
+      ? { clientIdentity: sharedClientIdentity(options.dstackEndpoint) }
+      : {}),
+  });
+  const fromOrm = (config: unknown, keys: readonly string[]): Record<string, unknown> => {
+    const picked: Record<string, unknown> = {};
+    if (config === null || typeof config !== 'object') return picked;
+    const record = config as Record<string, unknown>;
+    if (connectionKeys === 'refuse') {
+      for (const key of CONNECTION_KEYS) {
+        if (record[key] !== undefined) {
+          throw new RaTlsError(
+            'BAD_CONFIG',
+            `${ormName} was given ${key}: with pg-ra-tls, where and as whom to connect are ` +
+              `set in the pg-ra-tls options only (connectionString, host, user, ...)`,
+            { details: { option: key } },
+          );
+        }
+      }
+    }
+    for (const key of keys) if (record[key] !== undefined) picked[key] = record[key];
+    return picked;
+  };
+  const Pool = class extends RaTlsPool {
+    constructor(config?: unknown) {
+      super({ ...options, ...fromOrm(config, [...POOL_KEYS, ...SESSION_KEYS]) });
+    }
+  };
+  const Client = class extends RaTlsClient {
+    constructor(config?: unknown) {
+      super({
+        ...(options as RaTlsClientOptions),
+        ...(fromOrm(config, SESSION_KEYS) as ConnectionSettingsInput),
+        connector,
+      });
+    }
+  };
+  return Object.freeze({
+    ...pgModuleWith(
+      Pool as unknown as AttestedPgModule['Pool'],
+      Client as unknown as AttestedPgModule['Client'],
+    ),
+    connector,
+  });
+}
+
+/**
+ * True while the connection's report is younger than `reattestEvery`: for
+ * ORM pools whose checkout check is synchronous, so a connection whose report
+ * is due is closed and replaced by a freshly attested one (bounded lifetime)
+ * instead of being re-attested in place.
+ */
+export function attestationIsFresh(connection: unknown, connector: AttestedConnector): boolean {
+  if (!(connection instanceof RaTlsClient)) return false;
+  const report: AttestationReport | undefined = connection.attestation;
+  if (report === undefined) return false;
+  return connector.now() - report.verifiedAt < connector.reattestEveryMs;
+}
+
+export { createPool };
