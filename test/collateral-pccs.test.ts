@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { getCollateral, QuoteVerifier } from '@phala/dcap-qvl';
 import { isRaTlsError } from '../src/errors.js';
@@ -250,6 +252,38 @@ describe('PCCS client against the local PCCS server (real fixture collateral)', 
     const entry = await cache.get(pck, V4_NOW.getTime());
     assert.equal(entry.window.nextUpdate, Date.parse('2025-07-19T10:00:35Z'));
     assert.equal(batches, 7);
+  });
+
+  it('sends a GET once more when the PCCS closed the connection without answering (stale keep-alive)', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    let dropped = 0;
+    const flaky = createServer((request, response) => {
+      if (dropped === 0) {
+        dropped++;
+        request.socket.destroy();
+        return;
+      }
+      fetch(`${pccs.url}${request.url}`).then(async (upstream) => {
+        response.writeHead(upstream.status, Object.fromEntries(upstream.headers));
+        response.end(Buffer.from(await upstream.arrayBuffer()));
+      });
+    });
+    await new Promise<void>((resolve) => flaky.listen(0, '127.0.0.1', resolve));
+    servers.push({
+      close: () => {
+        flaky.closeAllConnections();
+        return new Promise<void>((resolve) => flaky.close(() => resolve()));
+      },
+    });
+    const { port } = flaky.address() as AddressInfo;
+
+    const fetched = await new PccsClient({ url: `http://127.0.0.1:${port}` }).fetchCollateral(
+      readPckInfo(quote),
+    );
+
+    assert.equal(dropped, 1);
+    assert.deepEqual(fetched, normalizeCollateral(collateral));
   });
 
   it('fails with COLLATERAL_UNAVAILABLE when the PCCS is down and nothing is cached', async () => {

@@ -146,7 +146,15 @@ export class PccsClient {
       controller.abort();
     }, this.#timeoutMs);
     try {
-      const response = await this.#fetch(url, { signal: controller.signal });
+      let response: Response;
+      try {
+        response = await this.#fetch(url, { signal: controller.signal });
+      } catch (error) {
+        if (controller.signal.aborted || !isStaleConnection(error)) throw error;
+        // A pooled keep-alive connection the PCCS had closed while idle: GET
+        // is idempotent, so it is sent once more (on a new connection).
+        response = await this.#fetch(url, { signal: controller.signal });
+      }
       const body = await readResponseBody(response, MAX_PCCS_RESPONSE_BYTES);
       if (!response.ok && !allowed.includes(response.status)) {
         throw new RaTlsError(
@@ -162,7 +170,7 @@ export class PccsClient {
         ? `timed out after ${this.#timeoutMs} ms`
         : error instanceof BodyTooLargeError
           ? `answered more than ${error.limit} bytes (a PCCS answer is a few KiB; refusing to read on)`
-          : `failed: ${describeCause(error)}`;
+          : `failed: ${describeFetchFailure(error)}`;
       throw new RaTlsError(
         'COLLATERAL_UNAVAILABLE',
         `PCCS request ${url} ${reason}; check pccsUrl and network access, or pass collateral for offline use`,
@@ -288,4 +296,18 @@ function crlDistributionPoint(rootDer: Uint8Array): string | undefined {
     return undefined;
   }
   return undefined;
+}
+
+// fetch() reports every network error as "fetch failed"; the reason is its cause.
+function describeFetchFailure(error: unknown): string {
+  const cause = error instanceof Error ? error.cause : undefined;
+  return cause instanceof Error
+    ? `${describeCause(error)} (${cause.message})`
+    : describeCause(error);
+}
+
+function isStaleConnection(error: unknown): boolean {
+  const cause =
+    error instanceof Error ? (error.cause as { code?: unknown } | undefined) : undefined;
+  return cause?.code === 'UND_ERR_SOCKET' || cause?.code === 'ECONNRESET';
 }
