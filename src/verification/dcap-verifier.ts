@@ -21,8 +21,7 @@ import {
 } from './collateral.js';
 import { checkCrlsStrictly, pemCertificates } from './crl.js';
 import type { DcapEngine, EngineVerdict, TdReportFields } from './engines/engine.js';
-import { JsEngine } from './engines/js-engine.js';
-import { WasmEngine } from './engines/wasm-engine.js';
+import { ThreadedEngine, warmUpEngines } from './engines/engine-worker.js';
 import type { RaTlsVerifier, VerificationResult, VerifyOptions } from './verifier.js';
 
 /** Which engines decide: both (default), or one alone. */
@@ -105,7 +104,24 @@ export class DcapVerifier implements RaTlsVerifier {
     return verifyNormalized(quote, source.collateral, source.window, now, this.#setup);
   }
 
-  /** Forgets cached collateral. The verifier holds no timers or sockets. */
+  /**
+   * Starts this verifier's engines in the background (their threads, module
+   * loading, one offline verification of a bundled quote) so that the first
+   * real verification runs at steady-state cost. Never rejects: an engine that
+   * cannot start fails the verifications that need it with ENGINE_UNAVAILABLE.
+   */
+  warmUp(): Promise<void> {
+    return warmUpEngines(
+      [this.#setup.wasm, this.#setup.js].flatMap((engine) =>
+        engine === undefined ? [] : [engine.name],
+      ),
+    );
+  }
+
+  /**
+   * Forgets cached collateral. The verifier holds no timers or sockets; the
+   * engine threads it uses are shared by the process and never keep it alive.
+   */
   close(): void {
     this.#cache?.clear();
   }
@@ -179,8 +195,9 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
   }
   return {
     choice,
-    wasm: choice === 'js' ? undefined : new WasmEngine(),
-    js: choice === 'wasm' ? undefined : new JsEngine(options.rootCa),
+    // Each engine runs in its process-wide worker thread (engines/engine-worker.ts).
+    wasm: choice === 'js' ? undefined : new ThreadedEngine('wasm'),
+    js: choice === 'wasm' ? undefined : new ThreadedEngine('js', options.rootCa),
     trustedRootCa,
   };
 }
