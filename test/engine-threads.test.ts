@@ -3,7 +3,9 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { AttestedConnector } from '../src/connection/attested-connector.js';
 import { isRaTlsError } from '../src/errors.js';
+import { createRaTlsCertificate } from '../src/testing/ra-tls-certificate.js';
 import type { Collateral } from '../src/verification/collateral.js';
 import { DcapVerifier, verifyWithCollateral } from '../src/verification/dcap-verifier.js';
 import { engineWorkers, stopEngineThreads } from '../src/verification/engines/engine-worker.js';
@@ -105,6 +107,59 @@ describe('DCAP engines in worker threads', () => {
     assert.equal(result.verifier, 'dcap:both');
     assert.equal(engineWorkers().get('js'), js, 'the warmed thread verified');
     await stopEngineThreads();
+  });
+});
+
+describe('warm-up when a pool or client is created', () => {
+  it("creating a connector starts the verifier's engine threads and warms each once", async () => {
+    await stopEngineThreads();
+    const client = createRaTlsCertificate({ subject: 'CN=warm-up test' });
+    const clientCertOverride = { key: client.privateKeyPem, cert: client.certificatePem };
+    let warmUps = 0;
+    const verifier = new DcapVerifier({ collateral, engine: 'both' });
+    const warmUp = verifier.warmUp.bind(verifier);
+    verifier.warmUp = () => {
+      warmUps++;
+      return warmUp();
+    };
+    const connector = new AttestedConnector({
+      verifier,
+      clientCertOverride,
+      policy: {},
+      logger: () => {},
+    });
+    try {
+      assert.equal(warmUps, 1);
+      assert.deepEqual([...engineWorkers().keys()].sort(), ['js', 'wasm']);
+      const js = engineWorkers().get('js');
+      await verifier.warmUp();
+      const again = new AttestedConnector({
+        verifier,
+        clientCertOverride,
+        policy: {},
+        logger: () => {},
+      });
+      again.close();
+      assert.equal(engineWorkers().get('js'), js, 'the running thread is reused');
+    } finally {
+      connector.close();
+      await stopEngineThreads();
+    }
+  });
+
+  it('a verifier whose warmUp throws or rejects does not stop a connector from being created', () => {
+    const client = createRaTlsCertificate({ subject: 'CN=warm-up test' });
+    const clientCertOverride = { key: client.privateKeyPem, cert: client.certificatePem };
+    const base = new DcapVerifier({ collateral, engine: 'js' });
+    for (const warmUp of [
+      () => {
+        throw new Error('boom');
+      },
+      () => Promise.reject(new Error('boom')),
+    ]) {
+      const verifier = { name: 'custom', verify: base.verify.bind(base), warmUp };
+      new AttestedConnector({ verifier, clientCertOverride, policy: {}, logger: () => {} }).close();
+    }
   });
 });
 

@@ -121,6 +121,7 @@ export class AttestedConnector {
       );
     }
     this.verifier = verifier;
+    startWarmUp(verifier);
     this.#logger = options.logger ?? console.warn;
     this.#policy = this.#judgeWith(options.policy);
     this.reattestEveryMs = parseDuration(
@@ -361,4 +362,19 @@ function toRaTlsAbort(reason: unknown): RaTlsError {
   return new RaTlsError('CONNECTION_ENDED', 'the connection attempt was cancelled', {
     cause: reason,
   });
+}
+
+/**
+ * Starts the verifier's warm-up (engine threads, one offline verification) as
+ * soon as a pool or client exists, so that its first connection verifies at
+ * steady-state cost. A failing warm-up decides nothing: the verification that
+ * needs the engine reports the failure.
+ */
+function startWarmUp(verifier: RaTlsVerifier): void {
+  if (typeof verifier.warmUp !== 'function') return;
+  try {
+    verifier.warmUp().catch(() => {});
+  } catch {
+    // As above: the first verification reports what is wrong.
+  }
 }

@@ -74,6 +74,7 @@ class EngineThread {
   readonly worker: Worker;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
+  #warmedUp: Promise<void> | undefined;
   #dead = false;
 
   constructor(engine: EngineName) {
@@ -98,6 +99,12 @@ class EngineThread {
       if (this.#pending.size === 1) this.worker.ref();
       this.worker.postMessage({ ...request, id });
     });
+  }
+
+  /** The thread's one warm-up (a verification of the bundled quote), started on first call. */
+  warmUp(): Promise<void> {
+    this.#warmedUp ??= this.request({ kind: 'warmUp' }).then(() => undefined);
+    return this.#warmedUp;
   }
 
   /** Rejects everything waiting with ENGINE_UNAVAILABLE; the thread is not used again. */
@@ -202,7 +209,7 @@ export function warmUpEngines(engines: readonly EngineName[]): Promise<void> {
   return Promise.all(
     engines.map(async (engine) => {
       try {
-        await threadFor(engine).request({ kind: 'warmUp' });
+        await threadFor(engine).warmUp();
       } catch {
         // Reported by the first verification that needs this engine.
       }
