@@ -8,7 +8,11 @@ import { isRaTlsError } from '../src/errors.js';
 import { createRaTlsCertificate } from '../src/testing/ra-tls-certificate.js';
 import type { Collateral } from '../src/verification/collateral.js';
 import { DcapVerifier, verifyWithCollateral } from '../src/verification/dcap-verifier.js';
-import { engineWorkers, stopEngineThreads } from '../src/verification/engines/engine-worker.js';
+import {
+  engineWorkers,
+  stopEngineThreads,
+  ThreadedEngine,
+} from '../src/verification/engines/engine-worker.js';
 
 const FIXTURE = new URL('./fixtures/intel-tdx-v4/', import.meta.url);
 const quote = new Uint8Array(readFileSync(new URL('quote.bin', FIXTURE)));
@@ -93,6 +97,16 @@ describe('DCAP engines in worker threads', () => {
     await stopEngineThreads();
     await verifying;
     assert.equal(engineWorkers().size, 0);
+  });
+
+  it('a request that cannot be sent to the thread is ENGINE_UNAVAILABLE and leaves the thread usable', async () => {
+    const unsendable = { ...collateral, tcb_info: () => 'not cloneable' } as never;
+    await assert.rejects(
+      new ThreadedEngine('js').verify(quote, unsendable, 1751328000),
+      (error: unknown) => isRaTlsError(error, 'ENGINE_UNAVAILABLE'),
+    );
+    const result = await verifyWithCollateral(quote, collateral, NOW, { engine: 'js' });
+    assert.equal(result.tcbStatus, 'UpToDate');
   });
 
   it('warmUp() starts exactly the engines of the verifier and never rejects', async () => {

@@ -97,7 +97,13 @@ class EngineThread {
       this.#pending.set(id, { resolve, reject });
       // Whoever awaits an answer keeps the process alive until it comes.
       if (this.#pending.size === 1) this.worker.ref();
-      this.worker.postMessage({ ...request, id });
+      try {
+        this.worker.postMessage({ ...request, id });
+      } catch (cause) {
+        this.#pending.delete(id);
+        if (this.#pending.size === 0) this.worker.unref();
+        reject(this.#unavailable(`the request could not be sent: ${describeCause(cause)}`));
+      }
     });
   }
 
