@@ -3,7 +3,7 @@ import { X509Certificate } from 'node:crypto';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { dialTls } from '../src/dial/dial-tls.js';
+import { dialTls, secureContextFor } from '../src/dial/dial-tls.js';
 import { isRaTlsError, RaTlsError } from '../src/errors.js';
 import { createRaTlsCertificate } from '../src/testing/ra-tls-certificate.js';
 
@@ -77,6 +77,81 @@ describe('dialTls against a TLS server that asks for a client certificate', () =
       new X509Certificate(seen[0]!.clientCertDer!).raw.equals(
         Buffer.from(clientCert.certificateDer),
       ),
+    );
+  });
+});
+
+describe('dialTls shares one TLS context per client credential', () => {
+  let port = 0;
+  let close: () => Promise<void>;
+  const presented: (Buffer | undefined)[] = [];
+
+  before(async () => {
+    const server = createTlsServer(
+      {
+        key: serverCert.privateKeyPem,
+        cert: serverCert.certificatePem,
+        requestCert: true,
+        rejectUnauthorized: false,
+      },
+      (socket: TLSSocket) => {
+        presented.push(socket.getPeerCertificate().raw);
+        socket.end();
+      },
+    );
+    const sockets = track(server);
+    port = await listen(server);
+    close = closer(server, sockets);
+  });
+  after(() => close());
+
+  test('the same credential object always gets the same context; a rotated one gets a new one', () => {
+    const first = secureContextFor(clientCertificate);
+    assert.equal(secureContextFor(clientCertificate), first);
+    const rotated = { key: clientCertificate.key, cert: clientCertificate.cert };
+    assert.notEqual(secureContextFor(rotated), first);
+    assert.equal(secureContextFor(undefined), secureContextFor(undefined));
+    assert.notEqual(secureContextFor(undefined), first);
+  });
+
+  test('every dial uses the shared context, presents the certificate and gets a full handshake', async () => {
+    const other = createRaTlsCertificate({ subject: 'CN=dial rotated client' });
+    const rotated = { key: other.privateKeyPem, cert: other.certificatePem };
+    presented.length = 0;
+    for (const [index, credential] of [clientCertificate, clientCertificate, rotated].entries()) {
+      const { socket, peerCertificateDer } = await dialTls({
+        host: '127.0.0.1',
+        port,
+        clientCertificate: credential,
+        ...timeouts,
+      });
+      // Node keeps the options a TLSSocket was built with in _tlsOptions.
+      const context = (socket as unknown as { _tlsOptions?: { secureContext?: unknown } })
+        ._tlsOptions?.secureContext;
+      assert.equal(context, secureContextFor(credential));
+      // Shared context, no session resumption: the server's certificate is sent every time.
+      assert.equal(socket.isSessionReused(), false);
+      assert.deepEqual(peerCertificateDer, serverCert.certificateDer);
+      // TLS 1.3: the server reads the client certificate after the client is done.
+      await waitFor(() => presented.length === index + 1);
+      socket.destroy();
+    }
+    assert.deepEqual(presented[0], Buffer.from(clientCert.certificateDer));
+    assert.deepEqual(presented[1], Buffer.from(clientCert.certificateDer));
+    assert.deepEqual(presented[2], Buffer.from(other.certificateDer));
+  });
+
+  test('an unloadable key is CLIENT_CERT_UNAVAILABLE before any connect, without the key in the message', async () => {
+    const bad = {
+      key: '-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleQ==\n-----END PRIVATE KEY-----',
+      cert: clientCertificate.cert,
+    };
+    await assert.rejects(
+      dialTls({ host: '127.0.0.1', port, clientCertificate: bad, ...timeouts }),
+      (error: unknown) =>
+        isRaTlsError(error, 'CLIENT_CERT_UNAVAILABLE') &&
+        !error.message.includes('c2VjcmV0LWtleQ') &&
+        !JSON.stringify(error.details ?? {}).includes('c2VjcmV0LWtleQ'),
     );
   });
 });

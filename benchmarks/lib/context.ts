@@ -10,13 +10,26 @@
  * - `sidecarTls`: node-postgres with direct TLS and the client certificate
  *   through the sidecar, the server certificate not verified: the same path
  *   as pg-ra-tls without its attestation. The fair baseline.
+ * - `forwarder`: the peers' design (lib/forwarder.ts): plain pg to an
+ *   in-process loopback forwarder that attests each sidecar connection and
+ *   copies bytes; the baseline pg-ra-tls must beat.
  * - `raTls`: pg-ra-tls through the sidecar.
+ *
+ * Engines: the stack's quotes are signed by a test root, which only the JS
+ * engine accepts (PROTOCOL.md §8; the WASM engine has Intel's root compiled
+ * in), so every verification through the stack runs engine `'js'`; `'both'`
+ * is measured on the real Intel fixture in the verification suite.
  */
 import type { ClientConfig, PoolConfig } from 'pg';
+import { AttestedConnector } from '../../src/connection/attested-connector.js';
 import { type ClientCertificate, ClientIdentity } from '../../src/identity/client-identity.js';
 import type { Policy } from '../../src/policy/types.js';
 import { DcapVerifier } from '../../src/verification/dcap-verifier.js';
 import type { StackEndpoints } from '../stack-process.js';
+import { type Forwarder, startForwarder } from './forwarder.js';
+
+/** The engine every verification through the stack uses, and why, for row labels. */
+export const STACK_ENGINE = "engine js (test root: 'both' impossible)";
 
 /** Everything a suite needs to open connections of every variant. */
 export interface BenchContext {
@@ -31,8 +44,10 @@ export interface BenchContext {
   /** One verifier shared by the warm variants (collateral cached after first use). */
   readonly sharedVerifier: DcapVerifier;
   /** node-postgres configuration of a baseline variant. */
-  pgConfig(variant: 'plain' | 'tls' | 'sidecarTls'): ClientConfig & PoolConfig;
-  close(): void;
+  pgConfig(variant: 'plain' | 'tls' | 'sidecarTls' | 'forwarder'): ClientConfig & PoolConfig;
+  /** The peers' loopback forwarder (warm: its connector shares the verification cache). */
+  readonly forwarder: Forwarder;
+  close(): Promise<void>;
 }
 
 /** Connects the client side to a running stack. */
@@ -55,6 +70,22 @@ export async function createBenchContext(endpoints: StackEndpoints): Promise<Ben
     allowedComposeHashes: [endpoints.expected.composeHash],
   };
   const sidecar = new URL(endpoints.sidecarUrl);
+  const forwarderConnector = new AttestedConnector({
+    verifier: sharedVerifier,
+    policy,
+    clientIdentity: identity,
+  });
+  const forwarder = await startForwarder(forwarderConnector, {
+    host: endpoints.sidecar.host,
+    port: endpoints.sidecar.port,
+    connectTimeoutMs: 10_000,
+    handshakeTimeoutMs: 10_000,
+  });
+  const credentials = {
+    user: decodeURIComponent(sidecar.username),
+    password: decodeURIComponent(sidecar.password),
+    database: sidecar.pathname.slice(1),
+  };
   return {
     endpoints,
     identity,
@@ -63,7 +94,11 @@ export async function createBenchContext(endpoints: StackEndpoints): Promise<Ben
     policy,
     newVerifier,
     sharedVerifier,
+    forwarder,
     pgConfig(variant) {
+      if (variant === 'forwarder') {
+        return { host: '127.0.0.1', port: forwarder.port, ...credentials, ssl: false };
+      }
       if (variant === 'plain') return { connectionString: endpoints.postgresUrl, ssl: false };
       if (variant === 'tls') {
         return { connectionString: endpoints.postgresUrl, ssl: { rejectUnauthorized: false } };
@@ -72,9 +107,7 @@ export async function createBenchContext(endpoints: StackEndpoints): Promise<Ben
       return {
         host: endpoints.sidecar.host,
         port: endpoints.sidecar.port,
-        user: decodeURIComponent(sidecar.username),
-        password: decodeURIComponent(sidecar.password),
-        database: sidecar.pathname.slice(1),
+        ...credentials,
         ssl: {
           key: clientCertificate.key,
           cert: clientCertificate.cert,
@@ -83,7 +116,9 @@ export async function createBenchContext(endpoints: StackEndpoints): Promise<Ben
         sslnegotiation: 'direct',
       } as ClientConfig & PoolConfig;
     },
-    close() {
+    async close() {
+      await forwarder.close();
+      forwarderConnector.close();
       identity.close();
       sharedVerifier.close();
     },

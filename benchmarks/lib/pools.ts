@@ -5,17 +5,18 @@
  */
 import pg from 'pg';
 import { RaTlsPool, type RaTlsPoolOptions } from '../../src/pool/ra-tls-pool.js';
-import type { BenchContext } from './context.js';
+import { type BenchContext, STACK_ENGINE } from './context.js';
 import { nowMs } from './stats.js';
 
 /** The pooled variants, candidate first. */
-export const POOL_VARIANTS = ['raTls', 'sidecarTls', 'tls'] as const;
+export const POOL_VARIANTS = ['raTls', 'sidecarTls', 'forwarder', 'tls'] as const;
 /** One of {@link POOL_VARIANTS}. */
 export type PoolVariant = (typeof POOL_VARIANTS)[number];
 
 /** What each pooled variant is, for tables. */
 export const POOL_LABELS: Record<PoolVariant, string> = {
-  raTls: 'RaTlsPool → sidecar (attested)',
+  raTls: `RaTlsPool → sidecar (attested, ${STACK_ENGINE})`,
+  forwarder: "pg.Pool → the peers' loopback forwarder → sidecar (attested)",
   sidecarTls: 'pg.Pool, mutual TLS → sidecar, no verification',
   tls: 'pg.Pool, ordinary TLS (sslmode=require) → Postgres',
 };
@@ -26,6 +27,10 @@ export const QUERIES = {
   read: {
     label: 'small read (1 row by primary key, 3 columns)',
     text: 'SELECT id, name, balance FROM bench_accounts WHERE id = $1',
+  },
+  bulk: {
+    label: '10k-row read (3 columns, ~200 KiB)',
+    text: "SELECT g AS id, 'account-' || g AS name, g * 1.5 AS balance FROM generate_series(1, 10000) g",
   },
 } as const;
 /** A key of {@link QUERIES}. */

@@ -20,8 +20,18 @@ export function formatRatio(ratio: number | undefined): string {
 }
 
 function targetLine(target: TargetResult): string {
-  const verdict = target.met ? 'met' : 'MISSED';
-  return `${verdict.padEnd(6)} ${target.description}: ${formatValue(target.measured, target.unit)} (target ${target.target})`;
+  const verdict = target.verdict === 'met' ? 'met' : target.verdict.toUpperCase();
+  const spread = formatSpread(target);
+  return `${verdict.padEnd(12)} ${target.description}: ${formatValue(target.measured, target.unit)}${spread === '' ? '' : ` (p25–p75 ${spread})`} (target ${target.target})`;
+}
+
+/** A target's p25–p75 spread as `0.95–1.02×`, or '' without one. */
+function formatSpread(target: TargetResult): string {
+  if (target.spread === undefined) return '';
+  const [low, high] = target.spread;
+  return target.unit === '×'
+    ? `${low.toFixed(2)}–${formatRatio(high)}`
+    : `${formatValue(low, target.unit)}–${formatValue(high, target.unit)}`;
 }
 
 /** The plain-text table printed at the end of a run. */
@@ -71,10 +81,13 @@ function rowLine(row: Row): string {
 
 /** The targets as a Markdown table. */
 export function targetsTable(targets: readonly TargetResult[]): string {
-  const lines = ['| Target | Measured | Goal | |', '|---|---:|---:|---|'];
+  const lines = [
+    '| Target | Measured (median) | Spread (p25–p75 over rounds) | Goal | Verdict |',
+    '|---|---:|---:|---:|---|',
+  ];
   for (const target of targets) {
     lines.push(
-      `| ${escapeCell(target.description)} | ${formatValue(target.measured, target.unit)} | ${target.target} | ${target.met ? 'met' : '**missed**'} |`,
+      `| ${escapeCell(target.description)} | ${formatValue(target.measured, target.unit)} | ${formatSpread(target)} | ${target.target} | ${target.verdict === 'met' ? 'met' : `**${target.verdict}**`} |`,
     );
   }
   return lines.join('\n');

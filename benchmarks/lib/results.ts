@@ -16,8 +16,14 @@ export interface Row {
   readonly p95?: number;
   /** Ratio to {@link ratioTo}, paired per round (higher = more of `unit`). */
   readonly ratio?: number;
+  /** p25 and p75 of the per-round ratios: the spread a target is judged from. */
+  readonly ratioP25?: number;
+  readonly ratioP75?: number;
   /** Label of the baseline the ratio is taken against. */
   readonly ratioTo?: string;
+  /** p25 and p75 of the per-round values behind `median`, where a target is judged on it. */
+  readonly spreadP25?: number;
+  readonly spreadP75?: number;
   /** Samples (or rounds) behind the median. */
   readonly samples: number;
   readonly note?: string;
@@ -39,8 +45,16 @@ export interface TargetResult {
   /** `≤ 1.2×`, `≥ 0.97×`, `< 50 µs`, ... */
   readonly target: string;
   readonly measured: number;
+  /** p25–p75 of the per-round values behind `measured`, where there are rounds. */
+  readonly spread?: readonly [number, number];
   readonly unit: string;
+  /** True only when the verdict is `met`. */
   readonly met: boolean;
+  /**
+   * Judged from the spread where there is one: met when all of p25–p75 meets
+   * the target, missed when none does, inconclusive otherwise.
+   */
+  readonly verdict: 'met' | 'missed' | 'inconclusive';
 }
 
 /** One ratio bar of the chart. */

@@ -58,6 +58,29 @@ export function pairedRatio(candidate: readonly number[], baseline: readonly num
   return median(ratios);
 }
 
+/** The per-round ratios candidate[i] / baseline[i] (rounds with a zero baseline left out). */
+export function roundRatios(candidate: readonly number[], baseline: readonly number[]): number[] {
+  const ratios: number[] = [];
+  for (let i = 0; i < Math.min(candidate.length, baseline.length); i++) {
+    const base = baseline[i]!;
+    if (base > 0) ratios.push(candidate[i]! / base);
+  }
+  return ratios;
+}
+
+/** A paired ratio with its spread over rounds: median and p25–p75 of the per-round ratios. */
+export function ratioWithSpread(
+  candidate: readonly number[],
+  baseline: readonly number[],
+): { ratio: number; ratioP25: number; ratioP75: number } {
+  const ratios = roundRatios(candidate, baseline);
+  return {
+    ratio: median(ratios),
+    ratioP25: quantile(ratios, 0.25),
+    ratioP75: quantile(ratios, 0.75),
+  };
+}
+
 /** The median over rounds of candidate[i] - baseline[i] (paired per round). */
 export function pairedDifference(
   candidate: readonly number[],

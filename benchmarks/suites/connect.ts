@@ -5,9 +5,9 @@
 import pg from 'pg';
 import { AttestedConnector } from '../../src/connection/attested-connector.js';
 import { RaTlsClient } from '../../src/connection/ra-tls-client.js';
-import type { BenchContext } from '../lib/context.js';
+import { type BenchContext, STACK_ENGINE } from '../lib/context.js';
 import type { Row, Section } from '../lib/results.js';
-import { interleave, median, nowMs, p95, pairedRatio } from '../lib/stats.js';
+import { interleave, median, nowMs, p95, quantile, ratioWithSpread } from '../lib/stats.js';
 
 /** How much to measure. */
 export interface ConnectSettings {
@@ -22,6 +22,7 @@ const VARIANTS = [
   'plain',
   'tls',
   'sidecarTls',
+  'forwarderWarm',
   'raTlsCold',
   'raTlsColdCachedCollateral',
   'raTlsWarm',
@@ -32,8 +33,9 @@ const LABELS: Record<Variant, string> = {
   plain: 'pg, plain TCP → Postgres',
   tls: 'pg, ordinary TLS (sslmode=require) → Postgres',
   sidecarTls: 'pg, mutual TLS → sidecar, no verification',
-  raTlsCold: 'pg-ra-tls cold: full DCAP verification, collateral fetched from the PCCS',
-  raTlsColdCachedCollateral: 'pg-ra-tls cold: full DCAP verification, collateral cached',
+  forwarderWarm: "pg, plain → the peers' loopback forwarder → sidecar, verification cached",
+  raTlsCold: `pg-ra-tls cold: full DCAP verification, collateral fetched from the PCCS (${STACK_ENGINE})`,
+  raTlsColdCachedCollateral: `pg-ra-tls cold: full DCAP verification, collateral cached (${STACK_ENGINE})`,
   raTlsWarm: 'pg-ra-tls warm: verification cached by fingerprint',
 };
 
@@ -51,7 +53,9 @@ export async function connectSuite(
     let client: pg.Client;
     let connector: AttestedConnector | undefined;
     const started = nowMs();
-    if (variant === 'plain' || variant === 'tls' || variant === 'sidecarTls') {
+    if (variant === 'forwarderWarm') {
+      client = new pg.Client(context.pgConfig('forwarder'));
+    } else if (variant === 'plain' || variant === 'tls' || variant === 'sidecarTls') {
       client = new pg.Client(context.pgConfig(variant));
     } else {
       if (variant === 'raTlsCold') {
@@ -70,6 +74,7 @@ export async function connectSuite(
 
   // Prime what "warm" means (one verification, collateral fetched) outside the timing.
   await connectOnce('raTlsWarm');
+  await connectOnce('forwarderWarm');
   const samples = await interleave(settings.rounds, VARIANTS, async (variant, round) => {
     const count = variant === 'raTlsCold' ? settings.coldPerRound : settings.connectsPerRound;
     const times: number[] = [];
@@ -86,18 +91,25 @@ export async function connectSuite(
     label: LABELS[variant],
     unit: 'ms',
     median: median(roundMedians(variant)),
+    spreadP25: quantile(roundMedians(variant), 0.25),
+    spreadP75: quantile(roundMedians(variant), 0.75),
     p95: p95(all(variant)),
-    ratio: pairedRatio(roundMedians(variant), roundMedians('tls')),
+    ...ratioWithSpread(roundMedians(variant), roundMedians('tls')),
     ratioTo: LABELS.tls,
     samples: all(variant).length,
   }));
-  for (const variant of ['raTlsCold', 'raTlsColdCachedCollateral', 'raTlsWarm'] as const) {
+  for (const variant of [
+    'forwarderWarm',
+    'raTlsCold',
+    'raTlsColdCachedCollateral',
+    'raTlsWarm',
+  ] as const) {
     rows.push({
       id: `connect.${variant}.vsSidecarTls`,
       label: `${LABELS[variant]} — against the same path`,
       unit: 'ms',
       median: median(roundMedians(variant)),
-      ratio: pairedRatio(roundMedians(variant), roundMedians('sidecarTls')),
+      ...ratioWithSpread(roundMedians(variant), roundMedians('sidecarTls')),
       ratioTo: LABELS.sidecarTls,
       samples: all(variant).length,
     });

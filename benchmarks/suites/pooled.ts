@@ -15,7 +15,7 @@ import {
   runLoad,
 } from '../lib/pools.js';
 import type { Row, Section } from '../lib/results.js';
-import { interleave, median, nowMs, p95, pairedDifference, pairedRatio } from '../lib/stats.js';
+import { interleave, median, nowMs, p95, pairedDifference, ratioWithSpread } from '../lib/stats.js';
 
 /** How much to measure. */
 export interface PooledSettings {
@@ -23,6 +23,8 @@ export interface PooledSettings {
   /** Pool size of the throughput and checkout runs. */
   readonly poolSize: number;
   readonly concurrencies: readonly number[];
+  /** Concurrencies of the 10k-row read (bulk bytes). */
+  readonly bulkConcurrencies: readonly number[];
   /** Duration of one load run (one variant, one round), ms. */
   readonly loadMs: number;
   /** Checkouts per variant per round. */
@@ -39,7 +41,10 @@ export interface PooledSettings {
 const THROUGHPUT_METHOD =
   'Pools of the same size, filled and warmed before timing. Each caller loops ' +
   '`pool.query()` for a fixed time; queries/s per run; median over interleaved rounds; ' +
-  'ratio = median over rounds of (variant ÷ baseline) in the same round.';
+  'ratio = median over rounds of (variant ÷ baseline) in the same round, with the p25–p75 ' +
+  "of those per-round ratios. The peers' forwarder: pg.Pool in plaintext to a loopback " +
+  'net.Server that attests each sidecar connection (warm) and pipes bytes. Every attested ' +
+  "path verifies with engine 'js': the stack's quotes are signed by a test root.";
 
 /** Throughput of every pooled variant for both queries at every concurrency. */
 export async function throughputSuite(
@@ -52,7 +57,8 @@ export async function throughputSuite(
   try {
     for (const variant of POOL_VARIANTS) await fill(pools[variant], settings.poolSize);
     for (const query of Object.keys(QUERIES) as QueryName[]) {
-      for (const concurrency of settings.concurrencies) {
+      const concurrencies = query === 'bulk' ? settings.bulkConcurrencies : settings.concurrencies;
+      for (const concurrency of concurrencies) {
         // Warm-up: JIT, Postgres plan cache, TCP windows.
         for (const variant of POOL_VARIANTS) {
           await runLoad(
@@ -73,17 +79,26 @@ export async function throughputSuite(
             label: `${QUERIES[query].label}, ${concurrency} callers — ${POOL_LABELS[variant]}`,
             unit: 'q/s',
             median: median(rates[variant]),
-            ratio: pairedRatio(rates[variant], rates.sidecarTls),
+            ...ratioWithSpread(rates[variant], rates.sidecarTls),
             ratioTo: POOL_LABELS.sidecarTls,
             samples: rates[variant].length,
           });
         }
         rows.push({
+          id: `throughput.${query}.c${concurrency}.raTls.vsForwarder`,
+          label: `${QUERIES[query].label}, ${concurrency} callers — RaTlsPool against the peers' forwarder`,
+          unit: 'q/s',
+          median: median(rates.raTls),
+          ...ratioWithSpread(rates.raTls, rates.forwarder),
+          ratioTo: POOL_LABELS.forwarder,
+          samples: rates.raTls.length,
+        });
+        rows.push({
           id: `throughput.${query}.c${concurrency}.raTls.vsTls`,
           label: `${QUERIES[query].label}, ${concurrency} callers — RaTlsPool against ordinary TLS`,
           unit: 'q/s',
           median: median(rates.raTls),
-          ratio: pairedRatio(rates.raTls, rates.tls),
+          ...ratioWithSpread(rates.raTls, rates.tls),
           ratioTo: POOL_LABELS.tls,
           samples: rates.raTls.length,
         });
@@ -218,7 +233,7 @@ export async function scalingSuite(
         label: `pool of ${size}: opening all ${size} connections at once — ${POOL_LABELS[variant]}`,
         unit: 'conn/s',
         median: median(connectRates(variant)),
-        ratio: pairedRatio(connectRates(variant), connectRates('sidecarTls')),
+        ...ratioWithSpread(connectRates(variant), connectRates('sidecarTls')),
         ratioTo: POOL_LABELS.sidecarTls,
         samples: settings.scalingRounds,
       });
@@ -227,7 +242,7 @@ export async function scalingSuite(
         label: `pool of ${size}: SELECT 1 with ${size} callers — ${POOL_LABELS[variant]}`,
         unit: 'q/s',
         median: median(rates(variant)),
-        ratio: pairedRatio(rates(variant), rates('sidecarTls')),
+        ...ratioWithSpread(rates(variant), rates('sidecarTls')),
         ratioTo: POOL_LABELS.sidecarTls,
         samples: settings.scalingRounds,
       });

@@ -16,14 +16,16 @@ import { parseQuote } from '../../src/evidence/quote.js';
 import { verifyAppIdentity } from '../../src/evidence/rtmr3.js';
 import { decodeVersionedAttestation } from '../../src/evidence/versioned-attestation.js';
 import { applyPolicy, normalizePolicy } from '../../src/policy/policy.js';
+import { normalizeCollateral } from '../../src/verification/collateral.js';
 import { DcapVerifier } from '../../src/verification/dcap-verifier.js';
+import { JsEngine } from '../../src/verification/engines/js-engine.js';
 import { PccsClient } from '../../src/verification/pccs-client.js';
 import { readPckInfo } from '../../src/verification/pck-info.js';
 import type { FirstVerification } from '../first-verification.js';
 import { FIXTURE_DIR, FIXTURE_NOW } from '../first-verification.js';
 import type { BenchContext } from '../lib/context.js';
 import type { Row, Section } from '../lib/results.js';
-import { interleave, median, nowMs, p95 } from '../lib/stats.js';
+import { interleave, median, nowMs, p95, quantile } from '../lib/stats.js';
 
 /** How much to measure. */
 export interface VerificationSettings {
@@ -53,7 +55,8 @@ export async function verificationSuite(
 
   // 1. First verification after process start, per engine, in fresh processes.
   const script = fileURLToPath(new URL('../first-verification.ts', import.meta.url));
-  const fresh = await interleave(settings.freshProcesses, ENGINES, async (engine) => {
+  const FIRST_MODES = [...ENGINES, 'warm0', 'warm200'] as const;
+  const fresh = await interleave(settings.freshProcesses, FIRST_MODES, async (engine) => {
     const { stdout } = await run(process.execPath, ['--import', 'tsx', script, engine], {
       timeout: 60_000,
     });
@@ -68,9 +71,55 @@ export async function verificationSuite(
       unit: 'ms',
       median: median(firsts),
       samples: firsts.length,
-      note: `import of the verifier module (through tsx): ${median(fresh[engine].map((r) => r.importMs)).toFixed(0)} ms, not included`,
+      note: `import of the built verifier module: ${median(fresh[engine].map((r) => r.importMs)).toFixed(0)} ms, not included`,
     });
   }
+  const warm0 = fresh.warm0.map((result) => result.firstMs);
+  rows.push({
+    id: 'verify.first.warm0',
+    label:
+      "first verification when the query comes at once after pool creation (warmUp started), engine 'both'",
+    unit: 'ms',
+    median: median(warm0),
+    spreadP25: quantile(warm0, 0.25),
+    spreadP75: quantile(warm0, 0.75),
+    samples: warm0.length,
+  });
+  const warm200 = fresh.warm200.map((result) => result.firstMs);
+  rows.push({
+    id: 'verify.first.warm200',
+    label:
+      "first verification when the query comes 200 ms after pool creation (warmUp started), engine 'both'",
+    unit: 'ms',
+    median: median(warm200),
+    spreadP25: quantile(warm200, 0.25),
+    spreadP75: quantile(warm200, 0.75),
+    samples: warm200.length,
+  });
+
+  // Import of the built package's entry point in fresh processes (npm run bench builds it).
+  const entry = fileURLToPath(new URL('../../dist/src/index.js', import.meta.url));
+  const importScript =
+    'const t = performance.now(); await import(process.argv[1]); ' +
+    'process.stdout.write(String(performance.now() - t));';
+  const imports: number[] = [];
+  for (let i = 0; i < settings.freshProcesses; i++) {
+    const { stdout } = await run(
+      process.execPath,
+      ['--input-type=module', '-e', importScript, entry],
+      { timeout: 60_000 },
+    );
+    imports.push(Number(stdout));
+  }
+  rows.push({
+    id: 'import.index',
+    label: "import('pg-ra-tls') in a fresh process (dist/src/index.js)",
+    unit: 'ms',
+    median: median(imports),
+    spreadP25: quantile(imports, 0.25),
+    spreadP75: quantile(imports, 0.75),
+    samples: imports.length,
+  });
 
   // 2. Steady state per engine, collateral in memory (the fixture's).
   const quote = new Uint8Array(readFileSync(new URL('quote.bin', FIXTURE_DIR)));
@@ -93,13 +142,82 @@ export async function verificationSuite(
   });
   progress('verification: steady state measured');
   for (const engine of ENGINES) {
+    const roundMedians = steady[engine].map((times) => median(times));
     rows.push({
       id: `verify.steady.${engine}`,
       label: `DCAP verification, steady state, engine ${engine} (Intel TDX v4 fixture, collateral cached)`,
       unit: 'ms',
-      median: median(steady[engine].map((times) => median(times))),
+      median: median(roundMedians),
+      spreadP25: quantile(roundMedians, 0.25),
+      spreadP75: quantile(roundMedians, 0.75),
       p95: p95(steady[engine].flat()),
       samples: steady[engine].flat().length,
+    });
+  }
+  const steadyBoth = median(steady.both.map((times) => median(times)));
+  const firstRatios = warm200.map((first) => first / steadyBoth);
+  rows.push({
+    id: 'verify.first.warm200.vsSteady',
+    label: "first verification 200 ms after pool creation ÷ steady state, engine 'both'",
+    unit: 'ms',
+    median: median(warm200),
+    ratio: median(firstRatios),
+    ratioP25: quantile(firstRatios, 0.25),
+    ratioP75: quantile(firstRatios, 0.75),
+    ratioTo: "steady-state verification, engine 'both'",
+    samples: firstRatios.length,
+  });
+
+  // 2b. The longest event-loop block while a verification runs: a setImmediate
+  // chain notes the longest gap between two turns of the loop (and to the end).
+  const normalized = normalizeCollateral(collateral, 'BAD_CONFIG');
+  const inlineJs = new JsEngine();
+  const blockVariants = [...ENGINES, 'inlineJs'] as const;
+  const longestBlock = async (verify: () => Promise<unknown>): Promise<number> => {
+    let last = nowMs();
+    let longest = 0;
+    let running = true;
+    const tick = () => {
+      const now = nowMs();
+      longest = Math.max(longest, now - last);
+      last = now;
+      if (running) setImmediate(tick);
+    };
+    setImmediate(tick);
+    await verify();
+    running = false;
+    longest = Math.max(longest, nowMs() - last);
+    return longest;
+  };
+  const blocks = await interleave(settings.rounds, blockVariants, async (variant) => {
+    const gaps: number[] = [];
+    for (let i = 0; i < settings.callsPerRound; i++) {
+      gaps.push(
+        await longestBlock(() =>
+          variant === 'inlineJs'
+            ? inlineJs.verify(quote, normalized, FIXTURE_NOW.getTime() / 1000)
+            : verifiers[variant].verify(quote, { now: FIXTURE_NOW }),
+        ),
+      );
+    }
+    return gaps;
+  });
+  progress('verification: event-loop blocks measured');
+  for (const variant of blockVariants) {
+    const roundMedians = blocks[variant].map((gaps) => median(gaps));
+    rows.push({
+      id: `verify.eventLoopBlock.${variant}`,
+      label:
+        variant === 'inlineJs'
+          ? 'longest event-loop block during a verification: JS engine on the main thread (before issue 11, context)'
+          : `longest event-loop block during a verification, engine ${variant} (engine threads)`,
+      unit: 'ms',
+      median: median(roundMedians),
+      spreadP25: quantile(roundMedians, 0.25),
+      spreadP75: quantile(roundMedians, 0.75),
+      p95: p95(blocks[variant].flat()),
+      samples: blocks[variant].flat().length,
+      note: 'median over rounds of the per-round median of each verification’s longest gap',
     });
   }
 
@@ -207,11 +325,15 @@ export async function verificationSuite(
     id: 'verification',
     title: 'Verification alone',
     method:
-      'First call: a fresh Node process per sample constructs a DcapVerifier with the fixture ' +
+      'First call: a fresh Node process per sample imports the built verifier and constructs a DcapVerifier with the fixture ' +
       'collateral and verifies once (WASM instantiation and JIT included, module import ' +
       'excluded). Steady state: after 20 warm-up calls, median of per-round medians. ' +
       'Collateral rows use the local stack’s test-root quote and PCCS (engine js). ' +
-      'Sub-millisecond steps: mean per call over a batch, median over rounds.',
+      'Sub-millisecond steps: mean per call over a batch, median over rounds. Warm-up rows: a ' +
+      'fresh process starts the verifier’s warmUp() (what creating a pool does) and verifies at ' +
+      'once or 200 ms later. Event-loop block: a setImmediate chain records the longest gap ' +
+      'between two turns of the main loop while one verification runs. Import: a fresh plain ' +
+      'Node process imports the built dist/src/index.js.',
     rows,
   };
 }

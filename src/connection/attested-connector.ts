@@ -139,6 +139,7 @@ export class AttestedConnector {
     // until it settles (and then detaches): a busy pool legitimately has more
     // than Node's default of 10 at once.
     setMaxListeners(0, this.#lifetime.signal);
+    startWarmUp(verifier);
     this.#logger = options.logger ?? console.warn;
     this.#policy = this.#judgeWith(options.policy);
     this.reattestEveryMs = parseDuration(
@@ -396,4 +397,19 @@ function firstWarningFor(policy: Policy | undefined, logger: (message: string) =
   if (loggers.has(logger)) return false;
   loggers.add(logger);
   return true;
+}
+
+/**
+ * Starts the verifier's warm-up (engine threads, one offline verification) as
+ * soon as a pool or client exists, so that its first connection verifies at
+ * steady-state cost. A failing warm-up decides nothing: the verification that
+ * needs the engine reports the failure.
+ */
+function startWarmUp(verifier: RaTlsVerifier): void {
+  if (typeof verifier.warmUp !== 'function') return;
+  try {
+    verifier.warmUp().catch(() => {});
+  } catch {
+    // As above: the first verification reports what is wrong.
+  }
 }

@@ -20,8 +20,7 @@ import {
 import { CollateralCache, DEFAULT_COLLATERAL_MAX_AGE_MS } from './collateral-cache.js';
 import { checkPckChain, type PreparedCrls, prepareCrls } from './crl.js';
 import type { DcapEngine, EngineVerdict, TdReportFields } from './engines/engine.js';
-import { JsEngine } from './engines/js-engine.js';
-import { WasmEngine } from './engines/wasm-engine.js';
+import { ThreadedEngine, warmUpEngines } from './engines/engine-worker.js';
 import { INTEL_PCS_URL, PccsClient } from './pccs-client.js';
 import { type PckInfo, readPckInfo } from './pck-info.js';
 import type { RaTlsVerifier, VerificationResult, VerifyOptions } from './verifier.js';
@@ -137,9 +136,24 @@ export class DcapVerifier implements RaTlsVerifier {
   }
 
   /**
+   * Starts this verifier's engines in the background (their threads, module
+   * loading, one offline verification of a bundled quote) so that the first
+   * real verification runs at steady-state cost. Never rejects: an engine that
+   * cannot start fails the verifications that need it with ENGINE_UNAVAILABLE.
+   */
+  warmUp(): Promise<void> {
+    return warmUpEngines(
+      [this.#setup.wasm, this.#setup.js].flatMap((engine) =>
+        engine === undefined ? [] : [engine.name],
+      ),
+    );
+  }
+
+  /**
    * Forgets cached collateral and aborts collateral fetches in flight (their
    * verifications fail with COLLATERAL_UNAVAILABLE), so no socket outlives it.
-   * The verifier holds no timers.
+   * The verifier holds no timers; the engine threads it uses are shared by the
+   * process and never keep it alive.
    */
   close(): void {
     this.#cache?.close();
@@ -228,8 +242,9 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
   }
   return {
     choice,
-    wasm: choice === 'both' ? new WasmEngine() : undefined,
-    js: new JsEngine(options.rootCa),
+    // Each engine runs in its process-wide worker thread (engines/engine-worker.ts).
+    wasm: choice === 'both' ? new ThreadedEngine('wasm') : undefined,
+    js: new ThreadedEngine('js', options.rootCa),
     trustedRootCa,
     preparedCrls: new WeakMap(),
     testRoot: options.rootCa !== undefined,

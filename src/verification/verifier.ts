@@ -65,6 +65,12 @@ export interface RaTlsVerifier {
    */
   readonly unverified?: boolean;
   verify(quote: Uint8Array, options?: VerifyOptions): Promise<VerificationResult>;
+  /**
+   * Prepares the verifier in the background so that the first verification
+   * runs at steady-state cost (optional; pools and clients call it when they
+   * are created). Must never reject and must not change any verdict.
+   */
+  warmUp?(): Promise<void>;
   /** Releases timers or sockets the verifier holds (optional). */
   close?(): Promise<void> | void;
 }

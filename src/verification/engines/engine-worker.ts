@@ -1,0 +1,241 @@
+/**
+ * Each DCAP engine runs in its own persistent worker thread, shared by every
+ * verifier of the process: with engine `'both'` the two engines verify
+ * concurrently (the cost is the slower engine, not the sum), and no
+ * verification blocks the main thread's event loop for the engines' 5–15 ms.
+ *
+ * A thread is started on first use and unref'd while idle, so it never keeps
+ * the process alive; it is ref'd while a verification or warm-up waits on it,
+ * so a script whose only work is a verification still gets its answer. When a thread fails
+ * (cannot load, crashes, is terminated) every verification waiting on it fails
+ * with ENGINE_UNAVAILABLE: never a silent fallback to one engine. The next
+ * verification starts a fresh thread.
+ */
+import { Worker } from 'node:worker_threads';
+import { describeCause, type ErrorCode, RaTlsError } from '../../errors.js';
+import type { NormalizedCollateral } from '../collateral.js';
+import type { DcapEngine, EngineName, EngineVerdict } from './engine.js';
+
+/** A message to an engine thread. */
+export type EngineRequest =
+  | {
+      readonly id: number;
+      readonly kind: 'verify';
+      readonly quote: Uint8Array;
+      readonly collateral: NormalizedCollateral;
+      readonly nowSeconds: number;
+      /** DER of a test root CA (JS engine only). */
+      readonly rootCa: Uint8Array | undefined;
+    }
+  | { readonly id: number; readonly kind: 'warmUp' };
+
+/** An engine thread's answer: the verdict, or the engine's typed error as plain data. */
+export type EngineReply =
+  | { readonly id: number; readonly ok: true; readonly verdict?: EngineVerdict }
+  | {
+      readonly id: number;
+      readonly ok: false;
+      readonly error: {
+        readonly code: ErrorCode;
+        readonly message: string;
+        readonly details: Record<string, unknown>;
+      };
+    };
+
+const LABEL: Record<EngineName, string> = {
+  wasm: '@phala/dcap-qvl-web (WASM)',
+  js: '@phala/dcap-qvl (JS)',
+};
+
+/** Starts the worker running engine-thread. */
+function startWorker(engine: EngineName): Worker {
+  const workerData = { engine };
+  if (!import.meta.url.endsWith('.ts')) {
+    return new Worker(new URL('./engine-thread.js', import.meta.url), { workerData });
+  }
+  // Only when running from the TypeScript sources under tsx (tests, benchmarks):
+  // tsx's --import hooks do not reach a worker's entry point, so the worker
+  // registers tsx itself before importing the thread's source.
+  const source = JSON.stringify(new URL('./engine-thread.ts', import.meta.url).href);
+  const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
+  return new Worker(
+    `import(${tsx}).then((api) => { api.register(); return import(${source}); });`,
+    { eval: true, workerData },
+  );
+}
+
+interface Pending {
+  readonly resolve: (reply: EngineReply) => void;
+  readonly reject: (error: RaTlsError) => void;
+}
+
+class EngineThread {
+  readonly engine: EngineName;
+  readonly worker: Worker;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #warmedUp: Promise<void> | undefined;
+  #dead = false;
+
+  constructor(engine: EngineName) {
+    this.engine = engine;
+    this.worker = startWorker(engine);
+    this.worker.on('message', (reply: EngineReply) => this.#settle(reply));
+    this.worker.on('error', (error) => this.fail(`it failed: ${describeCause(error)}`));
+    this.worker.on('messageerror', (error) =>
+      this.fail(`a message could not be read: ${describeCause(error)}`),
+    );
+    this.worker.on('exit', (code) => this.fail(`it exited (code ${code})`));
+    // After the listeners: adding a 'message' listener refs the worker's port again.
+    this.worker.unref();
+  }
+
+  request(request: DistributiveOmit<EngineRequest, 'id'>): Promise<EngineReply> {
+    if (this.#dead) return Promise.reject(this.#unavailable('it has stopped'));
+    const id = this.#nextId++;
+    return new Promise<EngineReply>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      // Whoever awaits an answer keeps the process alive until it comes.
+      if (this.#pending.size === 1) this.worker.ref();
+      try {
+        this.worker.postMessage({ ...request, id });
+      } catch (cause) {
+        this.#pending.delete(id);
+        if (this.#pending.size === 0) this.worker.unref();
+        reject(this.#unavailable(`the request could not be sent: ${describeCause(cause)}`));
+      }
+    });
+  }
+
+  /** The thread's one warm-up (a verification of the bundled quote), started on first call. */
+  warmUp(): Promise<void> {
+    this.#warmedUp ??= this.request({ kind: 'warmUp' }).then(() => undefined);
+    return this.#warmedUp;
+  }
+
+  /** Rejects everything waiting with ENGINE_UNAVAILABLE; the thread is not used again. */
+  fail(why: string): void {
+    if (!this.#dead) {
+      this.#dead = true;
+      if (threads.get(this.engine) === this) threads.delete(this.engine);
+      this.worker.unref();
+    }
+    const error = this.#unavailable(why);
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const entry of pending) entry.reject(error);
+  }
+
+  #settle(reply: EngineReply): void {
+    const entry = this.#pending.get(reply.id);
+    if (entry === undefined) return;
+    this.#pending.delete(reply.id);
+    if (this.#pending.size === 0) this.worker.unref();
+    entry.resolve(reply);
+  }
+
+  #unavailable(why: string): RaTlsError {
+    return new RaTlsError(
+      'ENGINE_UNAVAILABLE',
+      `The DCAP engine thread running ${LABEL[this.engine]} is unavailable (${why}); the quote was not verified. ` +
+        'The next verification starts a new thread; if this repeats, reinstall dependencies',
+      { details: { engine: this.engine } },
+    );
+  }
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+const threads = new Map<EngineName, EngineThread>();
+
+function threadFor(engine: EngineName): EngineThread {
+  let thread = threads.get(engine);
+  if (thread === undefined) {
+    try {
+      thread = new EngineThread(engine);
+    } catch (cause) {
+      throw new RaTlsError(
+        'ENGINE_UNAVAILABLE',
+        `The DCAP engine thread for ${LABEL[engine]} could not be started: ${describeCause(cause)}`,
+        { cause, details: { engine } },
+      );
+    }
+    threads.set(engine, thread);
+  }
+  return thread;
+}
+
+/** A {@link DcapEngine} whose verifications run in the process's thread for that engine. */
+export class ThreadedEngine implements DcapEngine {
+  readonly name: EngineName;
+  readonly #rootCa: Uint8Array | undefined;
+
+  /** `rootCa` (JS engine only) replaces Intel's SGX Root CA: only for test roots of trust. */
+  constructor(name: EngineName, rootCa?: Uint8Array) {
+    this.name = name;
+    this.#rootCa = rootCa === undefined ? undefined : new Uint8Array(rootCa);
+  }
+
+  async verify(
+    quote: Uint8Array,
+    collateral: NormalizedCollateral,
+    nowSeconds: number,
+  ): Promise<EngineVerdict> {
+    const reply = await threadFor(this.name).request({
+      kind: 'verify',
+      quote,
+      collateral,
+      nowSeconds,
+      rootCa: this.#rootCa,
+    });
+    if (!reply.ok) {
+      throw new RaTlsError(reply.error.code, reply.error.message, {
+        details: reply.error.details,
+      });
+    }
+    if (reply.verdict?.engine !== this.name) {
+      throw new RaTlsError(
+        'ENGINE_UNAVAILABLE',
+        `The DCAP engine thread for ${LABEL[this.name]} answered without a verdict of that engine`,
+        { details: { engine: this.name } },
+      );
+    }
+    return reply.verdict;
+  }
+}
+
+/**
+ * Starts the threads of `engines` (if not running) and has each verify a
+ * bundled quote once, in the background, so that the first real verification
+ * runs at steady-state cost. Never rejects: a thread that cannot start fails
+ * the verifications that need it instead. Like a verification, a warm-up keeps
+ * the process alive until it is done (one verification's time), never longer.
+ */
+export function warmUpEngines(engines: readonly EngineName[]): Promise<void> {
+  return Promise.all(
+    engines.map(async (engine) => {
+      try {
+        await threadFor(engine).warmUp();
+      } catch {
+        // Reported by the first verification that needs this engine.
+      }
+    }),
+  ).then(() => undefined);
+}
+
+/**
+ * Stops every engine thread (verifications waiting on one fail with
+ * ENGINE_UNAVAILABLE); the next verification starts new ones. Threads never
+ * keep the process alive, so this is needed only where a test asserts that no
+ * worker remains.
+ */
+export async function stopEngineThreads(): Promise<void> {
+  const stopping = [...threads.values()];
+  for (const thread of stopping) thread.fail('it was stopped');
+  await Promise.all(stopping.map((thread) => thread.worker.terminate()));
+}
+
+/** The running engine threads' workers (for tests). */
+export function engineWorkers(): ReadonlyMap<EngineName, Worker> {
+  return new Map([...threads].map(([engine, thread]) => [engine, thread.worker]));
+}
