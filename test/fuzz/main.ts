@@ -107,9 +107,10 @@ async function main(): Promise<void> {
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     if (result.kind === 'done') {
       const { cases, accepted, refused, slowestMs } = result.stats;
-      rows.push(
-        `| ${target.name} | ${cases} | ${accepted} | ${JSON.stringify(refused)} | ${slowestMs.toFixed(1)} | ${seconds} | ok |`,
-      );
+      const row = `| ${target.name} | ${cases} | ${accepted} | ${JSON.stringify(refused)} | ${slowestMs.toFixed(1)} | ${seconds} | ok |`;
+      // Printed at once too, so an interrupted long run keeps what it finished.
+      console.log(row);
+      rows.push(row);
     } else {
       const known = target.knownOpen !== undefined;
       if (!known) failed++;
