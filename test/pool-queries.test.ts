@@ -240,7 +240,16 @@ describe('pg-pool timeouts', () => {
   test('connectionTimeoutMillis during attestation is CONNECT_TIMEOUT, not an untyped pg-pool error', async () => {
     stack.sidecar.misbehave({ stallHandshake: true });
     const before = stack.sidecar.stats.connections.length;
-    const pool = createPool(poolOptions({ connectionTimeoutMillis: 200, handshakeTimeout: '5s' }));
+    // A client certificate of its own (no guest-agent round trip) and a budget
+    // wide enough that the dial starts before pg-pool gives up, even on a busy
+    // machine: otherwise no connection reaches the sidecar and nothing is checked.
+    const pool = createPool(
+      poolOptions({
+        connectionTimeoutMillis: 1000,
+        handshakeTimeout: '5s',
+        clientCertOverride: raTlsCredentials(stack.authority),
+      }),
+    );
     try {
       await assert.rejects(pool.query('select 1'), (error: unknown) =>
         isRaTlsError(error, 'CONNECT_TIMEOUT'),

@@ -12,10 +12,11 @@ import type { FuzzTarget } from './targets.js';
 
 /**
  * A case slower than this is a hang (a runaway loop or a super-linear path),
- * not a slow machine: every input here is below a few KiB and parses in
- * well under a millisecond.
+ * not a slow machine: inputs are a few KiB and parse in milliseconds, but a
+ * shared 2-core machine at load 40 stretched a CRL signature check past 5 s,
+ * so the default leaves a wide margin. FUZZ_HANG_MS overrides it.
  */
-export const HANG_MS = 5_000;
+export const HANG_MS = Number(process.env['FUZZ_HANG_MS'] ?? 60_000);
 
 export interface FuzzStats {
   readonly target: string;
@@ -89,11 +90,17 @@ export function runFuzzTarget<T>(target: FuzzTarget<T>, options: FuzzRunOptions)
       throw new Error(`${target.name}: ${reason}`);
     }
   });
-  fc.assert(property, {
-    numRuns: options.numRuns,
-    ...(options.seed === undefined ? {} : { seed: options.seed }),
-    // Keep going past fast-check's default of 100 runs without a size bias reset.
-    endOnFailure: false,
-  });
+  try {
+    fc.assert(property, {
+      numRuns: options.numRuns,
+      ...(options.seed === undefined ? {} : { seed: options.seed }),
+    });
+  } catch (error) {
+    // fast-check keeps the property's own error as the cause: put its reason up front.
+    const cause = error instanceof Error ? error.cause : undefined;
+    const reason = cause instanceof Error ? cause.message : 'see the counterexample';
+    const report = error instanceof Error ? error.message : String(error);
+    throw new Error(`${target.name}: ${reason}\n${report}`, { cause: error });
+  }
   return { target: target.name, cases, ...stats };
 }
