@@ -323,7 +323,11 @@ describe('one running stack', () => {
       appId: stack.expected.appId,
       pinned: true,
     });
-    assert.deepEqual(report.warnings, []);
+    // The pinned policy has no warning; the report says only that a test root judged it.
+    assert.equal(report.testRoot, true);
+    assert.deepEqual(report.warnings, [
+      "Verifier dcap:js checked the quote against a TEST root of trust, not Intel's: this proves nothing about real TDX hardware.",
+    ]);
     assert.equal(report.tcbStatus, 'UpToDate');
     assert.equal(stack.clientOptions.dstackEndpoint, stack.dstackEndpoint);
     // The test root is loud: the sidecar's verifier logged its warning through the logger.
