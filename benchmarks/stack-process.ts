@@ -27,6 +27,10 @@ export interface StackEndpoints {
   readonly rootCaDerBase64: string;
   readonly expected: {
     readonly mrtd: string;
+    readonly rtmr0: string;
+    readonly rtmr1: string;
+    readonly rtmr2: string;
+    readonly kmsRoot: string;
     readonly appId: string;
     readonly composeHash: string;
   };

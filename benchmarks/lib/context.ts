@@ -16,7 +16,7 @@
  * - `raTls`: pg-ra-tls through the sidecar.
  *
  * Engines: the stack's quotes are signed by a test root, which only the JS
- * engine accepts (PROTOCOL.md §8; the WASM engine has Intel's root compiled
+ * engine accepts (docs/protocol.md §8; the WASM engine has Intel's root compiled
  * in), so every verification through the stack runs engine `'js'`; `'both'`
  * is measured on the real Intel fixture in the verification suite.
  */
@@ -64,8 +64,12 @@ export async function createBenchContext(endpoints: StackEndpoints): Promise<Ben
       logger: () => {},
     });
   const sharedVerifier = newVerifier();
+  // What a production policy pins (README checklist): the boot chain, the KMS
+  // root and the app, so the cost measured includes the chain check.
+  const { mrtd, rtmr0, rtmr1, rtmr2, kmsRoot } = endpoints.expected;
   const policy: Policy = {
-    allowedMrtds: [endpoints.expected.mrtd],
+    allowedMeasurements: [{ mrtd, rtmr0, rtmr1, rtmr2 }],
+    trustedKmsRoots: [kmsRoot],
     allowedAppIds: [endpoints.expected.appId],
     allowedComposeHashes: [endpoints.expected.composeHash],
   };
