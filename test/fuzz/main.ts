@@ -27,7 +27,11 @@ type Message =
   | { readonly kind: 'done'; readonly stats: FuzzStats }
   | { readonly kind: 'failed'; readonly message: string };
 
-const send = (message: Message) => process.send!(message);
+/** Sends `message`, then, for a final one, closes the channel once it has left. */
+const send = (message: Message, last = false) =>
+  process.send!(message, undefined, {}, () => {
+    if (last) process.disconnect();
+  });
 
 if (process.env['PG_RA_TLS_FUZZ_JOB'] !== undefined) {
   const job = JSON.parse(process.env['PG_RA_TLS_FUZZ_JOB']) as Job;
@@ -39,11 +43,9 @@ if (process.env['PG_RA_TLS_FUZZ_JOB'] !== undefined) {
       progressEvery: 50,
       onProgress: (cases) => send({ kind: 'progress', cases }),
     });
-    send({ kind: 'done', stats });
-    process.disconnect();
+    send({ kind: 'done', stats }, true);
   } catch (error) {
-    send({ kind: 'failed', message: error instanceof Error ? error.message : String(error) });
-    process.disconnect();
+    send({ kind: 'failed', message: error instanceof Error ? error.message : String(error) }, true);
   }
 } else {
   await main();
@@ -76,7 +78,8 @@ function runJob(job: Job, stallMs: number): Promise<Result> {
       clearTimeout(watchdog);
       resolve({ kind: 'failed', message: `child process failed: ${error.stack ?? String(error)}` });
     });
-    worker.on('exit', (code) => {
+    // 'close' comes after every message; 'exit' can come before the last one.
+    worker.on('close', (code) => {
       clearTimeout(watchdog);
       if (last?.kind === 'done' || last?.kind === 'failed') resolve(last);
       else
