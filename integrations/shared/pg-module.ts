@@ -150,10 +150,14 @@ export function boundPgModule(
       super({ ...options, ...fromOrm(config, [...POOL_KEYS, ...SESSION_KEYS]) });
     }
   };
+  // The connector owns verification and identity: a client given both would be
+  // BAD_CONFIG (its own copies would be ignored), so it gets the settings alone.
+  const settingsOnly: Record<string, unknown> = { ...options };
+  for (const key of CONNECTOR_OWNED) delete settingsOnly[key];
   const Client = class extends RaTlsClient {
     constructor(config?: unknown) {
       super({
-        ...(options as RaTlsClientOptions),
+        ...(settingsOnly as RaTlsClientOptions),
         ...(fromOrm(config, SESSION_KEYS) as ConnectionSettingsInput),
         connector,
       });
@@ -167,6 +171,20 @@ export function boundPgModule(
     connector,
   });
 }
+
+/** The options an AttestedConnector owns (verification, policy, identity). */
+const CONNECTOR_OWNED = [
+  'verifier',
+  'policy',
+  'reattestEvery',
+  'verifyTimeout',
+  'now',
+  'dstackEndpoint',
+  'clientCertOverride',
+  'clientIdentity',
+  'clientCertLifetime',
+  'logger',
+] as const;
 
 /**
  * True while the connection's report is younger than `reattestEvery`: for
