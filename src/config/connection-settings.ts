@@ -406,7 +406,11 @@ function parsePort(value: string | number | undefined): number {
   if (!Number.isInteger(port) || port < 1 || port > 65_535) {
     throw new RaTlsError(
       'BAD_CONFIG',
-      `port ${JSON.stringify(value)} is not a TCP port (1-65535)`,
+      // Only a number is echoed: in a malformed keyword string (`port= password=…`)
+      // the value read as the port may be the password.
+      Number.isNaN(port)
+        ? 'port is not a number from 1 to 65535 (its value is not shown: check the connection string around port=)'
+        : `port ${port} is not a TCP port (1-65535)`,
       {
         details: { option: 'port' },
       },

@@ -423,7 +423,6 @@ const dsnSecretTarget: FuzzTarget<DsnInput> = {
   run: resolveDsnSecretly,
   codes: ['BAD_CONFIG', 'BAD_CREDENTIALS'],
   checkError: secretFree,
-  knownOpen: 'issue 10 item 8 (password in BAD_CONFIG messages)',
 };
 
 // ---------------------------------------------------------------- JWT
