@@ -9,6 +9,7 @@
  * which cannot carry an attested socket, so it is always `null` here.
  */
 import pg from 'pg';
+import { CONNECTOR_OWNED } from '../../src/connection/ra-tls-client.js';
 import { sharedClientIdentity } from '../../src/identity/shared-identity.js';
 import {
   type AttestationReport,
@@ -171,20 +172,6 @@ export function boundPgModule(
     connector,
   });
 }
-
-/** The options an AttestedConnector owns (verification, policy, identity). */
-const CONNECTOR_OWNED = [
-  'verifier',
-  'policy',
-  'reattestEvery',
-  'verifyTimeout',
-  'now',
-  'dstackEndpoint',
-  'clientCertOverride',
-  'clientIdentity',
-  'clientCertLifetime',
-  'logger',
-] as const;
 
 /**
  * True while the connection's report is younger than `reattestEvery`: for

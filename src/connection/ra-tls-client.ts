@@ -52,8 +52,8 @@ export interface RaTlsClientBinding {
   readonly hooks?: RaTlsClientHooks;
 }
 
-/** AttestationOptions a shared connector owns (see AttestedConnector). */
-const CONNECTOR_OWNED = [
+/** AttestationOptions a shared connector owns (see AttestedConnector). @internal */
+export const CONNECTOR_OWNED = [
   'verifier',
   'policy',
   'reattestEvery',
