@@ -6,6 +6,18 @@
 export { type AttestCertificateOptions, attestCertificate } from './attest/attest-certificate.js';
 export type { AttestationReport } from './attest/report.js';
 export {
+  type ClusterLeader,
+  LEADER_RECORD_PREFIX,
+  type ResolveLeaderOptions,
+  resolveLeader,
+} from './cluster/discovery.js';
+export {
+  type LeaderManifest,
+  MAX_MANIFEST_BYTES,
+  type VerifyManifestOptions,
+  verifyManifest,
+} from './cluster/manifest.js';
+export {
   type ConnectionSettings,
   type ConnectionSettingsInput,
   resolveConnectionSettings,

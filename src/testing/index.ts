@@ -6,6 +6,19 @@
 
 export * from './authority/index.js';
 export {
+  type DnsFault,
+  type DnsServer,
+  type DnsServerOptions,
+  startDnsServer,
+  type TxtRecord,
+} from './cluster/dns-server.js';
+export {
+  createManifestSigner,
+  type ManifestFields,
+  type ManifestSigner,
+  type SignManifestOptions,
+} from './cluster/manifest-signer.js';
+export {
   createDstackIssuer,
   type DstackExpectedIdentity,
   type DstackIdentity,
