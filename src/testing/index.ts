@@ -13,6 +13,14 @@ export {
   type TxtRecord,
 } from './cluster/dns-server.js';
 export {
+  type ClusterMember,
+  type ClusterMemberRole,
+  type LocalCluster,
+  type LocalClusterOptions,
+  type PublishManifestOptions,
+  startLocalCluster,
+} from './cluster/local-cluster.js';
+export {
   createManifestSigner,
   type ManifestFields,
   type ManifestSigner,
