@@ -11,6 +11,10 @@ export {
   type ResolveLeaderOptions,
   resolveLeader,
 } from './cluster/discovery.js';
+export type {
+  ClusterOptions,
+  LeaderChangedEvent,
+} from './cluster/leader-follower.js';
 export {
   type LeaderManifest,
   MAX_MANIFEST_BYTES,
@@ -68,6 +72,7 @@ export type { NormalizedPolicy, Policy } from './policy/types.js';
 export {
   type AttestationFailedEvent,
   createPool,
+  type DiscoveryFailedEvent,
   RaTlsPool,
   type RaTlsPoolOptions,
   type ServerChangedEvent,

@@ -44,6 +44,8 @@ export interface RaTlsClientBinding {
   readonly settings: ConnectionSettings;
   readonly connector: AttestedConnector;
   readonly hooks?: RaTlsClientHooks;
+  /** Where to dial, asked at connect time (a cluster's current leader); default: the settings. */
+  readonly endpoint?: () => Promise<EndpointTarget>;
 }
 
 const kBinding = Symbol('pg-ra-tls.client-binding');
@@ -73,6 +75,8 @@ export class RaTlsClient extends pg.Client {
   readonly settings: ConnectionSettings;
   readonly #connector: AttestedConnector;
   readonly #hooks: RaTlsClientHooks | undefined;
+  readonly #endpointProvider: (() => Promise<EndpointTarget>) | undefined;
+  #target: EndpointTarget | undefined;
   #started = false;
   #ended = false;
   #abort: AbortController | undefined;
@@ -85,6 +89,7 @@ export class RaTlsClient extends pg.Client {
     this.settings = binding.settings;
     this.#connector = binding.connector;
     this.#hooks = binding.hooks;
+    this.#endpointProvider = binding.endpoint;
     // pg's placeholder stream must never open a plaintext connection: only the
     // attested socket may carry the session.
     Object.defineProperty(this.connection.stream, 'connect', {
@@ -99,6 +104,11 @@ export class RaTlsClient extends pg.Client {
   /** The report of the server this client is attested to (updated by pool re-attestation). */
   get attestation(): AttestationReport | undefined {
     return this.#attestation;
+  }
+
+  /** The endpoint this client dialled (set when `connect()` starts dialling). */
+  get endpoint(): EndpointTarget | undefined {
+    return this.#target;
   }
 
   /** DER of the server certificate this client's socket was verified against. */
@@ -131,7 +141,7 @@ export class RaTlsClient extends pg.Client {
         'this client has no session whose query could be cancelled',
       );
     }
-    const { socket } = await this.#connector.open(this.#endpoint());
+    const { socket } = await this.#connector.open(this.#target ?? this.#endpoint());
     const request = Buffer.alloc(16);
     request.writeInt32BE(16, 0);
     request.writeInt32BE(CANCEL_REQUEST_CODE, 4);
@@ -178,13 +188,14 @@ export class RaTlsClient extends pg.Client {
       );
     }
     this.#started = true;
-    const settings = this.settings;
-    const target = this.#endpoint();
+    const target =
+      this.#endpointProvider === undefined ? this.#endpoint() : await this.#endpointProvider();
+    this.#target = target;
     await withSpan(
       SpanNames.CONNECT,
       {
-        [SpanAttributes.SERVER_ADDRESS]: settings.host,
-        [SpanAttributes.SERVER_PORT]: settings.port,
+        [SpanAttributes.SERVER_ADDRESS]: target.host,
+        [SpanAttributes.SERVER_PORT]: target.port,
       },
       async (span) => {
         const attested = await this.#attest(target);

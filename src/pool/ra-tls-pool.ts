@@ -1,6 +1,11 @@
 import pg from 'pg';
 import type { AttestationReport } from '../attest/report.js';
 import {
+  type ClusterOptions,
+  type LeaderChangedEvent,
+  LeaderFollower,
+} from '../cluster/leader-follower.js';
+import {
   type ConnectionSettings,
   type ConnectionSettingsInput,
   resolveConnectionSettings,
@@ -17,7 +22,7 @@ import {
   RaTlsClient,
   type RaTlsClientHooks,
 } from '../connection/ra-tls-client.js';
-import { describeCause, RaTlsError } from '../errors.js';
+import { describeCause, isRaTlsError, RaTlsError } from '../errors.js';
 import type { Policy } from '../policy/types.js';
 import {
   reportAttributes,
@@ -57,6 +62,12 @@ export interface RaTlsPoolOptions
    * `'reject'` fails checkouts with SERVER_CHANGED until the pool is recreated.
    */
   readonly onServerChange?: ServerChangeMode;
+  /**
+   * Connect to a teesql cluster's leader, found in its signed DNS manifest
+   * (PROTOCOL.md §7), and follow it through failovers; the connection
+   * string's host is then not used. See {@link ClusterOptions}.
+   */
+  readonly cluster?: ClusterOptions;
 }
 
 /** Payload of the pool's `serverChanged` event. */
@@ -124,6 +135,8 @@ export class RaTlsPool extends pg.Pool {
   #probeInflight: Promise<ProbeResult> | undefined;
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping = false;
+  /** Set with the `cluster` option: where to dial, and when to move (src/cluster). */
+  readonly #follower: LeaderFollower | undefined;
 
   constructor(options: RaTlsPoolOptions) {
     if (options === undefined || options === null || typeof options !== 'object') {
@@ -140,10 +153,36 @@ export class RaTlsPool extends pg.Pool {
       );
     }
     const reattestTimeoutMs = parseDuration(options.reattestTimeout ?? '30s', 'reattestTimeout');
-    const settings = resolveConnectionSettings(options);
+    const cluster = options.cluster;
+    // In cluster mode the manifest says where to dial; the domain only names the pool.
+    const settings = resolveConnectionSettings(
+      cluster === undefined
+        ? options
+        : { ...options, config: { ...options.config, host: cluster?.domain ?? '' } },
+    );
     const connector = new AttestedConnector(options);
+    let follower: LeaderFollower | undefined;
+    if (cluster !== undefined) {
+      follower = new LeaderFollower(cluster, {
+        connectTimeoutMs: settings.connectTimeoutMs,
+        handshakeTimeoutMs: settings.handshakeTimeoutMs,
+        verify: async (target, signal) => {
+          const seen = await connector.probe(target, signal);
+          return (await connector.verifyCertificate(seen.certificateDer, signal)).report;
+        },
+        changed: (event) => this.#leaderChanged(event),
+        failed: (error) => this.emit('discoveryFailed', { error } satisfies DiscoveryFailedEvent),
+      });
+    }
     const hooks: RaTlsClientHooks = {
-      admit: (report) => {
+      admit: (report, client) => {
+        if (follower !== undefined && !follower.isCurrent(client.endpoint)) {
+          throw new RaTlsError(
+            'SERVER_CHANGED',
+            `the leader of cluster ${follower.domain} changed while this connection was being made`,
+            { details: { reason: 'leader-changed' } },
+          );
+        }
         if (this !== undefined) this.#admit(report);
       },
       attested: (client, attested) => {
@@ -152,7 +191,14 @@ export class RaTlsPool extends pg.Pool {
     };
     const Client = class extends RaTlsClient {
       constructor() {
-        super(bindClientOptions({ settings, connector, hooks }));
+        super(
+          bindClientOptions({
+            settings,
+            connector,
+            hooks,
+            ...(follower === undefined ? {} : { endpoint: () => follower.target() }),
+          }),
+        );
       }
     };
     const poolConfig: pg.PoolConfig = {
@@ -184,6 +230,14 @@ export class RaTlsPool extends pg.Pool {
     const interval = Math.max(connector.reattestEveryMs, MIN_SWEEP_INTERVAL);
     this.#sweepTimer = setInterval(() => this.#sweep(), interval);
     this.#sweepTimer.unref();
+    this.#follower = follower;
+    if (follower !== undefined) {
+      follower.start();
+      // A refused write (25006) or a broken connection: the leader may have moved.
+      this.on('release', (error) => {
+        if (error instanceof Error && leaderMayHaveMoved(error)) void follower.refresh();
+      });
+    }
   }
 
   /** The current report of the pinned server, or undefined before the first connection. */
@@ -209,6 +263,8 @@ export class RaTlsPool extends pg.Pool {
   ): this;
   override on(event: 'serverChanged', listener: (event: ServerChangedEvent) => void): this;
   override on(event: 'attestationFailed', listener: (event: AttestationFailedEvent) => void): this;
+  override on(event: 'leaderChanged', listener: (event: LeaderChangedEvent) => void): this;
+  override on(event: 'discoveryFailed', listener: (event: DiscoveryFailedEvent) => void): this;
   override on<K extends 'error' | 'release' | 'connect' | 'acquire' | 'remove'>(
     event: K,
     listener: K extends 'error' | 'release'
@@ -236,6 +292,7 @@ export class RaTlsPool extends pg.Pool {
   override end(callback?: () => void): Promise<void> | undefined {
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
+    this.#follower?.close();
     if (!this.ending) {
       this.connector.close(new RaTlsError('POOL_ENDED', 'the pool was ended during attestation'));
     }
@@ -255,6 +312,17 @@ export class RaTlsPool extends pg.Pool {
       try {
         client = (await super.connect()) as PooledClient;
       } catch (error) {
+        // Cluster: a failed connect re-reads the manifest at once; a move means retry there.
+        if (
+          this.#follower !== undefined &&
+          attempt < attempts &&
+          (await this.#follower.refresh())
+        ) {
+          continue;
+        }
+        if (isRaTlsError(error, 'SERVER_CHANGED') && error.details['reason'] === 'leader-changed') {
+          if (attempt < attempts) continue;
+        }
         throw this.#connectFailure(error);
       }
       try {
@@ -364,7 +432,7 @@ export class RaTlsPool extends pg.Pool {
       return Promise.resolve(cached);
     }
     this.#probeInflight ??= this.connector
-      .probe(this.#target)
+      .probe(this.#follower?.currentTarget() ?? this.#target)
       .then((result) => {
         this.#probe = result;
         return result;
@@ -441,6 +509,18 @@ export class RaTlsPool extends pg.Pool {
     this.#removeIdle((client) => client.attestation?.fingerprint === oldFingerprint);
   }
 
+  /**
+   * The cluster moved to a verified new leader: pin its report and drain the
+   * idle connections to the old one (busy ones are dropped at their next
+   * checkout, as superseded).
+   */
+  #leaderChanged(event: LeaderChangedEvent): void {
+    this.#pinned = event.report;
+    this.#probe = undefined;
+    this.#removeIdle((client) => client.attestation?.fingerprint !== event.report.fingerprint);
+    this.emit('leaderChanged', event);
+  }
+
   #needsReattest(client: RaTlsClient): boolean {
     const report = client.attestation;
     if (report === undefined) return true;
@@ -515,6 +595,19 @@ export class RaTlsPool extends pg.Pool {
   #emitFailure(error: RaTlsError, phase: AttestationFailedEvent['phase']): void {
     this.emit('attestationFailed', { error, phase } satisfies AttestationFailedEvent);
   }
+}
+
+/** Payload of the pool's `discoveryFailed` event (cluster mode): the current leader stays. */
+export interface DiscoveryFailedEvent {
+  readonly error: RaTlsError;
+}
+
+/** SQLSTATE 25006 (read-only transaction) or a lost connection: worth re-reading the manifest. */
+function leaderMayHaveMoved(error: Error): boolean {
+  const code = (error as { code?: unknown }).code;
+  if (code === '25006' || code === '57P01' || code === '57P02' || code === '57P03') return true;
+  if (error instanceof RaTlsError) return true;
+  return typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code);
 }
 
 /** Creates a {@link RaTlsPool}. Configuration errors throw here, before any network I/O. */
