@@ -63,6 +63,7 @@ export const ErrorCodes = {
   MANIFEST_EXPIRED: 'The leader manifest has expired',
   MANIFEST_EPOCH_ROLLBACK: 'The leader manifest epoch is lower than one already seen',
   DISCOVERY_FAILED: 'The leader manifest could not be looked up',
+  SESSION_ATTRS_MISMATCH: 'The server session does not match target_session_attrs',
   NO_HOST_AVAILABLE: 'No host of a multi-host connection string was usable',
 } as const;
 

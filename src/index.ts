@@ -22,6 +22,13 @@ export {
   verifyManifest,
 } from './cluster/manifest.js';
 export {
+  type HostEntry,
+  type HostList,
+  type LoadBalanceHosts,
+  parseHostList,
+  type TargetSessionAttrs,
+} from './cluster/multi-host.js';
+export {
   type ConnectionSettings,
   type ConnectionSettingsInput,
   resolveConnectionSettings,

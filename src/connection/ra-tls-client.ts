@@ -37,6 +37,10 @@ export interface RaTlsClientHooks {
   admit?(report: AttestationReport, client: RaTlsClient): void;
   /** Called once the socket is attested, before pg's startup message. */
   attested?(client: RaTlsClient, attested: AttestedSocket): void;
+  /** Called once logged in, before the client is used; throw to refuse it (the client is ended). */
+  ready?(client: RaTlsClient): Promise<void>;
+  /** Called when `connect()` fails, with the endpoint it dialled (`client.endpoint`). */
+  failed?(client: RaTlsClient, error: unknown): void;
 }
 
 /** What a pool hands its clients instead of options. @internal */
@@ -212,8 +216,20 @@ export class RaTlsClient extends pg.Client {
         const connection = this.connection as unknown as { stream: unknown };
         connection.stream = prepareSocketForPg(attested.socket);
         await super.connect();
+        const ready = this.#hooks?.ready;
+        if (ready !== undefined) {
+          try {
+            await ready(this);
+          } catch (error) {
+            await super.end().catch(() => {});
+            throw error;
+          }
+        }
       },
-    );
+    ).catch((error: unknown) => {
+      this.#hooks?.failed?.(this, error);
+      throw error;
+    });
   }
 
   #endpoint(): EndpointTarget {

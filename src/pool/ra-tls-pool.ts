@@ -5,6 +5,7 @@ import {
   type LeaderChangedEvent,
   LeaderFollower,
 } from '../cluster/leader-follower.js';
+import { HostSelector, parseHostList } from '../cluster/multi-host.js';
 import {
   type ConnectionSettings,
   type ConnectionSettingsInput,
@@ -133,10 +134,17 @@ export class RaTlsPool extends pg.Pool {
   #rejected: RaTlsError | undefined;
   #probe: ProbeResult | undefined;
   #probeInflight: Promise<ProbeResult> | undefined;
+  /** Multi-host: one shared probe per host, as #probe is for the single host. */
+  readonly #hostProbes = new Map<
+    string,
+    { result?: ProbeResult; inflight?: Promise<ProbeResult> }
+  >();
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping = false;
   /** Set with the `cluster` option: where to dial, and when to move (src/cluster). */
   readonly #follower: LeaderFollower | undefined;
+  /** Set by a multi-host connection string or target_session_attrs (src/cluster). */
+  readonly #hostSelector: HostSelector | undefined;
 
   constructor(options: RaTlsPoolOptions) {
     if (options === undefined || options === null || typeof options !== 'object') {
@@ -154,12 +162,29 @@ export class RaTlsPool extends pg.Pool {
     }
     const reattestTimeoutMs = parseDuration(options.reattestTimeout ?? '30s', 'reattestTimeout');
     const cluster = options.cluster;
+    const hostList = parseHostList(options.connectionString);
+    if (cluster !== undefined && hostList !== undefined) {
+      throw new RaTlsError(
+        'BAD_CONFIG',
+        'cluster and a multi-host connection string exclude each other: the manifest names the leader',
+        { details: { option: 'cluster' } },
+      );
+    }
     // In cluster mode the manifest says where to dial; the domain only names the pool.
     const settings = resolveConnectionSettings(
-      cluster === undefined
-        ? options
-        : { ...options, config: { ...options.config, host: cluster?.domain ?? '' } },
+      cluster !== undefined
+        ? { ...options, config: { ...options.config, host: cluster?.domain ?? '' } }
+        : hostList !== undefined
+          ? { ...options, connectionString: hostList.connectionString }
+          : options,
     );
+    const selector =
+      hostList === undefined
+        ? undefined
+        : new HostSelector(hostList, settings.port, {
+            connectTimeoutMs: settings.connectTimeoutMs,
+            handshakeTimeoutMs: settings.handshakeTimeoutMs,
+          });
     const connector = new AttestedConnector(options);
     let follower: LeaderFollower | undefined;
     if (cluster !== undefined) {
@@ -185,6 +210,16 @@ export class RaTlsPool extends pg.Pool {
         }
         if (this !== undefined) this.#admit(report);
       },
+      ...(selector === undefined
+        ? {}
+        : {
+            ready: async (client: RaTlsClient) => {
+              await selector.checkSession(client.endpoint, (sql) => client.query(sql));
+              selector.succeeded(client.endpoint);
+            },
+            failed: (client: RaTlsClient, error: unknown) =>
+              selector.failed(client.endpoint, error),
+          }),
       attested: (client, attested) => {
         if (this !== undefined) this.#onAttested(client, attested.report);
       },
@@ -197,6 +232,7 @@ export class RaTlsPool extends pg.Pool {
             connector,
             hooks,
             ...(follower === undefined ? {} : { endpoint: () => follower.target() }),
+            ...(selector === undefined ? {} : { endpoint: async () => selector.next() }),
           }),
         );
       }
@@ -231,6 +267,7 @@ export class RaTlsPool extends pg.Pool {
     this.#sweepTimer = setInterval(() => this.#sweep(), interval);
     this.#sweepTimer.unref();
     this.#follower = follower;
+    this.#hostSelector = selector;
     if (follower !== undefined) {
       follower.start();
       // A refused write (25006) or a broken connection: the leader may have moved.
@@ -323,6 +360,15 @@ export class RaTlsPool extends pg.Pool {
         if (isRaTlsError(error, 'SERVER_CHANGED') && error.details['reason'] === 'leader-changed') {
           if (attempt < attempts) continue;
         }
+        // Multi-host: that host is recorded as failed; the next one is tried.
+        if (
+          this.#hostSelector !== undefined &&
+          attempt < attempts &&
+          !isRaTlsError(error, 'NO_HOST_AVAILABLE') &&
+          !isRaTlsError(error, 'POOL_ENDED')
+        ) {
+          continue;
+        }
         throw this.#connectFailure(error);
       }
       try {
@@ -397,7 +443,10 @@ export class RaTlsPool extends pg.Pool {
         const policyVersion = this.connector.policyVersion;
         const work = async () => {
           if (probe) {
-            const seen = await this.#sharedProbe(signal);
+            const seen =
+              this.#hostSelector === undefined
+                ? await this.#sharedProbe(signal)
+                : await this.#hostProbe(clients[0]?.endpoint ?? this.#target, signal);
             if (seen.fingerprint !== report.fingerprint) {
               await this.#serverChanged(seen.fingerprint, seen.certificateDer, signal);
               throw kSuperseded;
@@ -426,6 +475,26 @@ export class RaTlsPool extends pg.Pool {
     );
   }
 
+  #hostProbe(target: EndpointTarget, signal: AbortSignal): Promise<ProbeResult> {
+    const key = `${target.host}|${target.port}`;
+    const entry = this.#hostProbes.get(key) ?? {};
+    this.#hostProbes.set(key, entry);
+    const cached = entry.result;
+    if (cached !== undefined && this.connector.now() - cached.at < this.connector.reattestEveryMs) {
+      return Promise.resolve(cached);
+    }
+    entry.inflight ??= this.connector
+      .probe(target)
+      .then((result) => {
+        entry.result = result;
+        return result;
+      })
+      .finally(() => {
+        entry.inflight = undefined;
+      });
+    return raceSignal(entry.inflight, signal);
+  }
+
   #sharedProbe(signal: AbortSignal): Promise<ProbeResult> {
     const cached = this.#probe;
     if (cached !== undefined && this.connector.now() - cached.at < this.connector.reattestEveryMs) {
@@ -449,6 +518,8 @@ export class RaTlsPool extends pg.Pool {
       throw new RaTlsError('POOL_ENDED', 'the pool was ended during attestation');
     }
     if (this.#rejected !== undefined) throw this.#rejected;
+    // Multi-host: every host has its own certificate; each connection is attested on its own.
+    if (this.#hostSelector !== undefined) return;
     const pinned = this.#pinned;
     if (pinned === undefined) {
       this.#pinned = report;
