@@ -188,6 +188,60 @@ describe('a pool following the leader of a local replicated cluster', () => {
     }
   });
 
+  test('DNS down: the current leader serves until its manifest expires, then MANIFEST_EXPIRED', async () => {
+    const name = `_teesql-leader.${cluster.domain}`;
+    // A manifest valid for two more seconds, read by a pool that allows no skew.
+    const validUntil = Math.floor(Date.now() / 1000) + 2;
+    cluster.dns.setTxt(name, [cluster.signedManifest({ epoch: cluster.epoch, validUntil })]);
+    const pool = createPool({
+      connectionString: cluster.connectionString,
+      ...cluster.clientOptions,
+      cluster: { ...cluster.clusterOptions, refreshEvery: '100ms', lookupTimeout: '1s', skew: 0 },
+      logger: silent,
+    });
+    try {
+      await pool.query('SELECT 1');
+      cluster.dns.setFault('servfail');
+      // Lookups fail; until valid_until the leader keeps serving.
+      assert.equal(await nextDiscoveryFailure(pool, () => {}), 'DISCOVERY_FAILED');
+      if (Date.now() / 1000 <= validUntil) await pool.query('SELECT 1');
+      while (Date.now() / 1000 <= validUntil) await once(pool, 'discoveryFailed');
+      await assert.rejects(pool.query('SELECT 1'), (error: unknown) =>
+        isRaTlsError(error, 'MANIFEST_EXPIRED'),
+      );
+      // DNS back with a fresh manifest: the pool serves again.
+      cluster.dns.setFault('none');
+      cluster.dns.setTxt(name, [cluster.signedManifest({ epoch: cluster.epoch })]);
+      const { rows } = await pool.query<{ ok: number }>('SELECT 1 AS ok');
+      assert.equal(rows[0]!.ok, 1);
+    } finally {
+      cluster.dns.setFault('none');
+      cluster.dns.setTxt(name, [cluster.signedManifest({ epoch: cluster.epoch })]);
+      await pool.end();
+    }
+  });
+
+  test('the cluster option passes through Kysely', async () => {
+    const { Kysely, sql } = await import('kysely');
+    const { raTlsDialect } = await import('../integrations/kysely/index.js');
+    const db = new Kysely<Record<string, never>>({
+      dialect: raTlsDialect({
+        connectionString: cluster.connectionString,
+        ...cluster.clientOptions,
+        cluster: cluster.clusterOptions,
+        logger: silent,
+      }),
+    });
+    try {
+      const { rows } = await sql<{
+        standby: boolean;
+      }>`SELECT pg_is_in_recovery() AS standby`.execute(db);
+      assert.deepEqual(rows, [{ standby: false }]);
+    } finally {
+      await db.destroy();
+    }
+  });
+
   test('failover under load: 20 callers follow the new leader; no acknowledged write is lost', async () => {
     const pool = clusterPool(cluster);
     const [, newLeader, other] = cluster.members;

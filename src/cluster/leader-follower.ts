@@ -140,6 +140,22 @@ export class LeaderFollower {
     return this.#targetOf(leader);
   }
 
+  /**
+   * Throws (MANIFEST_EXPIRED, or the last lookup's error) when the leader's
+   * manifest has expired and a fresh read fails: even pooled connections to
+   * it are not used then, because nothing says it still leads.
+   */
+  async ensureBelievable(): Promise<void> {
+    if (this.#leader === undefined || this.leader !== undefined) return;
+    await this.#urgentRefresh();
+    if (this.leader === undefined) {
+      throw (
+        this.#lastError ??
+        new RaTlsError('MANIFEST_EXPIRED', `the leader manifest of ${this.domain} has expired`)
+      );
+    }
+  }
+
   /** The current leader's endpoint, if one is known and its manifest is unexpired. */
   currentTarget(): LeaderTarget | undefined {
     const leader = this.leader;
@@ -176,6 +192,26 @@ export class LeaderFollower {
       this.#schedule();
     });
     return this.#inflight;
+  }
+
+  /**
+   * A lookup despite the back-off, for a pool that cannot serve without one
+   * (its leader's manifest expired): still one at a time and at most one per
+   * MIN_LOOKUP_GAP_MS.
+   */
+  async #urgentRefresh(): Promise<void> {
+    if (this.#inflight !== undefined) {
+      await this.#inflight;
+      return;
+    }
+    const wait = this.#lastLookupAt + MIN_LOOKUP_GAP_MS - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait).unref());
+    if (this.#closed || this.leader !== undefined) return;
+    this.#inflight ??= this.#lookup().finally(() => {
+      this.#inflight = undefined;
+      this.#schedule();
+    });
+    await this.#inflight;
   }
 
   /** Starts the periodic re-reading. */

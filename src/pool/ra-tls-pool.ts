@@ -345,6 +345,14 @@ export class RaTlsPool extends pg.Pool {
         throw new RaTlsError('POOL_ENDED', 'the pool has been ended: create a new pool');
       }
       if (this.#rejected !== undefined) throw this.#rejected;
+      if (this.#follower !== undefined) {
+        try {
+          await this.#follower.ensureBelievable();
+        } catch (error) {
+          this.#removeIdle(() => true);
+          throw error;
+        }
+      }
       let client: PooledClient;
       try {
         client = (await super.connect()) as PooledClient;
