@@ -317,3 +317,31 @@ describe('a pool following the leader of a local replicated cluster', () => {
     }
   });
 });
+
+test('cluster option mistakes: BAD_CONFIG before any I/O', () => {
+  const base = {
+    connectionString: `postgres://teesql_readwrite:${'ab'.repeat(32)}@x/teesql`,
+    dstackEndpoint: 'http://127.0.0.1:9',
+  };
+  const signer = `0x${'11'.repeat(20)}`;
+  for (const cluster of [
+    'cluster.example',
+    { domain: 'not a domain', signer },
+    { domain: 'cluster.example', signer: '0x12' },
+    { domain: 'cluster.example', signer, refreshEvery: 'often' },
+  ]) {
+    assert.throws(
+      () => createPool({ ...base, cluster: cluster as never, logger: silent }),
+      (error: unknown) => isRaTlsError(error, 'BAD_CONFIG'),
+    );
+  }
+  assert.throws(
+    () =>
+      createPool({
+        connectionString: `postgres://teesql_readwrite:${'ab'.repeat(32)}@h1,h2/teesql`,
+        cluster: { domain: 'cluster.example', signer },
+        logger: silent,
+      }),
+    (error: unknown) => isRaTlsError(error, 'BAD_CONFIG'),
+  );
+});

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { AttestationReport } from '../attest/report.js';
+import { recordName } from '../cluster/discovery.js';
 import {
   type ClusterOptions,
   type LeaderChangedEvent,
@@ -162,6 +163,12 @@ export class RaTlsPool extends pg.Pool {
     }
     const reattestTimeoutMs = parseDuration(options.reattestTimeout ?? '30s', 'reattestTimeout');
     const cluster = options.cluster;
+    if (cluster !== undefined && (cluster === null || typeof cluster !== 'object')) {
+      throw new RaTlsError('BAD_CONFIG', 'cluster must be { domain, signer, resolver? }', {
+        details: { option: 'cluster' },
+      });
+    }
+    if (cluster !== undefined) recordName(cluster.domain);
     const hostList = parseHostList(options.connectionString);
     if (cluster !== undefined && hostList !== undefined) {
       throw new RaTlsError(
@@ -173,7 +180,7 @@ export class RaTlsPool extends pg.Pool {
     // In cluster mode the manifest says where to dial; the domain only names the pool.
     const settings = resolveConnectionSettings(
       cluster !== undefined
-        ? { ...options, config: { ...options.config, host: cluster?.domain ?? '' } }
+        ? { ...options, config: { ...options.config, host: cluster.domain } }
         : hostList !== undefined
           ? { ...options, connectionString: hostList.connectionString }
           : options,
