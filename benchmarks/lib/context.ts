@@ -16,7 +16,7 @@
  * - `raTls`: pg-ra-tls through the sidecar.
  *
  * Engines: the stack's quotes are signed by a test root, which only the JS
- * engine accepts (PROTOCOL.md §8; the WASM engine has Intel's root compiled
+ * engine accepts (docs/protocol.md §8; the WASM engine has Intel's root compiled
  * in), so every verification through the stack runs engine `'js'`; `'both'`
  * is measured on the real Intel fixture in the verification suite.
  */
