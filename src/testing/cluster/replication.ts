@@ -25,8 +25,10 @@ export const REPLICATION_SETTINGS = [
   'wal_receiver_status_interval=1s',
   // A standby re-pointed at a promoted member reconnects within half a second, not five.
   'wal_retrieve_retry_interval=500ms',
-  // Commits wait for the standbys named by synchronous_standby_names (set once they are up).
-  'synchronous_commit=on',
+  // Commits wait until the standbys named by synchronous_standby_names (set once they are up)
+  // have applied them: 'on' waits only for the WAL flush, so a read on a standby right after
+  // an acknowledged commit could still miss the row.
+  'synchronous_commit=remote_apply',
 ];
 
 /** Settings of a standby started here (the primary gets the local stack's plus REPLICATION_SETTINGS). */
