@@ -363,7 +363,9 @@ export class RaTlsPool extends pg.Pool {
         }
         const refusal = this.#pin.refusal;
         if (refusal !== undefined) throw refusal;
-        await this.#ensureBelievableLeader();
+        // Only a cluster pool waits here: pg-pool must see the checkout at once
+        // (waitingCount), as with a plain pg.Pool.
+        if (this.#follower !== undefined) await this.#ensureBelievableLeader(this.#follower);
         const acquired = await this.#acquire(budget, lastFailure);
         if ('error' in acquired) {
           const { error } = acquired;
@@ -466,10 +468,9 @@ export class RaTlsPool extends pg.Pool {
    * Cluster mode: a leader whose manifest expired is not used, even through
    * pooled connections, until a fresh manifest is read.
    */
-  async #ensureBelievableLeader(): Promise<void> {
-    if (this.#follower === undefined) return;
+  async #ensureBelievableLeader(follower: LeaderFollower): Promise<void> {
     try {
-      await this.#follower.ensureBelievable();
+      await follower.ensureBelievable();
     } catch (error) {
       this.#removeIdle(() => true);
       throw error;
