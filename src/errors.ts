@@ -60,6 +60,15 @@ export const ErrorCodes = {
   SERVER_CHANGED: 'The server presented a different certificate than the pinned one',
   REATTEST_FAILED: 'Re-attestation of a pooled connection failed',
   POOL_ENDED: 'The pool has been ended',
+
+  // Cluster discovery and leader following (docs/protocol.md §7)
+  MANIFEST_INVALID: 'The leader manifest is malformed',
+  MANIFEST_SIGNER_MISMATCH: 'The leader manifest is not signed by the expected signer',
+  MANIFEST_EXPIRED: 'The leader manifest has expired',
+  MANIFEST_EPOCH_ROLLBACK: 'The leader manifest epoch is lower than one already seen',
+  DISCOVERY_FAILED: 'The leader manifest could not be looked up',
+  SESSION_ATTRS_MISMATCH: 'The server session does not match target_session_attrs',
+  NO_HOST_AVAILABLE: 'No host of a multi-host connection string was usable',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -6,6 +6,29 @@
 export { type AttestCertificateOptions, attestCertificate } from './attest/attest-certificate.js';
 export type { AttestationReport } from './attest/report.js';
 export {
+  type ClusterLeader,
+  LEADER_RECORD_PREFIX,
+  type ResolveLeaderOptions,
+  resolveLeader,
+} from './cluster/discovery.js';
+export type {
+  ClusterOptions,
+  LeaderChangedEvent,
+} from './cluster/leader-follower.js';
+export {
+  type LeaderManifest,
+  MAX_MANIFEST_BYTES,
+  type VerifyManifestOptions,
+  verifyManifest,
+} from './cluster/manifest.js';
+export {
+  type HostEntry,
+  type HostList,
+  type LoadBalanceHosts,
+  parseHostList,
+  type TargetSessionAttrs,
+} from './cluster/multi-host.js';
+export {
   type ConnectionSettings,
   type ConnectionSettingsInput,
   resolveConnectionSettings,
@@ -63,6 +86,7 @@ export type { MeasurementSet, NormalizedPolicy, Policy } from './policy/types.js
 export {
   type AttestationFailedEvent,
   createPool,
+  type DiscoveryFailedEvent,
   RaTlsPool,
   type RaTlsPoolOptions,
   type ServerChangedEvent,

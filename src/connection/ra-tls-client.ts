@@ -39,6 +39,10 @@ export interface RaTlsClientHooks {
   admit?(report: AttestationReport, client: RaTlsClient): void;
   /** Called once the socket is attested, before pg's startup message. */
   attested?(client: RaTlsClient, attested: AttestedSocket): void;
+  /** Called once logged in, before the client is used; throw to refuse it (the client is ended). */
+  ready?(client: RaTlsClient): Promise<void>;
+  /** Called when `connect()` fails, with the endpoint it dialled (`client.endpoint`). */
+  failed?(client: RaTlsClient, error: unknown): void;
 }
 
 /**
@@ -50,6 +54,11 @@ export interface RaTlsClientBinding {
   readonly settings: ConnectionSettings;
   readonly connector: AttestedConnector;
   readonly hooks?: RaTlsClientHooks;
+  /**
+   * Where to dial, asked once per connection (a cluster's current leader, the
+   * next host of a multi-host string); default: `settings.endpoint`.
+   */
+  readonly endpoint?: () => EndpointTarget | Promise<EndpointTarget>;
 }
 
 /** AttestationOptions a shared connector owns (see AttestedConnector). @internal */
@@ -87,6 +96,8 @@ export class RaTlsClient extends pg.Client {
   readonly #connector: AttestedConnector;
   readonly #hooks: RaTlsClientHooks | undefined;
   readonly #pg: ClientInternals;
+  readonly #endpointOf: (() => EndpointTarget | Promise<EndpointTarget>) | undefined;
+  #target: EndpointTarget | undefined;
   #started = false;
   #ended = false;
   #abort: AbortController | undefined;
@@ -105,6 +116,7 @@ export class RaTlsClient extends pg.Client {
     this.settings = bound.settings;
     this.#connector = bound.connector;
     this.#hooks = bound.hooks;
+    this.#endpointOf = bound.endpoint;
     this.#pg = clientInternals(this);
     // pg's placeholder stream must never open a plaintext connection: only the
     // attested socket may carry the session.
@@ -120,6 +132,11 @@ export class RaTlsClient extends pg.Client {
   /** The report of the server this client is attested to (updated by pool re-attestation). */
   get attestation(): AttestationReport | undefined {
     return this.#attestation;
+  }
+
+  /** The endpoint this client dialled (set once `connect()` knows where to dial). */
+  get endpoint(): EndpointTarget | undefined {
+    return this.#target;
   }
 
   /** DER of the server certificate this client's socket was verified against. */
@@ -161,8 +178,9 @@ export class RaTlsClient extends pg.Client {
     // goes only to a server the pool would accept a checkout from.
     this.#hooks?.guard?.();
     const admit = this.#hooks?.admit;
+    // The same server as the session: a cluster's leader or one host of several.
     const { socket } = await this.#connector.open(
-      this.settings.endpoint,
+      this.#target ?? this.settings.endpoint,
       admit === undefined ? {} : { admit: (report) => admit(report, this) },
     );
     const request = Buffer.alloc(16);
@@ -211,13 +229,29 @@ export class RaTlsClient extends pg.Client {
       );
     }
     this.#started = true;
-    const settings = this.settings;
-    const target = this.settings.endpoint;
+    try {
+      await this.#connectOnce();
+    } catch (error) {
+      this.#hooks?.failed?.(this, error);
+      throw error;
+    }
+  }
+
+  async #connectOnce(): Promise<void> {
+    const target =
+      this.#endpointOf === undefined ? this.settings.endpoint : await this.#endpointOf();
+    this.#target = target;
+    if (this.#ended) {
+      throw new RaTlsError(
+        'CONNECTION_ENDED',
+        'client.end() was called before the server was attested; the connection was not used',
+      );
+    }
     await withSpan(
       SpanNames.CONNECT,
       {
-        [SpanAttributes.SERVER_ADDRESS]: settings.host,
-        [SpanAttributes.SERVER_PORT]: settings.port,
+        [SpanAttributes.SERVER_ADDRESS]: target.host,
+        [SpanAttributes.SERVER_PORT]: target.port,
       },
       async (span) => {
         const attested = await this.#attest(target);
@@ -234,6 +268,15 @@ export class RaTlsClient extends pg.Client {
         }
         this.#pg.setStream(prepareSocketForPg(attested.socket));
         await super.connect();
+        const ready = this.#hooks?.ready;
+        if (ready !== undefined) {
+          try {
+            await ready(this);
+          } catch (error) {
+            await super.end().catch(() => {});
+            throw error;
+          }
+        }
       },
     );
   }

@@ -1,5 +1,12 @@
 import pg from 'pg';
 import type { AttestationReport } from '../attest/report.js';
+import { recordName } from '../cluster/discovery.js';
+import {
+  type ClusterOptions,
+  type LeaderChangedEvent,
+  LeaderFollower,
+} from '../cluster/leader-follower.js';
+import { HostSelector, parseHostList } from '../cluster/multi-host.js';
 import {
   type ConnectionSettings,
   type ConnectionSettingsInput,
@@ -12,7 +19,7 @@ import {
 } from '../connection/attested-connector.js';
 import { type PoolInternals, poolInternals } from '../connection/pg-internals.js';
 import { RaTlsClient, type RaTlsClientHooks } from '../connection/ra-tls-client.js';
-import { describeCause, RaTlsError } from '../errors.js';
+import { describeCause, isRaTlsError, RaTlsError } from '../errors.js';
 import type { Policy } from '../policy/types.js';
 import { Scope } from '../util/deadline.js';
 import { MAX_TIMER_MS, parseTimeout } from '../util/duration.js';
@@ -53,6 +60,17 @@ export interface RaTlsPoolOptions
    * `'reject'` fails checkouts with SERVER_CHANGED until the pool is recreated.
    */
   readonly onServerChange?: ServerChangeMode;
+  /**
+   * Connect to a teesql cluster's leader, found in its signed DNS manifest
+   * (docs/protocol.md §7), and follow it through failovers; the connection
+   * string's host is then not used. See {@link ClusterOptions}.
+   */
+  readonly cluster?: ClusterOptions;
+}
+
+/** Payload of the pool's `discoveryFailed` event (cluster mode): the current leader stays. */
+export interface DiscoveryFailedEvent {
+  readonly error: RaTlsError;
 }
 
 /** Payload of the pool's `attestationFailed` event. */
@@ -93,9 +111,15 @@ const PASSED_THROUGH = [
  * This class only adapts pg-pool: the pin and staleness rule live in
  * {@link ServerPin}, the probe and re-verification in {@link Reattestation}.
  *
+ * With `cluster`, where to dial and when to move is decided by a
+ * {@link LeaderFollower}; with a multi-host connection string, by a
+ * {@link HostSelector} (each host attested on its own, nothing pinned).
+ *
  * Events, besides pg-pool's: `attested` (report, client), `reattested`
  * (report, client?), `serverChanged` ({@link ServerChangedEvent}),
- * `attestationFailed` ({@link AttestationFailedEvent}).
+ * `attestationFailed` ({@link AttestationFailedEvent}), and in cluster mode
+ * `leaderChanged` ({@link LeaderChangedEvent}) and `discoveryFailed`
+ * ({@link DiscoveryFailedEvent}).
  */
 export class RaTlsPool extends pg.Pool {
   /** The resolved connection settings (password not enumerable). */
@@ -106,6 +130,10 @@ export class RaTlsPool extends pg.Pool {
   readonly #reattestation: Reattestation;
   readonly #reattestTimeoutMs: number;
   readonly #pg: PoolInternals;
+  /** Set with the `cluster` option (src/cluster). */
+  readonly #follower: LeaderFollower | undefined;
+  /** Set by a multi-host connection string or target_session_attrs (src/cluster). */
+  readonly #multiHost: boolean;
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping = false;
 
@@ -124,24 +152,93 @@ export class RaTlsPool extends pg.Pool {
       );
     }
     const reattestTimeoutMs = parseTimeout(options.reattestTimeout ?? '30s', 'reattestTimeout');
-    const settings = resolveConnectionSettings(options);
+    const cluster = options.cluster;
+    if (cluster !== undefined && (cluster === null || typeof cluster !== 'object')) {
+      throw new RaTlsError('BAD_CONFIG', 'cluster must be { domain, signer, resolver? }', {
+        details: { option: 'cluster' },
+      });
+    }
+    if (cluster !== undefined) recordName(cluster.domain);
+    const hostList = parseHostList(options.connectionString);
+    if (cluster !== undefined && hostList !== undefined) {
+      throw new RaTlsError(
+        'BAD_CONFIG',
+        'cluster and a multi-host connection string exclude each other: the manifest names the leader',
+        { details: { option: 'cluster' } },
+      );
+    }
+    // In cluster mode the manifest says where to dial; the domain only names the pool.
+    const settings = resolveConnectionSettings(
+      cluster !== undefined
+        ? { ...options, config: { ...options.config, host: cluster.domain } }
+        : hostList !== undefined
+          ? { ...options, connectionString: hostList.connectionString }
+          : options,
+    );
+    const selector =
+      hostList === undefined
+        ? undefined
+        : new HostSelector(hostList, settings.port, {
+            connectTimeoutMs: settings.connectTimeoutMs,
+            handshakeTimeoutMs: settings.handshakeTimeoutMs,
+          });
     const connector = new AttestedConnector(options);
+    const follower =
+      cluster === undefined
+        ? undefined
+        : new LeaderFollower(cluster, {
+            connectTimeoutMs: settings.connectTimeoutMs,
+            handshakeTimeoutMs: settings.handshakeTimeoutMs,
+            // The candidate is attested like any connection (its issuers too),
+            // without a byte of SQL, before the pool moves to it.
+            verify: async (target, signal) => {
+              const seen = await connector.probe(target, signal);
+              const verified = await connector.verifyCertificate(
+                seen.certificateDer,
+                signal,
+                seen.issuersDer,
+              );
+              return verified.report;
+            },
+            changed: (event) => this.#leaderChanged(event),
+            failed: (error) =>
+              this.emit('discoveryFailed', { error } satisfies DiscoveryFailedEvent),
+          });
     const pin = new ServerPin({
       mode,
       description: settings.description,
       reattestEveryMs: connector.reattestEveryMs,
       now: () => connector.now(),
       policyVersion: () => connector.policyVersion,
+      // Every host of a multi-host string has its own certificate.
+      unpinned: selector !== undefined,
     });
     const hooks: RaTlsClientHooks = {
       guard: () => {
         const refusal = pin.refusal;
         if (refusal !== undefined) throw refusal;
       },
-      admit: (report) => this.#admit(report),
+      admit: (report, client) => this.#admit(report, client),
       attested: (client, attested) => this.#attested(client, attested),
+      ...(selector === undefined
+        ? {}
+        : {
+            // target_session_attrs is a property of the logged-in session.
+            ready: async (client: RaTlsClient) => {
+              await selector.checkSession(client.endpoint, (sql) => client.query(sql));
+              selector.succeeded(client.endpoint);
+            },
+            failed: (client: RaTlsClient, error: unknown) =>
+              selector.failed(client.endpoint, error),
+          }),
     };
-    const binding = { settings, connector, hooks };
+    const binding = {
+      settings,
+      connector,
+      hooks,
+      ...(follower === undefined ? {} : { endpoint: () => follower.target() }),
+      ...(selector === undefined ? {} : { endpoint: () => selector.next() }),
+    };
     const Client = class extends RaTlsClient {
       constructor() {
         super({}, binding);
@@ -159,7 +256,9 @@ export class RaTlsPool extends pg.Pool {
     this.connector = connector;
     this.#pin = pin;
     this.#reattestTimeoutMs = reattestTimeoutMs;
-    this.#reattestation = new Reattestation(connector, pin, settings.endpoint);
+    this.#reattestation = new Reattestation(connector, pin);
+    this.#follower = follower;
+    this.#multiHost = selector !== undefined;
     // Never more often than the floor; never past what a Node timer holds
     // (a longer interval would silently become 1 ms).
     const interval = Math.min(
@@ -168,6 +267,13 @@ export class RaTlsPool extends pg.Pool {
     );
     this.#sweepTimer = setInterval(() => this.#sweep(), interval);
     this.#sweepTimer.unref();
+    if (follower !== undefined) {
+      follower.start();
+      // A refused write (25006) or a broken connection: the leader may have moved.
+      this.on('release', (error) => {
+        if (error instanceof Error && leaderMayHaveMoved(error)) void follower.refresh();
+      });
+    }
   }
 
   /** The current report of the pinned server, or undefined before the first connection. */
@@ -193,6 +299,8 @@ export class RaTlsPool extends pg.Pool {
   ): this;
   override on(event: 'serverChanged', listener: (event: ServerChangedEvent) => void): this;
   override on(event: 'attestationFailed', listener: (event: AttestationFailedEvent) => void): this;
+  override on(event: 'leaderChanged', listener: (event: LeaderChangedEvent) => void): this;
+  override on(event: 'discoveryFailed', listener: (event: DiscoveryFailedEvent) => void): this;
   override on<K extends 'error' | 'release' | 'connect' | 'acquire' | 'remove'>(
     event: K,
     listener: K extends 'error' | 'release'
@@ -220,6 +328,7 @@ export class RaTlsPool extends pg.Pool {
   override end(callback?: () => void): Promise<void> | undefined {
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
+    this.#follower?.close();
     if (!this.ending) {
       const ended = new RaTlsError('POOL_ENDED', 'the pool was ended during attestation');
       this.#pin.close(ended);
@@ -234,13 +343,18 @@ export class RaTlsPool extends pg.Pool {
    * One checkout: a pooled client, re-attested when stale. A connection
    * superseded by a newly pinned certificate is closed and another taken; a
    * failed re-attestation is retried on a new connection within the same
-   * reattestTimeout budget.
+   * reattestTimeout budget. In cluster or multi-host mode a failed new
+   * connection is retried where it may work (the leader moved, another host),
+   * within connectionTimeoutMillis when set.
    */
   async #checkout(): Promise<pg.PoolClient> {
     const attempts = (this.options.max ?? 10) + 1;
-    // Created by the first re-attestation this checkout needs: its deadline
-    // (reattestTimeout) bounds that re-attestation and every retry it causes.
+    // Created by the first retry or re-attestation this checkout needs: its
+    // deadlines (connectionTimeoutMillis for new connections, reattestTimeout
+    // once a re-attestation starts) bound every retry that follows.
     let budget: Scope | undefined;
+    let reattestBounded = false;
+    const started = Date.now();
     let lastFailure: RaTlsError | undefined;
     try {
       for (let attempt = 1; ; attempt++) {
@@ -249,13 +363,28 @@ export class RaTlsPool extends pg.Pool {
         }
         const refusal = this.#pin.refusal;
         if (refusal !== undefined) throw refusal;
-        const client = await this.#acquire(budget, lastFailure);
+        // Only a cluster pool waits here: pg-pool must see the checkout at once
+        // (waitingCount), as with a plain pg.Pool.
+        if (this.#follower !== undefined) await this.#ensureBelievableLeader(this.#follower);
+        const acquired = await this.#acquire(budget, lastFailure);
+        if ('error' in acquired) {
+          const { error } = acquired;
+          if (attempt >= attempts || !(await this.#worthAnotherConnect(error))) {
+            throw this.#connectFailure(error);
+          }
+          budget ??= this.#connectBudget(started);
+          if (error instanceof RaTlsError) lastFailure = error;
+          continue;
+        }
+        const client = acquired.client;
         const freshness = this.#pin.freshness(client);
         if (freshness === 'fresh') return client;
         let outcome: ReattestOutcome = { kind: 'superseded' };
         if (freshness !== 'superseded') {
-          budget ??= this.#budget();
-          outcome = await this.#reattest(freshness === 'stale', client, [client], budget);
+          const scope = reattestBounded && budget !== undefined ? budget : this.#budget(budget);
+          budget = scope;
+          reattestBounded = true;
+          outcome = await this.#reattest(freshness === 'stale', client, [client], scope);
         }
         if (outcome.kind === 'fresh') return client;
         client.release(new Error(`pg-ra-tls: connection ${outcome.kind}`));
@@ -277,15 +406,18 @@ export class RaTlsPool extends pg.Pool {
   }
 
   /**
-   * A client from pg-pool. Within a re-attestation budget the wait is bounded
-   * by what is left of it; a connection that arrives too late goes back to the
-   * pool unused.
+   * A client from pg-pool, or why none could be connected. Within a budget
+   * the wait is bounded by what is left of it (an exhausted budget throws);
+   * a connection that arrives too late goes back to the pool unused.
    */
-  async #acquire(budget: Scope | undefined, lastFailure: RaTlsError | undefined) {
+  async #acquire(
+    budget: Scope | undefined,
+    lastFailure: RaTlsError | undefined,
+  ): Promise<{ readonly client: PooledClient } | { readonly error: unknown }> {
     if (budget?.signal.aborted) throw lastFailure ?? budget.signal.reason;
     const pending = super.connect() as Promise<PooledClient>;
     try {
-      return budget === undefined ? await pending : await budget.race(pending);
+      return { client: budget === undefined ? await pending : await budget.race(pending) };
     } catch (error) {
       if (budget?.signal.aborted) {
         pending.then(
@@ -294,12 +426,60 @@ export class RaTlsPool extends pg.Pool {
         );
         throw budget.signal.reason;
       }
-      throw this.#connectFailure(error);
+      return { error };
     }
   }
 
-  #budget(): Scope {
-    return new Scope().deadline(
+  /**
+   * Whether a new connection that failed with `failure` is worth another
+   * attempt: the cluster's leader moved (or a re-read of the manifest moves
+   * it), or a multi-host string has another host to try.
+   */
+  async #worthAnotherConnect(failure: unknown): Promise<boolean> {
+    if (this.#follower !== undefined) {
+      if (isRaTlsError(failure, 'SERVER_CHANGED') && failure.details['reason'] === LEADER_CHANGED) {
+        return true;
+      }
+      return this.#follower.refresh();
+    }
+    if (this.#multiHost) {
+      return !isRaTlsError(failure, 'NO_HOST_AVAILABLE') && !isRaTlsError(failure, 'POOL_ENDED');
+    }
+    return false;
+  }
+
+  /** Retries of new connections stay within connectionTimeoutMillis, when set. */
+  #connectBudget(started: number): Scope {
+    const scope = new Scope();
+    const limit = this.options.connectionTimeoutMillis;
+    if (limit === undefined || limit <= 0) return scope;
+    return scope.deadline(
+      Math.max(0, limit - (Date.now() - started)),
+      () =>
+        new RaTlsError(
+          'CONNECT_TIMEOUT',
+          `no attested connection to ${this.settings.description} within connectionTimeoutMillis ` +
+            `(${limit} ms)`,
+        ),
+    );
+  }
+
+  /**
+   * Cluster mode: a leader whose manifest expired is not used, even through
+   * pooled connections, until a fresh manifest is read.
+   */
+  async #ensureBelievableLeader(follower: LeaderFollower): Promise<void> {
+    try {
+      await follower.ensureBelievable();
+    } catch (error) {
+      this.#removeIdle(() => true);
+      throw error;
+    }
+  }
+
+  /** A re-attestation budget: reattestTimeout, added to `scope` when given. */
+  #budget(scope: Scope = new Scope()): Scope {
+    return scope.deadline(
       this.#reattestTimeoutMs,
       () =>
         new RaTlsError(
@@ -323,7 +503,15 @@ export class RaTlsPool extends pg.Pool {
       const error = new RaTlsError('REATTEST_FAILED', 'a pooled connection has no attestation');
       return { kind: 'failed', error };
     }
-    const outcome = await this.#reattestation.run(probe, der, client.serverIssuers, report, budget);
+    const target = client.endpoint ?? this.settings.endpoint;
+    const outcome = await this.#reattestation.run(
+      target,
+      probe,
+      der,
+      client.serverIssuers,
+      report,
+      budget,
+    );
     if (outcome.kind !== 'fresh') {
       if (outcome.change !== undefined) this.#serverChanged(outcome.change);
       return outcome;
@@ -336,8 +524,20 @@ export class RaTlsPool extends pg.Pool {
     return outcome;
   }
 
-  /** A new connection's verified report: pin the first, judge any other certificate. */
-  #admit(report: AttestationReport): void {
+  /**
+   * A new connection's verified report: pin the first, judge any other
+   * certificate. In cluster mode a connection to a leader that was replaced
+   * while it was being made is refused first.
+   */
+  #admit(report: AttestationReport, client: RaTlsClient): void {
+    const follower = this.#follower;
+    if (follower !== undefined && !follower.isCurrent(client.endpoint)) {
+      throw new RaTlsError(
+        'SERVER_CHANGED',
+        `the leader of cluster ${follower.domain} changed while this connection was being made`,
+        { details: { reason: LEADER_CHANGED } },
+      );
+    }
     const result = this.#pin.admit(report);
     if (result.change !== undefined) this.#serverChanged(result.change);
     if (!result.ok) throw result.error;
@@ -358,6 +558,17 @@ export class RaTlsPool extends pg.Pool {
     this.#removeIdle(
       (client) => change.mode === 'reject' || client.attestation?.fingerprint === old,
     );
+  }
+
+  /**
+   * The cluster moved to a verified new leader: pin it and drain the idle
+   * connections to the old one (busy ones are superseded at their next checkout).
+   */
+  #leaderChanged(event: LeaderChangedEvent): void {
+    this.#pin.follow(event.report);
+    this.#reattestation.resetProbe();
+    this.#removeIdle((client) => client.attestation?.fingerprint !== event.report.fingerprint);
+    this.emit('leaderChanged', event);
   }
 
   /** Closes idle connections matching `predicate` (only ones idle right now). */
@@ -425,6 +636,17 @@ export class RaTlsPool extends pg.Pool {
   #emitFailure(error: RaTlsError, phase: AttestationFailedEvent['phase']): void {
     this.emit('attestationFailed', { error, phase } satisfies AttestationFailedEvent);
   }
+}
+
+/** `details.reason` of the SERVER_CHANGED that refuses a connection to a replaced leader. */
+const LEADER_CHANGED = 'leader-changed';
+
+/** SQLSTATE 25006 (read-only transaction) or a lost connection: worth re-reading the manifest. */
+function leaderMayHaveMoved(error: Error): boolean {
+  const code = (error as { code?: unknown }).code;
+  if (code === '25006' || code === '57P01' || code === '57P02' || code === '57P03') return true;
+  if (error instanceof RaTlsError) return true;
+  return typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code);
 }
 
 /** Creates a {@link RaTlsPool}. Configuration errors throw here, before any network I/O. */

@@ -29,36 +29,46 @@ export type ReattestOutcome =
   /** Failed (timeout, refused verdict, refused server); the connection must not be used. */
   | { readonly kind: 'failed'; readonly error: RaTlsError; readonly change?: ServerChangedEvent };
 
+/** One shared probe of one endpoint: its last result and the handshake in flight. */
+interface SharedProbe {
+  result?: ProbeResult;
+  inflight?: Promise<ProbeResult> | undefined;
+}
+
 /**
  * Re-attestation of pooled connections, pg-free: with `probe`, one fresh
- * handshake (shared by every caller for one reattestEvery interval) confirms
- * which certificate the server presents now; the connection's certificate is
+ * handshake to the endpoint the connection dialled (shared by every caller
+ * for one reattestEvery interval, one per endpoint: a multi-host pool has
+ * several servers, a cluster pool moves between them) confirms which
+ * certificate that server presents now; the connection's certificate is
  * then re-verified under the current policy (cache-aware). A certificate the
  * probe did not expect goes to the {@link ServerPin}.
  */
 export class Reattestation {
   readonly #connector: AttestedConnector;
   readonly #pin: ServerPin;
-  readonly #target: EndpointTarget;
-  #probe: ProbeResult | undefined;
-  #probeInflight: Promise<ProbeResult> | undefined;
+  readonly #probes = new Map<string, SharedProbe>();
 
-  constructor(connector: AttestedConnector, pin: ServerPin, target: EndpointTarget) {
+  constructor(connector: AttestedConnector, pin: ServerPin) {
     this.#connector = connector;
     this.#pin = pin;
-    this.#target = target;
   }
 
-  /** Forgets the shared probe (the pinned certificate changed). */
+  /** Forgets the shared probes' results (the pinned certificate changed). */
   resetProbe(): void {
-    this.#probe = undefined;
+    for (const [key, shared] of this.#probes) {
+      if (shared.inflight === undefined) this.#probes.delete(key);
+      else shared.result = undefined;
+    }
   }
 
   /**
-   * Re-attests the connection(s) attested by `report` (certificate `der`), in
-   * a `pg_ra_tls.reattest` span, within `scope` (its deadline is reattestTimeout).
+   * Re-attests the connection(s) to `target` attested by `report`
+   * (certificate `der`), in a `pg_ra_tls.reattest` span, within `scope` (its
+   * deadline is reattestTimeout).
    */
   async run(
+    target: EndpointTarget,
     probe: boolean,
     der: Uint8Array,
     issuers: readonly Uint8Array[],
@@ -70,12 +80,12 @@ export class Reattestation {
       return await withSpan(
         SpanNames.REATTEST,
         {
-          [SpanAttributes.SERVER_ADDRESS]: this.#target.host,
-          [SpanAttributes.SERVER_PORT]: this.#target.port,
+          [SpanAttributes.SERVER_ADDRESS]: target.host,
+          [SpanAttributes.SERVER_PORT]: target.port,
           [SpanAttributes.FINGERPRINT]: report.fingerprint,
         },
         async (span) => {
-          outcome = await scope.race(this.#work(probe, der, issuers, report, scope.signal));
+          outcome = await scope.race(this.#work(target, probe, der, issuers, report, scope.signal));
           // The span records the failure: its error is the outcome's.
           if (outcome.kind === 'failed') throw outcome.error;
           if (outcome.kind === 'fresh') {
@@ -96,6 +106,7 @@ export class Reattestation {
   }
 
   async #work(
+    target: EndpointTarget,
     probe: boolean,
     der: Uint8Array,
     issuers: readonly Uint8Array[],
@@ -103,7 +114,7 @@ export class Reattestation {
     signal: AbortSignal,
   ): Promise<ReattestOutcome> {
     if (probe) {
-      const seen = await this.#sharedProbe(signal);
+      const seen = await this.#sharedProbe(target, signal);
       if (seen.fingerprint !== report.fingerprint) return this.#changed(seen, signal);
     }
     const fresh = await this.#connector.verifyCertificate(der, signal, issuers);
@@ -135,24 +146,31 @@ export class Reattestation {
     return { kind: 'superseded', ...changeOf(admitted) };
   }
 
-  #sharedProbe(signal: AbortSignal): Promise<ProbeResult> {
-    const cached = this.#probe;
+  #sharedProbe(target: EndpointTarget, signal: AbortSignal): Promise<ProbeResult> {
+    const key = `${target.host}|${target.port}|${target.servername ?? ''}`;
+    let shared = this.#probes.get(key);
+    if (shared === undefined) {
+      shared = {};
+      this.#probes.set(key, shared);
+    }
+    const cached = shared.result;
     if (
       cached !== undefined &&
       this.#connector.now() - cached.at < this.#connector.reattestEveryMs
     ) {
       return Promise.resolve(cached);
     }
-    this.#probeInflight ??= this.#connector
-      .probe(this.#target)
+    const entry = shared;
+    entry.inflight ??= this.#connector
+      .probe(target)
       .then((result) => {
-        this.#probe = result;
+        entry.result = result;
         return result;
       })
       .finally(() => {
-        this.#probeInflight = undefined;
+        entry.inflight = undefined;
       });
-    return raceSignal(this.#probeInflight, signal);
+    return raceSignal(entry.inflight, signal);
   }
 }
 

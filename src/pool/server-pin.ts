@@ -48,6 +48,11 @@ export interface ServerPinOptions {
   readonly now: () => number;
   /** The current policy version (connections judged under another are re-judged). */
   readonly policyVersion: () => number;
+  /**
+   * Several servers, each with its own certificate (a multi-host connection
+   * string): every connection is attested on its own and nothing is pinned.
+   */
+  readonly unpinned?: boolean;
 }
 
 const SERVER_CHANGED_HINT =
@@ -100,6 +105,7 @@ export class ServerPin {
   admit(report: AttestationReport): PinResult {
     const refusal = this.refusal;
     if (refusal !== undefined) return { ok: false, error: refusal };
+    if (this.#options.unpinned === true) return { ok: true };
     const pinned = this.#pinned;
     if (pinned === undefined) {
       this.#pinned = report;
@@ -133,6 +139,19 @@ export class ServerPin {
     const pinned = this.#pinned;
     if (pinned === undefined || pinned.fingerprint === fingerprint) return 'same';
     return this.mode === 'reject' ? this.refuse(fingerprint) : 'verify';
+  }
+
+  /**
+   * Moves the pin to a cluster's new leader, whose report was verified before
+   * the move (docs/protocol.md §7: a higher epoch names it). Not a server
+   * change, so neither mode refuses it; returns the report pinned until now
+   * (connections attested to it are then superseded), if any.
+   */
+  follow(leader: AttestationReport): AttestationReport | undefined {
+    if (this.refusal !== undefined) return undefined;
+    const previous = this.#pinned;
+    this.#pinned = leader;
+    return previous?.fingerprint === leader.fingerprint ? undefined : previous;
   }
 
   /** A newer report of the pinned certificate (a re-attestation). */

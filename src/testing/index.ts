@@ -7,6 +7,27 @@
 export * from './authority/index.js';
 export { clientOptionsFromEnv, type EnvClientOptions } from './client-options-from-env.js';
 export {
+  type DnsFault,
+  type DnsServer,
+  type DnsServerOptions,
+  startDnsServer,
+  type TxtRecord,
+} from './cluster/dns-server.js';
+export {
+  type ClusterMember,
+  type ClusterMemberRole,
+  type LocalCluster,
+  type LocalClusterOptions,
+  type PublishManifestOptions,
+  startLocalCluster,
+} from './cluster/local-cluster.js';
+export {
+  createManifestSigner,
+  type ManifestFields,
+  type ManifestSigner,
+  type SignManifestOptions,
+} from './cluster/manifest-signer.js';
+export {
   createDstackIssuer,
   type DstackExpectedIdentity,
   type DstackIdentity,

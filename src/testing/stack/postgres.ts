@@ -50,6 +50,8 @@ export interface StartPostgresOptions {
   readonly tls?: boolean;
   /** The server's max_connections. Default 40. */
   readonly maxConnections?: number;
+  /** More `name=value` server settings, applied after (and so over) the defaults. */
+  readonly settings?: readonly string[];
 }
 
 /** How long each start-up phase took, in milliseconds (0 for phases skipped). */
@@ -206,6 +208,7 @@ async function startEmbedded(
     ...FAST_SERVER_SETTINGS,
     `max_connections=${options.maxConnections ?? DEFAULT_MAX_CONNECTIONS}`,
     ...(options.tls === true ? ['ssl=on'] : []),
+    ...(options.settings ?? []),
   ];
   let superuserPassword = '';
   try {
