@@ -255,6 +255,38 @@ describe('attestation under the test root of trust', () => {
     });
   });
 
+  describe('rootCa as PEM text', () => {
+    test('the PEM of the test root verifies exactly as its DER does', async () => {
+      const verifier = new DcapVerifier({
+        engine: 'js',
+        rootCa: authority.rootCaPem,
+        collateral: authority.collateral(),
+        logger: () => {},
+      });
+      const report = await attest(
+        await raTlsLeaf(),
+        { allowedMrtds: [issuer.expected.mrtd] },
+        verifier,
+      );
+      assert.equal(report.testRoot, true);
+      assert.equal(report.tcbStatus, 'UpToDate');
+    });
+
+    test('anything but one PEM certificate is BAD_CONFIG before any verification', () => {
+      for (const rootCa of [
+        '',
+        'not a certificate',
+        authority.rootCaPem + authority.rootCaPem,
+        '-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n',
+      ]) {
+        assert.throws(
+          () => new DcapVerifier({ engine: 'js', rootCa, logger: () => {} }),
+          rejectsWith('BAD_CONFIG', /rootCa/),
+        );
+      }
+    });
+  });
+
   describe('with collateral from a local PCCS', () => {
     let pccs: PccsServer;
     let served: TestCollateral;

@@ -40,10 +40,11 @@ export interface OfflineVerifyOptions {
   /** Default `'both'`. */
   readonly engine?: EngineChoice;
   /**
-   * DER of a test root CA replacing Intel's SGX Root CA (docs/protocol.md §8). Only
-   * with engine `'js'`; anything else is BAD_CONFIG. Logs a loud warning.
+   * A test root CA replacing Intel's SGX Root CA (docs/protocol.md §8), as DER or as
+   * the text of one PEM certificate. Only with engine `'js'`; anything else is
+   * BAD_CONFIG. Logs a loud warning.
    */
-  readonly rootCa?: Uint8Array;
+  readonly rootCa?: Uint8Array | string;
   /** Where warnings go. Default `console.warn`. */
   readonly logger?: WarningLogger;
   /**
@@ -216,6 +217,7 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
     );
   }
   let trustedRootCa = new Uint8Array(qvlConstants.TRUSTED_ROOT_CA_DER);
+  let rootCaDer: Uint8Array | undefined;
   if (options.rootCa !== undefined) {
     // docs/protocol.md §8: a test root is accepted only when passed explicitly, and only by the JS engine.
     if (choice !== 'js') {
@@ -225,16 +227,18 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
         { details: { option: 'rootCa' } },
       );
     }
+    rootCaDer = rootCaBytes(options.rootCa);
     let fingerprint: string;
     try {
-      fingerprint = new X509Certificate(options.rootCa).fingerprint256;
+      fingerprint = new X509Certificate(rootCaDer).fingerprint256;
     } catch (cause) {
-      throw new RaTlsError('BAD_CONFIG', 'rootCa must be the DER of an X.509 CA certificate', {
-        cause,
-        details: { option: 'rootCa' },
-      });
+      throw new RaTlsError(
+        'BAD_CONFIG',
+        'rootCa must be an X.509 CA certificate (DER bytes or the text of one PEM certificate)',
+        { cause, details: { option: 'rootCa' } },
+      );
     }
-    trustedRootCa = new Uint8Array(options.rootCa);
+    trustedRootCa = new Uint8Array(rootCaDer);
     (options.logger ?? console.warn)(
       `pg-ra-tls WARNING: DCAP verification uses a custom root CA (SHA-256 ${fingerprint}) instead of Intel's SGX Root CA. ` +
         'Quotes are NOT checked against Intel: use this only with a test root of trust, never in production.',
@@ -244,12 +248,31 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
     choice,
     // Each engine runs in its process-wide worker thread (engines/engine-worker.ts).
     wasm: choice === 'both' ? new ThreadedEngine('wasm') : undefined,
-    js: new ThreadedEngine('js', options.rootCa),
+    js: new ThreadedEngine('js', rootCaDer),
     trustedRootCa,
     preparedCrls: new WeakMap(),
     testRoot: options.rootCa !== undefined,
     minTcbEvaluationDataNumber: minEvaluationNumber(options.minTcbEvaluationDataNumber),
   };
+}
+
+/** DER of `rootCa`: bytes as given, or the one certificate of a PEM text (BAD_CONFIG otherwise). */
+function rootCaBytes(rootCa: Uint8Array | string): Uint8Array {
+  if (rootCa instanceof Uint8Array) return rootCa;
+  let blocks: Uint8Array[] = [];
+  try {
+    blocks = typeof rootCa === 'string' ? pemBlocks(rootCa) : [];
+  } catch {
+    // Not valid base64: reported below like any other non-certificate.
+  }
+  if (blocks.length !== 1) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      'rootCa must be DER bytes or the text of exactly one PEM certificate (-----BEGIN CERTIFICATE-----)',
+      { details: { option: 'rootCa' } },
+    );
+  }
+  return blocks[0]!;
 }
 
 function minEvaluationNumber(value: number | undefined): number | undefined {
