@@ -17,7 +17,14 @@ import type {
   VerificationResult,
   VerifyOptions,
 } from '../src/verification/verifier.js';
-import { type PoolStack, raTlsCredentials, startPoolStack, waitFor } from './pool-harness.js';
+import {
+  type PoolStack,
+  raTlsCredentials,
+  stackOptions,
+  startPoolStack,
+  testClock,
+  waitFor,
+} from './pool-harness.js';
 
 let stack: PoolStack;
 let originalCredentials: PoolStack['serverCredentials'];
@@ -31,25 +38,7 @@ beforeEach(() => {
 });
 
 function options(extra: Partial<RaTlsPoolOptions> = {}): RaTlsPoolOptions {
-  return {
-    connectionString: stack.dsn,
-    verifier: stack.verifier,
-    dstackEndpoint: stack.agent.endpoint,
-    policy: { allowedMrtds: [stack.mrtd] },
-    reattestEvery: '1m',
-    ...extra,
-  };
-}
-
-/** A clock the test moves forward. */
-function testClock() {
-  let offset = 0;
-  return {
-    now: () => new Date(Date.now() + offset),
-    advance: (ms: number) => {
-      offset += ms;
-    },
-  };
+  return stackOptions(stack, { reattestEvery: '1m', ...extra });
 }
 
 /**

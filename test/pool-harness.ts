@@ -173,3 +173,36 @@ export async function waitFor(condition: () => boolean, what = 'condition'): Pro
   }
   if (!condition()) throw new Error(`${what} not reached`);
 }
+
+/**
+ * Options that reach `stack` under its verifier, guest agent and MRTD pin;
+ * `extra` overrides any of them. For pools and standalone clients alike.
+ */
+export function stackOptions<T extends object>(
+  stack: PoolStack,
+  extra: T = {} as T,
+): {
+  connectionString: string;
+  verifier: RaTlsVerifier;
+  dstackEndpoint: string;
+  policy: { allowedMrtds: string[] };
+} & T {
+  return {
+    connectionString: stack.dsn,
+    verifier: stack.verifier,
+    dstackEndpoint: stack.agent.endpoint,
+    policy: { allowedMrtds: [stack.mrtd] },
+    ...extra,
+  };
+}
+
+/** A clock the test moves forward (for `now`), starting at the real time. */
+export function testClock() {
+  let offset = 0;
+  return {
+    now: () => new Date(Date.now() + offset),
+    advance: (ms: number) => {
+      offset += ms;
+    },
+  };
+}

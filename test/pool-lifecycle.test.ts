@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { isRaTlsError } from '../src/errors.js';
 import { createPool, type RaTlsPoolOptions } from '../src/pool/ra-tls-pool.js';
 import type { RaTlsVerifier } from '../src/verification/verifier.js';
-import { type PoolStack, startPoolStack, waitFor } from './pool-harness.js';
+import { type PoolStack, stackOptions, startPoolStack, waitFor } from './pool-harness.js';
 
 let stack: PoolStack;
 before(async () => {
@@ -12,13 +12,7 @@ before(async () => {
 after(() => stack.close());
 
 function options(extra: Partial<RaTlsPoolOptions> = {}): RaTlsPoolOptions {
-  return {
-    connectionString: stack.dsn,
-    verifier: stack.verifier,
-    dstackEndpoint: stack.agent.endpoint,
-    policy: { allowedMrtds: [stack.mrtd] },
-    ...extra,
-  };
+  return stackOptions(stack, extra);
 }
 
 /** Counts of each active resource type (handles, timers, requests). */

@@ -19,7 +19,14 @@ import {
   type ServerChangedEvent,
 } from '../src/pool/ra-tls-pool.js';
 import { SpanNames } from '../src/telemetry/tracing.js';
-import { type PoolStack, raTlsCredentials, startPoolStack, waitFor } from './pool-harness.js';
+import {
+  type PoolStack,
+  raTlsCredentials,
+  stackOptions,
+  startPoolStack,
+  testClock,
+  waitFor,
+} from './pool-harness.js';
 
 const exporter = new InMemorySpanExporter();
 const contextManager = new AsyncLocalStorageContextManager().enable();
@@ -43,26 +50,8 @@ beforeEach(() => {
   exporter.reset();
 });
 
-/** A clock the test moves forward. */
-function testClock() {
-  let offset = 0;
-  return {
-    now: () => new Date(Date.now() + offset),
-    advance: (ms: number) => {
-      offset += ms;
-    },
-  };
-}
-
 function options(extra: Partial<RaTlsPoolOptions> = {}): RaTlsPoolOptions {
-  return {
-    connectionString: stack.dsn,
-    verifier: stack.verifier,
-    dstackEndpoint: stack.agent.endpoint,
-    policy: { allowedMrtds: [stack.mrtd] },
-    reattestEvery: '1m',
-    ...extra,
-  };
+  return stackOptions(stack, { reattestEvery: '1m', ...extra });
 }
 
 const spans = (name: string) => exporter.getFinishedSpans().filter((span) => span.name === name);

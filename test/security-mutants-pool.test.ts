@@ -18,7 +18,14 @@ import {
   type ServerChangedEvent,
 } from '../src/pool/ra-tls-pool.js';
 import { SpanNames } from '../src/telemetry/tracing.js';
-import { type PoolStack, raTlsCredentials, startPoolStack, waitFor } from './pool-harness.js';
+import {
+  type PoolStack,
+  raTlsCredentials,
+  stackOptions,
+  startPoolStack,
+  testClock,
+  waitFor,
+} from './pool-harness.js';
 
 /** Runs a hook when a span of the given name ends (synchronously, inside the library's await chain). */
 const onSpanEnd = new Map<string, () => void>();
@@ -54,35 +61,12 @@ beforeEach(() => {
 });
 afterEach(() => stack.sidecar.reset());
 
-function testClock() {
-  let offset = 0;
-  return {
-    now: () => new Date(Date.now() + offset),
-    advance: (ms: number) => {
-      offset += ms;
-    },
-  };
-}
-
 function poolOptions(extra: Partial<RaTlsPoolOptions> = {}): RaTlsPoolOptions {
-  return {
-    connectionString: stack.dsn,
-    verifier: stack.verifier,
-    dstackEndpoint: stack.agent.endpoint,
-    policy: { allowedMrtds: [stack.mrtd] },
-    reattestEvery: '1m',
-    ...extra,
-  };
+  return stackOptions(stack, { reattestEvery: '1m', ...extra });
 }
 
 function clientOptions(extra: Partial<RaTlsClientOptions> = {}): RaTlsClientOptions {
-  return {
-    connectionString: stack.dsn,
-    verifier: stack.verifier,
-    dstackEndpoint: stack.agent.endpoint,
-    policy: { allowedMrtds: [stack.mrtd] },
-    ...extra,
-  };
+  return stackOptions(stack, extra);
 }
 
 const withCode = (code: ErrorCode) => (error: unknown) => {

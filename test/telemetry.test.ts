@@ -13,7 +13,7 @@ import { isRaTlsError } from '../src/errors.js';
 import { createPool, type RaTlsPoolOptions } from '../src/pool/ra-tls-pool.js';
 import { SpanAttributes, SpanNames, TRACER_NAME } from '../src/telemetry/tracing.js';
 import { PACKAGE_VERSION } from '../src/telemetry/version.js';
-import { type PoolStack, raTlsCredentials, startPoolStack } from './pool-harness.js';
+import { type PoolStack, raTlsCredentials, stackOptions, startPoolStack } from './pool-harness.js';
 
 const exporter = new InMemorySpanExporter();
 const contextManager = new AsyncLocalStorageContextManager().enable();
@@ -33,13 +33,7 @@ after(async () => {
 beforeEach(() => exporter.reset());
 
 function options(extra: Partial<RaTlsPoolOptions> = {}): RaTlsPoolOptions {
-  return {
-    connectionString: stack.dsn,
-    verifier: stack.verifier,
-    dstackEndpoint: stack.agent.endpoint,
-    policy: { allowedMrtds: [stack.mrtd] },
-    ...extra,
-  };
+  return stackOptions(stack, extra);
 }
 
 const named = (name: string) => exporter.getFinishedSpans().filter((span) => span.name === name);
