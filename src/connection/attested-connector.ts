@@ -91,10 +91,10 @@ export interface ProbeResult {
 export interface OpenOptions {
   readonly signal?: AbortSignal;
   /**
-   * Called with the verified report before the socket is returned; throwing
-   * refuses the server (used by the pool for certificate pinning).
+   * Called with the verified report before the socket is returned; an error
+   * returned refuses the server (used by the pool for certificate pinning).
    */
-  readonly admit?: (report: AttestationReport) => void;
+  readonly admit?: (report: AttestationReport) => RaTlsError | undefined;
 }
 
 const DEFAULT_REATTEST_EVERY = '5m';
@@ -304,7 +304,8 @@ export class AttestedConnector {
         scope.signal,
         peerIssuersDer,
       );
-      options.admit?.(report);
+      const refused = options.admit?.(report);
+      if (refused !== undefined) throw refused;
       if (socket.destroyed) {
         throw scope.signal.aborted
           ? scope.signal.reason

@@ -33,10 +33,10 @@ export interface RaTlsClientOptions extends ConnectionSettingsInput, Attestation
 
 /** Hooks a pool installs on the clients it creates. @internal */
 export interface RaTlsClientHooks {
-  /** Throws when no new connection may be dialled (pool ended, server refused). */
-  guard?(): void;
-  /** Judges a verified report before pg sees the socket; throw to refuse (pinning). */
-  admit?(report: AttestationReport, client: RaTlsClient): void;
+  /** Why no new connection may be dialled (pool ended, server refused), if so. */
+  refusal?(): RaTlsError | undefined;
+  /** Judges a verified report before pg sees the socket: an error refuses it (pinning). */
+  admit?(report: AttestationReport, client: RaTlsClient): RaTlsError | undefined;
   /** Called once the socket is attested, before pg's startup message. */
   attested?(client: RaTlsClient, attested: AttestedSocket): void;
   /** Called once logged in, before the client is used; throw to refuse it (the client is ended). */
@@ -176,7 +176,8 @@ export class RaTlsClient extends pg.Client {
     }
     // The cancel connection obeys the pool's pin like any other: the backend key
     // goes only to a server the pool would accept a checkout from.
-    this.#hooks?.guard?.();
+    const refusal = this.#hooks?.refusal?.();
+    if (refusal !== undefined) throw refusal;
     const admit = this.#hooks?.admit;
     // The same server as the session: a cluster's leader or one host of several.
     const { socket } = await this.#connector.open(
