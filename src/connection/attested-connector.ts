@@ -52,6 +52,18 @@ export interface AttestationOptions {
   readonly logger?: (message: string) => void;
 }
 
+/** Options of {@link AttestedConnector}. */
+export interface AttestedConnectorOptions extends AttestationOptions {
+  /**
+   * `false`: dial without a client certificate and ask no guest agent, for a
+   * check that never logs in. Over TLS 1.3 the server's certificate arrives
+   * before the server judges ours, so even the sidecar, which requires one for
+   * a session (docs/protocol.md §5), can be verified from outside a CVM.
+   * Default true.
+   */
+  readonly presentClientCertificate?: boolean;
+}
+
 /** One server endpoint and the transport timeouts to reach it (see ConnectionSettings.endpoint). */
 export type EndpointTarget = Endpoint;
 
@@ -110,18 +122,20 @@ const MAX_POLICY_RERUNS = 3;
  */
 export class AttestedConnector {
   readonly verifier: RaTlsVerifier;
-  readonly identity: ClientIdentity;
   readonly reattestEveryMs: number;
   readonly verifyTimeoutMs: number;
   readonly cache: VerificationCache;
+  readonly #identityOptions: AttestationOptions;
   readonly #ownsIdentity: boolean;
+  readonly #anonymous: boolean;
+  #identity: ClientIdentity | undefined;
   readonly #now: () => Date;
   readonly #lifetime = new AbortController();
   readonly #logger: (message: string) => void;
   #policy: NormalizedPolicy;
   #policyVersion = 0;
 
-  constructor(options: AttestationOptions) {
+  constructor(options: AttestedConnectorOptions) {
     const verifier = options.verifier ?? sharedVerifier();
     if (
       verifier === null ||
@@ -155,21 +169,20 @@ export class AttestedConnector {
       maxAgeMs: this.reattestEveryMs,
       now: () => this.#now().getTime(),
     });
-    if (options.clientIdentity !== undefined) {
-      this.identity = options.clientIdentity;
-      this.#ownsIdentity = false;
-    } else {
-      this.identity = new ClientIdentity({
-        ...(options.dstackEndpoint === undefined ? {} : { dstackEndpoint: options.dstackEndpoint }),
-        ...(options.clientCertOverride === undefined
-          ? {}
-          : { clientCertOverride: options.clientCertOverride }),
-        ...(options.clientCertLifetime === undefined
-          ? {}
-          : { lifetime: options.clientCertLifetime }),
-      });
-      this.#ownsIdentity = true;
-    }
+    this.#identityOptions = options;
+    this.#ownsIdentity = options.clientIdentity === undefined;
+    this.#anonymous = options.presentClientCertificate === false;
+    // Created now, so that a missing guest agent is a configuration error here.
+    this.#identity = this.#anonymous ? options.clientIdentity : this.#createIdentity();
+  }
+
+  /**
+   * The client identity whose certificate dials present (an anonymous
+   * connector presents none, and creates it only when asked).
+   */
+  get identity(): ClientIdentity {
+    this.#identity ??= this.#createIdentity();
+    return this.#identity;
   }
 
   /** The policy currently applied. */
@@ -250,12 +263,12 @@ export class AttestedConnector {
   async dial(target: EndpointTarget, signal?: AbortSignal): Promise<DialedSocket> {
     const scope = new Scope(this.#lifetime.signal, signal);
     try {
-      const clientCertificate = await scope.race(this.identity.get());
+      const clientCertificate = this.#anonymous ? undefined : await scope.race(this.identity.get());
       return await dialTls({
         host: target.host,
         port: target.port,
         ...(target.servername === undefined ? {} : { servername: target.servername }),
-        clientCertificate,
+        ...(clientCertificate === undefined ? {} : { clientCertificate }),
         connectTimeoutMs: target.connectTimeoutMs,
         handshakeTimeoutMs: target.handshakeTimeoutMs,
         signal: scope.signal,
@@ -329,7 +342,23 @@ export class AttestedConnector {
     this.#lifetime.abort(
       reason ?? new RaTlsError('CONNECTION_ENDED', 'the connector has been closed'),
     );
-    if (this.#ownsIdentity) this.identity.close();
+    if (this.#ownsIdentity) this.#identity?.close();
+  }
+
+  #createIdentity(): ClientIdentity {
+    const options = this.#identityOptions;
+    return (
+      options.clientIdentity ??
+      new ClientIdentity({
+        ...(options.dstackEndpoint === undefined ? {} : { dstackEndpoint: options.dstackEndpoint }),
+        ...(options.clientCertOverride === undefined
+          ? {}
+          : { clientCertOverride: options.clientCertOverride }),
+        ...(options.clientCertLifetime === undefined
+          ? {}
+          : { lifetime: options.clientCertLifetime }),
+      })
+    );
   }
 
   /**

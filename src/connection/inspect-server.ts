@@ -1,4 +1,3 @@
-import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { attestCertificate } from '../attest/attest-certificate.js';
@@ -8,7 +7,7 @@ import { parseConnectionString } from '../config/connection-string.js';
 import { parseHostPort } from '../config/server-address.js';
 import { type ErrorCode, isRaTlsError, RaTlsError } from '../errors.js';
 import { checkBinding } from '../evidence/binding.js';
-import { readRaTlsCertificate } from '../evidence/certificate.js';
+import { readCertificateFacts, readRaTlsCertificate } from '../evidence/certificate.js';
 import { parseQuote } from '../evidence/quote.js';
 import type { AttestationFormat } from '../evidence/types.js';
 import { normalizePolicy } from '../policy/policy.js';
@@ -23,7 +22,7 @@ import { sha256, toHex } from '../util/bytes.js';
 import { Scope } from '../util/deadline.js';
 import { parseTimeout } from '../util/duration.js';
 import { TCB_STATUSES } from '../verification/verifier.js';
-import { type AttestationOptions, AttestedConnector } from './attested-connector.js';
+import { AttestedConnector, type AttestedConnectorOptions } from './attested-connector.js';
 import { sharedClientIdentity } from './shared-defaults.js';
 
 /** A server to verify: `host`, `host:port`, `[v6]:port`, a postgres:// URL, or fields. */
@@ -32,7 +31,7 @@ export type ServerTarget =
   | { readonly host: string; readonly port?: number; readonly servername?: string };
 
 /** Options of {@link inspectServer} and {@link verifyServer}. */
-export interface InspectServerOptions extends AttestationOptions {
+export interface InspectServerOptions extends AttestedConnectorOptions {
   /** TCP connect timeout. Default `"10s"`. */
   readonly connectTimeout?: number | string;
   /** TLS handshake timeout. Default `"10s"`. */
@@ -74,8 +73,12 @@ export interface ServerInspection {
   readonly timings: { readonly dialMs?: number; readonly verifyMs?: number };
 }
 
+/** The codes of a policy refusal (applyPolicy): the evidence verified, the pins refused it. */
 const POLICY_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'MRTD_NOT_ALLOWED',
+  'MEASUREMENT_NOT_ALLOWED',
+  'KMS_NOT_TRUSTED',
+  'APP_ID_MISMATCH',
   'APP_NOT_ALLOWED',
   'COMPOSE_HASH_NOT_ALLOWED',
   'APP_IDENTITY_UNVERIFIED',
@@ -216,41 +219,15 @@ export function presentedCertificate(der: Uint8Array): {
   const fingerprint = toHex(sha256(der));
   let facts: PresentedCertificate = { fingerprint };
   try {
+    facts = { fingerprint, ...readCertificateFacts(der) };
     const certificate = readRaTlsCertificate(der);
-    facts = {
-      fingerprint,
-      subject: certificate.subject,
-      notBefore: certificate.notBefore,
-      notAfter: certificate.notAfter,
-      attestationFormat: certificate.attestation.format,
-    };
-    try {
-      checkBinding(certificate, parseQuote(certificate.attestation.quote));
-      return { certificate: facts, binding: 'verified' };
-    } catch (error) {
-      const binding = isRaTlsError(error, 'PUBKEY_MISMATCH') ? 'failed' : 'not-checked';
-      return { certificate: facts, binding };
-    }
-  } catch {
-    return { certificate: { ...facts, ...plainCertificateFacts(der) }, binding: 'not-checked' };
-  }
-}
-
-/** Subject and validity of a certificate without (readable) attestation. */
-function plainCertificateFacts(der: Uint8Array): Partial<PresentedCertificate> {
-  try {
-    // PEM, not DER: given bytes, node:crypto looks for PEM text first, and an
-    // RA-TLS quote embeds its PCK chain as PEM, so it could describe that instead.
-    const base64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
-    const pem = `-----BEGIN CERTIFICATE-----\n${base64.replace(/\n?$/, '\n')}-----END CERTIFICATE-----\n`;
-    const x509 = new X509Certificate(pem);
-    return {
-      subject: x509.subject.split('\n').join(', '),
-      notBefore: new Date(x509.validFrom),
-      notAfter: new Date(x509.validTo),
-    };
-  } catch {
-    return {};
+    facts = { ...facts, attestationFormat: certificate.attestation.format };
+    checkBinding(certificate, parseQuote(certificate.attestation.quote));
+    return { certificate: facts, binding: 'verified' };
+  } catch (error) {
+    // Whatever could be read is shown; the verification reports why the rest could not.
+    const binding = isRaTlsError(error, 'PUBKEY_MISMATCH') ? 'failed' : 'not-checked';
+    return { certificate: facts, binding };
   }
 }
 
@@ -259,13 +236,18 @@ function asRaTlsError(error: unknown): RaTlsError {
   return new RaTlsError('CONNECTION_ENDED', 'the inspection failed', { cause: error });
 }
 
-/** A connector for one check: the shared client identity unless one is given. */
-export function createConnector(options: AttestationOptions): AttestedConnector {
+/**
+ * A connector for one check: the shared client identity unless one is given
+ * (or none is to be presented).
+ */
+export function createConnector(options: AttestedConnectorOptions): AttestedConnector {
+  const ownIdentity =
+    options.clientIdentity !== undefined ||
+    options.clientCertOverride !== undefined ||
+    options.presentClientCertificate === false;
   return new AttestedConnector({
     ...options,
-    ...(options.clientIdentity === undefined && options.clientCertOverride === undefined
-      ? { clientIdentity: sharedClientIdentity(options.dstackEndpoint) }
-      : {}),
+    ...(ownIdentity ? {} : { clientIdentity: sharedClientIdentity(options.dstackEndpoint) }),
   });
 }
 

@@ -1,5 +1,5 @@
 import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate, type Name } from '@peculiar/asn1-x509';
+import { Certificate, type Name, type TBSCertificate } from '@peculiar/asn1-x509';
 import { RaTlsError } from '../errors.js';
 import { sha256, toHex } from '../util/bytes.js';
 import { type DerElement, readDerElement } from '../util/der.js';
@@ -43,30 +43,9 @@ const TAG_VERSION = 0xa0;
  */
 export function readRaTlsCertificate(input: Uint8Array | string): RaTlsCertificate {
   const der = typeof input === 'string' ? pemToDer(input) : new Uint8Array(input);
-  if (der.byteLength > MAX_CERTIFICATE_BYTES) {
-    throw badCertificate(
-      `it is ${der.byteLength} bytes, more than the ${MAX_CERTIFICATE_BYTES}-byte limit`,
-    );
-  }
+  checkSize(der);
   const spki = locateSpki(der);
-  let certificate: Certificate;
-  try {
-    certificate = AsnConvert.parse(der, Certificate);
-  } catch (cause) {
-    throw badCertificate('it is not a DER X.509 certificate', cause);
-  }
-  const tbs = certificate.tbsCertificate;
-  let notBefore: Date;
-  let notAfter: Date;
-  let subject: string;
-  try {
-    notBefore = tbs.validity.notBefore.getTime();
-    notAfter = tbs.validity.notAfter.getTime();
-    subject = formatName(tbs.subject);
-  } catch (cause) {
-    throw badCertificate('its subject or validity cannot be read', cause);
-  }
-
+  const { tbs, facts } = parseCertificate(der);
   const extensions = new Map<string, Uint8Array>();
   for (const extension of tbs.extensions ?? []) {
     // RFC 5280 §4.2: an extension appears at most once; two attestations would be ambiguous.
@@ -80,11 +59,53 @@ export function readRaTlsCertificate(input: Uint8Array | string): RaTlsCertifica
     der,
     fingerprint: toHex(sha256(der)),
     spki,
-    subject,
-    notBefore,
-    notAfter,
+    ...facts,
     attestation: readAttestation(extensions),
   });
+}
+
+/** What any X.509 certificate says of itself, whether or not it carries an attestation. */
+export interface CertificateFacts {
+  readonly subject: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+/**
+ * Subject and validity of a DER certificate, attested or not (e.g. to show
+ * what a refused server presented). Throws MALFORMED_CERTIFICATE.
+ */
+export function readCertificateFacts(der: Uint8Array): CertificateFacts {
+  return parseCertificate(der).facts;
+}
+
+function checkSize(der: Uint8Array): void {
+  if (der.byteLength > MAX_CERTIFICATE_BYTES) {
+    throw badCertificate(
+      `it is ${der.byteLength} bytes, more than the ${MAX_CERTIFICATE_BYTES}-byte limit`,
+    );
+  }
+}
+
+function parseCertificate(der: Uint8Array): { tbs: TBSCertificate; facts: CertificateFacts } {
+  checkSize(der);
+  let certificate: Certificate;
+  try {
+    certificate = AsnConvert.parse(der, Certificate);
+  } catch (cause) {
+    throw badCertificate('it is not a DER X.509 certificate', cause);
+  }
+  const tbs = certificate.tbsCertificate;
+  try {
+    const facts = Object.freeze({
+      subject: formatName(tbs.subject),
+      notBefore: tbs.validity.notBefore.getTime(),
+      notAfter: tbs.validity.notAfter.getTime(),
+    });
+    return { tbs, facts };
+  } catch (cause) {
+    throw badCertificate('its subject or validity cannot be read', cause);
+  }
 }
 
 function readAttestation(extensions: ReadonlyMap<string, Uint8Array>): DecodedAttestation {
