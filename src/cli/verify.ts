@@ -4,35 +4,27 @@
  * was verified, and closes the connection. No Postgres session is opened, so
  * the URL's credentials are neither needed nor used.
  */
-import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { attestCertificate } from '../attest/attest-certificate.js';
-import type { AttestationReport } from '../attest/report.js';
 import { DEFAULT_SIDECAR_PORT, resolveConnectionSettings } from '../config/connection-settings.js';
 import { maskConnectionString } from '../config/connection-string.js';
 import { parseHostPort } from '../config/server-address.js';
-import { dialTls } from '../dial/dial-tls.js';
-import { describeCause, type ErrorCode, isRaTlsError, RaTlsError } from '../errors.js';
-import { checkBinding } from '../evidence/binding.js';
-import { readRaTlsCertificate } from '../evidence/certificate.js';
-import { parseQuote } from '../evidence/quote.js';
-import { type ClientCertificate, ClientIdentity } from '../identity/client-identity.js';
+import { inspectServer } from '../connection/inspect-server.js';
+import { describeCause, isRaTlsError, RaTlsError } from '../errors.js';
+import { ClientIdentity } from '../identity/client-identity.js';
 import { resolveDstackEndpoint } from '../identity/dstack-endpoint.js';
 import { normalizePolicy, policyWarnings } from '../policy/policy.js';
 import type { MeasurementSet, NormalizedPolicy, Policy } from '../policy/types.js';
 import { sha256, toHex } from '../util/bytes.js';
-import { raceSignal } from '../util/deadline.js';
 import { parseDuration } from '../util/duration.js';
+import { pemBlocks } from '../util/pem.js';
 import { DcapVerifier, type EngineChoice } from '../verification/dcap-verifier.js';
 import { INTEL_API_KEY_ENV, IntelApiVerifier } from '../verification/intel-api-verifier.js';
-import { TCB_STATUSES, type TcbStatus } from '../verification/verifier.js';
+import type { TcbStatus } from '../verification/verifier.js';
 import { type CliCommand, type CliIo, ExitCode, parseArgsError, usageError } from './command.js';
 import {
   formatVerifyText,
-  type PresentedCertificate,
   type RootOfTrust,
   type VerifyOutcome,
   verifyJson,
@@ -125,19 +117,6 @@ Output:
   -h, --help               Show this help
 `;
 
-/** Policy error codes: the evidence verified, the user's pins refused it. */
-const POLICY_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  'MRTD_NOT_ALLOWED',
-  'MEASUREMENT_NOT_ALLOWED',
-  'KMS_NOT_TRUSTED',
-  'APP_ID_MISMATCH',
-  'APP_NOT_ALLOWED',
-  'COMPOSE_HASH_NOT_ALLOWED',
-  'APP_IDENTITY_UNVERIFIED',
-  'DEBUG_MODE',
-  'BAD_TCB_STATUS',
-]);
-
 /** Library option names in messages, and the flags that set them here. */
 const FLAG_FOR_OPTION: readonly (readonly [string, string])[] = [
   ['policy.allowedMrtds', '--mrtd'],
@@ -149,13 +128,9 @@ const FLAG_FOR_OPTION: readonly (readonly [string, string])[] = [
   ['policy.allowDebugMode', '--allow-debug'],
   ['dstackEndpoint', '--dstack-endpoint'],
   ['pccsUrl', '--pccs-url'],
+  ['verifyTimeout', '--timeout'],
+  ['rootCa', '--root-ca'],
 ];
-
-/** Judges the same certificate without pins, to show what a refused server does attest. */
-const UNPINNED_POLICY = normalizePolicy({
-  allowDebugMode: true,
-  acceptableTcbStatuses: [...TCB_STATUSES],
-});
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_VERIFY_TIMEOUT_MS = 30_000;
@@ -416,37 +391,48 @@ function parseTarget(
 }
 
 /**
- * Dials, attests and judges the server of `args`; never throws for a server
- * that fails (that is the outcome's `error`), only for local problems such as
- * an unreadable --root-ca file (usage) or a failing guest agent.
+ * Inspects the server of `args` ({@link inspectServer}) and words what it
+ * found for this command; never throws for a server that fails (that is the
+ * outcome's `error`), only for local problems such as an unreadable --root-ca
+ * file (usage) or a failing guest agent.
  */
 export async function verifyTarget(args: VerifyArguments, io: CliIo): Promise<VerifyOutcome> {
   const { verifier, rootOfTrust } = await createVerifier(args, io);
   let identity: ClientIdentity | undefined;
   try {
-    let endpoint: string | undefined;
-    try {
-      endpoint = clientCertificateEndpoint(args, io.env);
-    } catch (error) {
-      throw rephrased(error);
-    }
-    identity =
-      endpoint === undefined
-        ? undefined
-        : new ClientIdentity({
-            dstackEndpoint: endpoint,
-            env: io.env,
-            ...(args.requestTimeoutMs === undefined
-              ? {}
-              : { requestTimeout: args.requestTimeoutMs }),
-          });
-    const clientCertificate: ClientCertificate | undefined = await identity
-      ?.get()
-      .catch((error: unknown) => {
+    const endpoint = rephrasing(() => clientCertificateEndpoint(args, io.env));
+    if (endpoint !== undefined) {
+      identity = new ClientIdentity({
+        dstackEndpoint: endpoint,
+        env: io.env,
+        ...(args.requestTimeoutMs === undefined ? {} : { requestTimeout: args.requestTimeoutMs }),
+      });
+      // Asked first: a failing guest agent is our problem, not the server's.
+      await identity.get().catch((error: unknown) => {
         throw rephrased(error);
       });
-
-    const base = {
+    }
+    const inspection = await inspectServer(
+      {
+        host: args.host,
+        port: args.port,
+        ...(args.servername === undefined ? {} : { servername: args.servername }),
+      },
+      {
+        verifier,
+        policy: args.policyInput,
+        connectTimeout: args.connectTimeoutMs,
+        handshakeTimeout: args.handshakeTimeoutMs,
+        verifyTimeout: args.verifyTimeoutMs,
+        // The policy's warnings are part of the report below.
+        logger: () => {},
+        ...(identity === undefined
+          ? { presentClientCertificate: false }
+          : { clientIdentity: identity }),
+      },
+    );
+    const { certificate, report, error } = inspection;
+    return {
       input: args.input,
       host: args.host,
       port: args.port,
@@ -455,58 +441,24 @@ export async function verifyTarget(args: VerifyArguments, io: CliIo): Promise<Ve
       policy: args.policy,
       warnings: policyWarnings(args.policy).map(inFlagTerms),
       rootOfTrust,
-      policyRefused: false,
+      ...(certificate === undefined
+        ? {}
+        : {
+            certificate: {
+              ...certificate,
+              ...(certificate.subject === undefined
+                ? {}
+                : { subject: printable(certificate.subject) }),
+              binding: inspection.binding,
+            },
+          }),
+      ...(report === undefined ? {} : { report }),
+      ...(error === undefined
+        ? {}
+        : { error: failure(error, certificate === undefined && endpoint === undefined) }),
+      policyRefused: inspection.policyRefused,
+      timings: inspection.timings,
     };
-    const dialStarted = performance.now();
-    let der: Uint8Array;
-    let issuers: readonly Uint8Array[];
-    try {
-      const dialed = await dialTls({
-        host: args.host,
-        port: args.port,
-        ...(args.servername === undefined ? {} : { servername: args.servername }),
-        ...(clientCertificate === undefined ? {} : { clientCertificate }),
-        connectTimeoutMs: args.connectTimeoutMs,
-        handshakeTimeoutMs: args.handshakeTimeoutMs,
-      });
-      // Only the certificate matters: hang up before a single application byte.
-      dialed.socket.on('error', () => {});
-      dialed.socket.destroy();
-      der = dialed.peerCertificateDer;
-      issuers = dialed.peerIssuersDer;
-    } catch (error) {
-      return { ...base, error: failure(error, endpoint === undefined), timings: {} };
-    }
-    const dialMs = performance.now() - dialStarted;
-
-    const certificate = presentedCertificate(der);
-    const verifyStarted = performance.now();
-    try {
-      const report = await attestWithin(der, issuers, verifier, args.policy, args.verifyTimeoutMs);
-      return {
-        ...base,
-        certificate,
-        report,
-        timings: { dialMs, verifyMs: performance.now() - verifyStarted },
-      };
-    } catch (error) {
-      const verifyMs = performance.now() - verifyStarted;
-      const policyRefused = isRaTlsError(error) && POLICY_CODES.has(error.code);
-      // Show what the refused server does attest: same certificate, no pins.
-      const report = policyRefused
-        ? await attestWithin(der, issuers, verifier, UNPINNED_POLICY, args.verifyTimeoutMs).catch(
-            () => undefined,
-          )
-        : undefined;
-      return {
-        ...base,
-        certificate,
-        ...(report === undefined ? {} : { report }),
-        error: failure(error, false),
-        policyRefused,
-        timings: { dialMs, verifyMs },
-      };
-    }
   } finally {
     identity?.close();
     await verifier.close?.();
@@ -593,87 +545,18 @@ async function readRootCa(path: string): Promise<Uint8Array> {
   } catch (error) {
     throw usageError(`--root-ca ${JSON.stringify(path)} cannot be read: ${describeCause(error)}`);
   }
+  let der: Uint8Array | undefined;
   try {
-    return new Uint8Array(new X509Certificate(pem).raw);
+    der = pemBlocks(pem)[0];
   } catch {
+    der = undefined;
+  }
+  if (der === undefined) {
     throw usageError(
       `--root-ca ${path.includes('-----BEGIN') ? '(PEM text)' : JSON.stringify(path)} is not a PEM certificate (-----BEGIN CERTIFICATE-----)`,
     );
   }
-}
-
-/** attestCertificate under a deadline: VERIFY_TIMEOUT names --timeout. */
-async function attestWithin(
-  der: Uint8Array,
-  chain: readonly Uint8Array[],
-  verifier: DcapVerifier | IntelApiVerifier,
-  policy: NormalizedPolicy,
-  timeoutMs: number,
-): Promise<AttestationReport> {
-  const deadline = new AbortController();
-  const timer = setTimeout(
-    () =>
-      deadline.abort(
-        new RaTlsError(
-          'VERIFY_TIMEOUT',
-          `verifying the certificate took longer than ${timeoutMs} ms; check that the PCCS or ` +
-            'Trust Authority is reachable, or raise --timeout',
-        ),
-      ),
-    timeoutMs,
-  );
-  try {
-    return await raceSignal(
-      attestCertificate(der, { verifier, policy, chain, signal: deadline.signal }),
-      deadline.signal,
-    );
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
- * The certificate as presented, read independently of the verdict so a
- * refused server still shows what it sent. The binding check (docs/protocol.md §1)
- * is pure, so it is reported on its own.
- */
-function presentedCertificate(der: Uint8Array): PresentedCertificate {
-  const fingerprint = toHex(sha256(der));
-  let subject: string | undefined;
-  let notBefore: Date | undefined;
-  let notAfter: Date | undefined;
-  try {
-    // PEM, not DER: given bytes, node:crypto looks for PEM text first and an
-    // RA-TLS quote embeds the PCK chain as PEM, so it would describe the PCK
-    // CA instead of this certificate (measured on Node 20).
-    const x509 = new X509Certificate(derToPem(der));
-    subject = printable(x509.subject.split('\n').join(', '));
-    notBefore = new Date(x509.validFrom);
-    notAfter = new Date(x509.validTo);
-  } catch {
-    // An unreadable certificate is reported by attestCertificate as MALFORMED_CERTIFICATE.
-  }
-  const facts = { fingerprint, subject, notBefore, notAfter };
-  try {
-    const certificate = readRaTlsCertificate(der);
-    const withFormat = { ...facts, attestationFormat: certificate.attestation.format };
-    try {
-      checkBinding(certificate, parseQuote(certificate.attestation.quote));
-      return { ...withFormat, binding: 'verified' };
-    } catch (error) {
-      return {
-        ...withFormat,
-        binding: isRaTlsError(error, 'PUBKEY_MISMATCH') ? 'failed' : 'not-checked',
-      };
-    }
-  } catch {
-    return { ...facts, binding: 'not-checked' };
-  }
-}
-
-function derToPem(der: Uint8Array): string {
-  const base64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
-  return `-----BEGIN CERTIFICATE-----\n${base64.replace(/\n?$/, '\n')}-----END CERTIFICATE-----\n`;
+  return der;
 }
 
 /**
@@ -681,13 +564,13 @@ function derToPem(der: Uint8Array): string {
  * library names its options (`policy.allowedMrtds`), the user typed flags.
  */
 function failure(
-  error: unknown,
+  error: RaTlsError,
   withoutClientCertificate: boolean,
 ): {
   code: string;
   message: string;
 } {
-  const code = error instanceof RaTlsError ? error.code : 'INTERNAL';
+  const code = error.code;
   let message = printable(describeCause(error).replace(/\s*\n\s*/g, ' '));
   message = inFlagTerms(message);
   if (
@@ -706,6 +589,15 @@ function inFlagTerms(text: string): string {
   let result = text;
   for (const [option, flag] of FLAG_FOR_OPTION) result = result.replaceAll(option, flag);
   return result;
+}
+
+/** Runs `make`, with a RaTlsError it throws put in flag terms. */
+function rephrasing<T>(make: () => T): T {
+  try {
+    return make();
+  } catch (error) {
+    throw rephrased(error);
+  }
 }
 
 /** The same RaTlsError in flag terms (anything else unchanged), for errors main() prints. */
