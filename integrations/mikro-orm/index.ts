@@ -14,7 +14,7 @@
  */
 import { PostgreSqlKnexDialect } from '@mikro-orm/postgresql';
 import { RaTlsError, type RaTlsPoolOptions, resolveConnectionSettings } from '../../src/index.js';
-import { attestationIsFresh, boundPgModule } from '../shared/pg-module.js';
+import { boundPgModule } from '../shared/pg-module.js';
 
 /** The MikroORM options {@link mikroOrmOptions} returns; spread them into `MikroORM.init`. */
 export interface RaTlsMikroOrmOptions {
@@ -56,7 +56,7 @@ export function mikroOrmOptions(options: RaTlsPoolOptions): RaTlsMikroOrmOptions
     }
 
     validateConnection(connection: unknown): boolean {
-      return attestationIsFresh(connection, pgModule.connector);
+      return pgModule.fresh(connection);
     }
   }
   return { dbName: database, driverOptions: { client: RaTlsKnexDialect } };

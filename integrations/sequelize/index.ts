@@ -14,7 +14,7 @@
  */
 import type { Options, PoolOptions } from 'sequelize';
 import { RaTlsError, type RaTlsPoolOptions } from '../../src/index.js';
-import { attestationIsFresh, boundPgModule } from '../shared/pg-module.js';
+import { boundPgModule } from '../shared/pg-module.js';
 
 export type { AttestedPgModule } from '../shared/pg-module.js';
 
@@ -98,7 +98,7 @@ export function sequelizeOptions(options: RaTlsSequelizeOptions): Options {
     const state = connection as SequelizeConnectionState | undefined;
     // Sequelize's own check, which a `validate` option would otherwise replace.
     if (state === undefined || state._invalid === true || state._ending === true) return false;
-    if (!attestationIsFresh(connection, dialectModule.connector)) return false;
+    if (!dialectModule.fresh(connection)) return false;
     return ownValidate === undefined ? true : ownValidate(connection) !== false;
   };
   return {

@@ -9,20 +9,18 @@
  * which cannot carry an attested socket, so it is always `null` here.
  */
 import pg from 'pg';
-import { CONNECTOR_OWNED } from '../../src/connection/ra-tls-client.js';
 import { sharedClientIdentity } from '../../src/identity/shared-identity.js';
 import {
-  type AttestationReport,
   AttestedConnector,
   type ConnectionSettingsInput,
   createPool,
   RaTlsClient,
-  type RaTlsClientOptions,
   RaTlsError,
   RaTlsPool,
   type RaTlsPoolOptions,
   resolveConnectionSettings,
 } from '../../src/index.js';
+import { pinHooks, serverChangeMode, serverPinFor } from '../../src/pool/server-pin.js';
 
 /** The parts of the `pg` module the ORMs use, with attested Pool and Client. */
 export interface AttestedPgModule {
@@ -111,14 +109,25 @@ export function boundPgModule(
   options: RaTlsPoolOptions,
   ormName: string,
   connectionKeys: OrmConnectionKeys,
-): AttestedPgModule & { readonly connector: AttestedConnector } {
+): AttestedPgModule & {
+  readonly connector: AttestedConnector;
+  /**
+   * True while `connection` may be used as it is (see ServerPin's freshness):
+   * for ORM pools whose checkout check is synchronous, so a connection whose
+   * report is due, or that is attested to a certificate no longer pinned, is
+   * closed and replaced by a freshly attested one instead of being
+   * re-attested in place (its lifetime is bounded by `reattestEvery`).
+   */
+  readonly fresh: (connection: unknown) => boolean;
+} {
   if (options === null || typeof options !== 'object') {
     throw new RaTlsError('BAD_CONFIG', `${ormName} needs { connectionString, policy, ... }`, {
       details: { option: 'options' },
     });
   }
   // Resolve now, so that configuration errors throw before any network I/O.
-  resolveConnectionSettings(options);
+  const { description } = resolveConnectionSettings(options);
+  const mode = serverChangeMode(options.onServerChange);
   // Like a standalone RaTlsClient: the process-wide client identity unless one
   // is given, so that this connector owns nothing that would need closing.
   const connector = new AttestedConnector({
@@ -151,17 +160,16 @@ export function boundPgModule(
       super({ ...options, ...fromOrm(config, [...POOL_KEYS, ...SESSION_KEYS]) });
     }
   };
-  // The connector owns verification and identity: a client given both would be
-  // BAD_CONFIG (its own copies would be ignored), so it gets the settings alone.
-  const settingsOnly: Record<string, unknown> = { ...options };
-  for (const key of CONNECTOR_OWNED) delete settingsOnly[key];
+  // The ORM's own pool keeps these clients: they obey one pin, as a RaTlsPool's do.
+  const pin = serverPinFor(connector, { mode, description });
+  const hooks = pinHooks(pin);
   const Client = class extends RaTlsClient {
     constructor(config?: unknown) {
-      super({
-        ...(settingsOnly as RaTlsClientOptions),
+      const settings = resolveConnectionSettings({
+        ...options,
         ...(fromOrm(config, SESSION_KEYS) as ConnectionSettingsInput),
-        connector,
       });
+      super({}, { settings, connector, hooks });
     }
   };
   return Object.freeze({
@@ -170,20 +178,11 @@ export function boundPgModule(
       Client as unknown as AttestedPgModule['Client'],
     ),
     connector,
+    fresh: (connection: unknown) =>
+      connection instanceof RaTlsClient &&
+      pin.refusal === undefined &&
+      pin.freshness(connection) === 'fresh',
   });
-}
-
-/**
- * True while the connection's report is younger than `reattestEvery`: for
- * ORM pools whose checkout check is synchronous, so a connection whose report
- * is due is closed and replaced by a freshly attested one (bounded lifetime)
- * instead of being re-attested in place.
- */
-export function attestationIsFresh(connection: unknown, connector: AttestedConnector): boolean {
-  if (!(connection instanceof RaTlsClient)) return false;
-  const report: AttestationReport | undefined = connection.attestation;
-  if (report === undefined) return false;
-  return connector.now() - report.verifiedAt < connector.reattestEveryMs;
 }
 
 export { createPool };

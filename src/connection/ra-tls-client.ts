@@ -61,8 +61,8 @@ export interface RaTlsClientBinding {
   readonly endpoint?: () => EndpointTarget | Promise<EndpointTarget>;
 }
 
-/** AttestationOptions a shared connector owns (see AttestedConnector). @internal */
-export const CONNECTOR_OWNED = [
+/** AttestationOptions a shared connector owns (see AttestedConnector). */
+const CONNECTOR_OWNED = [
   'verifier',
   'policy',
   'reattestEvery',

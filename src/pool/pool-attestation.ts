@@ -25,7 +25,9 @@ import {
   type PinnedConnection,
   type ServerChangedEvent,
   type ServerChangeMode,
-  ServerPin,
+  type ServerPin,
+  serverChangeMode,
+  serverPinFor,
 } from './server-pin.js';
 
 /** Options of a pool's attestation: where to connect, how to attest, and the pool's own rules. */
@@ -160,14 +162,7 @@ export class PoolAttestation<C extends PooledConnection> {
         details: { option: 'options' },
       });
     }
-    const mode = options.onServerChange ?? 'reverify';
-    if (mode !== 'reverify' && mode !== 'reject') {
-      throw new RaTlsError(
-        'BAD_CONFIG',
-        `onServerChange must be 'reverify' or 'reject', got ${JSON.stringify(mode)}`,
-        { details: { option: 'onServerChange' } },
-      );
-    }
+    const mode = serverChangeMode(options.onServerChange);
     this.#reattestTimeoutMs = parseTimeout(options.reattestTimeout ?? '30s', 'reattestTimeout');
     const cluster = options.cluster;
     if (cluster !== undefined && (cluster === null || typeof cluster !== 'object')) {
@@ -221,12 +216,9 @@ export class PoolAttestation<C extends PooledConnection> {
             changed: (event) => this.#leaderChanged(event),
             failed: (error) => pool.emit('discoveryFailed', { error }),
           });
-    this.#pin = new ServerPin({
+    this.#pin = serverPinFor(connector, {
       mode,
       description: settings.description,
-      reattestEveryMs: connector.reattestEveryMs,
-      now: () => connector.now(),
-      policyVersion: () => connector.policyVersion,
       // Every host of a multi-host string has its own certificate.
       unpinned: this.#selector !== undefined,
     });

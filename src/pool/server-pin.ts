@@ -1,4 +1,5 @@
 import type { AttestationReport } from '../attest/report.js';
+import type { AttestedConnector } from '../connection/attested-connector.js';
 import { RaTlsError } from '../errors.js';
 
 /** What the pool does when the server presents a certificate other than the pinned one. */
@@ -53,6 +54,56 @@ export interface ServerPinOptions {
    * string): every connection is attested on its own and nothing is pinned.
    */
   readonly unpinned?: boolean;
+}
+
+/** `onServerChange` checked: the mode, default `reverify`; BAD_CONFIG for anything else. */
+export function serverChangeMode(value: unknown): ServerChangeMode {
+  const mode = value ?? 'reverify';
+  if (mode !== 'reverify' && mode !== 'reject') {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `onServerChange must be 'reverify' or 'reject', got ${JSON.stringify(mode)}`,
+      { details: { option: 'onServerChange' } },
+    );
+  }
+  return mode;
+}
+
+/**
+ * The pin of the connections `connector` makes to one server (`description`,
+ * for messages): its clock, reattestEvery and policy version drive the
+ * staleness rule.
+ */
+export function serverPinFor(
+  connector: Pick<AttestedConnector, 'reattestEveryMs' | 'now' | 'policyVersion'>,
+  options: Pick<ServerPinOptions, 'mode' | 'description' | 'unpinned'>,
+): ServerPin {
+  return new ServerPin({
+    ...options,
+    reattestEveryMs: connector.reattestEveryMs,
+    now: () => connector.now(),
+    policyVersion: () => connector.policyVersion,
+  });
+}
+
+/**
+ * What a connection's client checks against the pin (the hooks a pool
+ * installs on its clients): whether it may dial, whether the verified
+ * certificate is accepted, and the policy version it was judged under.
+ */
+export function pinHooks(pin: ServerPin): {
+  refusal(): RaTlsError | undefined;
+  admit(report: AttestationReport): RaTlsError | undefined;
+  attested(connection: PinnedConnection, attested: { readonly policyVersion: number }): void;
+} {
+  return {
+    refusal: () => pin.refusal,
+    admit: (report) => {
+      const result = pin.admit(report);
+      return result.ok ? undefined : result.error;
+    },
+    attested: (connection, attested) => pin.stamp(connection, attested.policyVersion),
+  };
 }
 
 const SERVER_CHANGED_HINT =
