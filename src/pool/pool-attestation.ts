@@ -1,25 +1,16 @@
 import type { AttestationReport } from '../attest/report.js';
-import { recordName } from '../cluster/discovery.js';
-import {
-  type ClusterOptions,
-  type LeaderChangedEvent,
-  LeaderFollower,
-} from '../cluster/leader-follower.js';
-import { HostSelector, parseHostList } from '../cluster/multi-host.js';
-import {
-  type ConnectionSettings,
-  type ConnectionSettingsInput,
-  resolveConnectionSettings,
-} from '../config/connection-settings.js';
+import type { ClusterOptions, LeaderChangedEvent } from '../cluster/leader-follower.js';
+import type { ConnectionSettings, ConnectionSettingsInput } from '../config/connection-settings.js';
 import {
   type AttestationOptions,
   AttestedConnector,
   type AttestedSocket,
   type EndpointTarget,
 } from '../connection/attested-connector.js';
-import { describeCause, isRaTlsError, RaTlsError } from '../errors.js';
+import { describeCause, RaTlsError } from '../errors.js';
 import { Scope } from '../util/deadline.js';
 import { MAX_TIMER_MS, parseTimeout } from '../util/duration.js';
+import { PoolTopology, resolvePoolTarget, type SessionQuery } from './pool-topology.js';
 import { Reattestation, type ReattestOutcome } from './reattestation.js';
 import {
   type PinnedConnection,
@@ -131,17 +122,15 @@ interface Checkout {
 }
 
 const MIN_SWEEP_INTERVAL = 1000;
-/** `details.reason` of the SERVER_CHANGED that refuses a connection to a replaced leader. */
-const LEADER_CHANGED = 'leader-changed';
 
 /**
  * Everything a pool does about attestation, without pg: the pin of the
  * server's certificate and the staleness rule ({@link ServerPin}), the
  * re-attestation at checkout and in a background sweep ({@link Reattestation}),
- * one event per server change, and where to dial: a cluster's leader
- * ({@link LeaderFollower}) or the hosts of a multi-host connection string
- * ({@link HostSelector}, each host attested on its own, nothing pinned).
- * Decisions are returned as results; the pool adapter only maps them to pg.
+ * one event per server change, and the checkout's retries where the
+ * {@link PoolTopology} (one server, a cluster's leader, several hosts) says
+ * another connection may work. Decisions are returned as results; the pool
+ * adapter only maps them to pg.
  */
 export class PoolAttestation<C extends PooledConnection> {
   readonly settings: ConnectionSettings;
@@ -150,8 +139,7 @@ export class PoolAttestation<C extends PooledConnection> {
   readonly #pin: ServerPin;
   readonly #reattestation: Reattestation;
   readonly #reattestTimeoutMs: number;
-  readonly #follower: LeaderFollower | undefined;
-  readonly #selector: HostSelector | undefined;
+  readonly #topology: PoolTopology;
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping = false;
 
@@ -164,63 +152,19 @@ export class PoolAttestation<C extends PooledConnection> {
     }
     const mode = serverChangeMode(options.onServerChange);
     this.#reattestTimeoutMs = parseTimeout(options.reattestTimeout ?? '30s', 'reattestTimeout');
-    const cluster = options.cluster;
-    if (cluster !== undefined && (cluster === null || typeof cluster !== 'object')) {
-      throw new RaTlsError('BAD_CONFIG', 'cluster must be { domain, signer, resolver? }', {
-        details: { option: 'cluster' },
-      });
-    }
-    if (cluster !== undefined) recordName(cluster.domain);
-    const hostList = parseHostList(options.connectionString);
-    if (cluster !== undefined && hostList !== undefined) {
-      throw new RaTlsError(
-        'BAD_CONFIG',
-        'cluster and a multi-host connection string exclude each other: the manifest names the leader',
-        { details: { option: 'cluster' } },
-      );
-    }
-    // In cluster mode the manifest says where to dial; the domain only names the pool.
-    const settings = resolveConnectionSettings(
-      cluster !== undefined
-        ? { ...options, config: { ...options.config, host: cluster.domain } }
-        : hostList !== undefined
-          ? { ...options, connectionString: hostList.connectionString }
-          : options,
-    );
-    const transport = {
-      connectTimeoutMs: settings.connectTimeoutMs,
-      handshakeTimeoutMs: settings.handshakeTimeoutMs,
-    };
+    const target = resolvePoolTarget(options);
     const connector = new AttestedConnector(options);
-    this.settings = settings;
+    this.settings = target.settings;
     this.connector = connector;
     this.#pool = pool;
-    this.#selector =
-      hostList === undefined ? undefined : new HostSelector(hostList, settings.port, transport);
-    this.#follower =
-      cluster === undefined
-        ? undefined
-        : new LeaderFollower(cluster, {
-            ...transport,
-            // The candidate is attested like any connection (its issuers too),
-            // without a byte of SQL, before the pool moves to it.
-            verify: async (target, signal) => {
-              const seen = await connector.probe(target, signal);
-              const verified = await connector.verifyCertificate(
-                seen.certificateDer,
-                signal,
-                seen.issuersDer,
-              );
-              return verified.report;
-            },
-            changed: (event) => this.#leaderChanged(event),
-            failed: (error) => pool.emit('discoveryFailed', { error }),
-          });
+    this.#topology = new PoolTopology(target, connector, {
+      leaderChanged: (event) => this.#leaderChanged(event),
+      discoveryFailed: (error) => pool.emit('discoveryFailed', { error }),
+    });
     this.#pin = serverPinFor(connector, {
       mode,
-      description: settings.description,
-      // Every host of a multi-host string has its own certificate.
-      unpinned: this.#selector !== undefined,
+      description: target.settings.description,
+      unpinned: this.#topology.unpinned,
     });
     this.#reattestation = new Reattestation(connector, this.#pin);
   }
@@ -230,15 +174,9 @@ export class PoolAttestation<C extends PooledConnection> {
     return this.#pin.pinned;
   }
 
-  /**
-   * Where a new connection dials, when not `settings.endpoint`: the cluster's
-   * current leader or the next host of several.
-   */
+  /** Where a new connection dials, when not `settings.endpoint` (see PoolTopology). */
   get endpoint(): (() => EndpointTarget | Promise<EndpointTarget>) | undefined {
-    const follower = this.#follower;
-    if (follower !== undefined) return () => follower.target();
-    const selector = this.#selector;
-    return selector === undefined ? undefined : () => selector.next();
+    return this.#topology.endpoint;
   }
 
   /** Starts the background sweep and, in cluster mode, following the leader. */
@@ -251,14 +189,14 @@ export class PoolAttestation<C extends PooledConnection> {
     );
     this.#sweepTimer = setInterval(() => this.#sweep(), interval);
     this.#sweepTimer.unref();
-    this.#follower?.start();
+    this.#topology.start();
   }
 
-  /** Stops the sweep and the follower; the first call also refuses what is in flight. */
+  /** Stops the sweep and the topology; the first call also refuses what is in flight. */
   close(): void {
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
-    this.#follower?.close();
+    this.#topology.close();
     if (this.#pool.ending()) return;
     const ended = new RaTlsError('POOL_ENDED', 'the pool was ended during attestation');
     this.#pin.close(ended);
@@ -272,18 +210,12 @@ export class PoolAttestation<C extends PooledConnection> {
 
   /**
    * Judges a new connection's verified report before pg sees its socket: the
-   * first is pinned, any other certificate handled per the mode. In cluster
-   * mode a connection to a leader replaced while it was being made is refused.
+   * first is pinned, any other certificate handled per the mode. A connection
+   * to a cluster leader replaced while it was being made is refused.
    */
   admit(report: AttestationReport, connection: PooledConnection): RaTlsError | undefined {
-    const follower = this.#follower;
-    if (follower !== undefined && !follower.isCurrent(connection.endpoint)) {
-      return new RaTlsError(
-        'SERVER_CHANGED',
-        `the leader of cluster ${follower.domain} changed while this connection was being made`,
-        { details: { reason: LEADER_CHANGED } },
-      );
-    }
+    const replaced = this.#topology.replacedLeader(connection.endpoint);
+    if (replaced !== undefined) return replaced;
     const result = this.#pin.admit(report);
     if (result.change !== undefined) this.#serverChanged(result.change);
     return result.ok ? undefined : result.error;
@@ -298,25 +230,18 @@ export class PoolAttestation<C extends PooledConnection> {
   }
 
   /** Multi-host: the logged-in session must match target_session_attrs (throws to refuse it). */
-  async sessionReady(
-    connection: PooledConnection,
-    query: Parameters<HostSelector['checkSession']>[1],
-  ): Promise<void> {
-    if (this.#selector === undefined) return;
-    await this.#selector.checkSession(connection.endpoint, query);
-    this.#selector.succeeded(connection.endpoint);
+  sessionReady(connection: PooledConnection, query: SessionQuery): Promise<void> {
+    return this.#topology.sessionReady(connection.endpoint, query);
   }
 
   /** A new connection failed: a multi-host pool tries another host next. */
   connectFailed(connection: PooledConnection, error: unknown): void {
-    this.#selector?.failed(connection.endpoint, error);
+    this.#topology.connectFailed(connection.endpoint, error);
   }
 
   /** A connection went back to the pool with `error`: in cluster mode the leader may have moved. */
   released(error: unknown): void {
-    if (this.#follower !== undefined && error instanceof Error && leaderMayHaveMoved(error)) {
-      void this.#follower.refresh();
-    }
+    this.#topology.released(error);
   }
 
   /**
@@ -357,11 +282,8 @@ export class PoolAttestation<C extends PooledConnection> {
     if (refusal !== undefined) return { error: refusal };
     // Only a cluster pool waits here: pg-pool must see the checkout at once
     // (waitingCount), as with a plain pg.Pool.
-    if (this.#follower !== undefined) {
-      const unbelievable = await this.#follower.ensureBelievable().then(
-        () => undefined,
-        (error: unknown) => ({ error }),
-      );
+    if (this.#topology.followsLeader) {
+      const unbelievable = await this.#topology.unbelievable();
       if (unbelievable !== undefined) {
         this.#removeIdle(() => true);
         return unbelievable;
@@ -370,7 +292,7 @@ export class PoolAttestation<C extends PooledConnection> {
     const acquired = await this.#acquire(checkout);
     if ('failed' in acquired) {
       const failure = acquired.failed;
-      if (lastAttempt || !(await this.#worthAnotherConnect(failure))) {
+      if (lastAttempt || !(await this.#topology.worthAnotherConnect(failure))) {
         return { error: this.#connectFailure(failure) };
       }
       checkout.budget ??= this.#connectBudget(checkout.started);
@@ -426,24 +348,6 @@ export class PoolAttestation<C extends PooledConnection> {
       );
       return { error: budget.signal.reason };
     }
-  }
-
-  /**
-   * Whether a new connection that failed with `failure` is worth another
-   * attempt: the cluster's leader moved (or a re-read of the manifest moves
-   * it), or a multi-host string has another host to try.
-   */
-  async #worthAnotherConnect(failure: unknown): Promise<boolean> {
-    if (this.#follower !== undefined) {
-      if (isRaTlsError(failure, 'SERVER_CHANGED') && failure.details['reason'] === LEADER_CHANGED) {
-        return true;
-      }
-      return this.#follower.refresh();
-    }
-    if (this.#selector !== undefined) {
-      return !isRaTlsError(failure, 'NO_HOST_AVAILABLE') && !isRaTlsError(failure, 'POOL_ENDED');
-    }
-    return false;
   }
 
   /** Retries of new connections stay within connectionTimeoutMillis, when set. */
@@ -589,12 +493,4 @@ export class PoolAttestation<C extends PooledConnection> {
   #emitFailure(error: RaTlsError, phase: AttestationFailedEvent['phase']): void {
     this.#pool.emit('attestationFailed', { error, phase });
   }
-}
-
-/** SQLSTATE 25006 (read-only transaction) or a lost connection: worth re-reading the manifest. */
-function leaderMayHaveMoved(error: Error): boolean {
-  const code = (error as { code?: unknown }).code;
-  if (code === '25006' || code === '57P01' || code === '57P02' || code === '57P03') return true;
-  if (error instanceof RaTlsError) return true;
-  return typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code);
 }

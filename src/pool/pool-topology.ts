@@ -1,0 +1,217 @@
+import { recordName } from '../cluster/discovery.js';
+import {
+  type ClusterOptions,
+  type LeaderChangedEvent,
+  LeaderFollower,
+} from '../cluster/leader-follower.js';
+import { type HostList, HostSelector, parseHostList } from '../cluster/multi-host.js';
+import {
+  type ConnectionSettings,
+  type ConnectionSettingsInput,
+  resolveConnectionSettings,
+} from '../config/connection-settings.js';
+import type { AttestedConnector, EndpointTarget } from '../connection/attested-connector.js';
+import { isRaTlsError, RaTlsError } from '../errors.js';
+
+/** Where a pool's connections go, as its options say. */
+export interface PoolTarget {
+  /** The settings of every connection; in cluster mode its host is the cluster's domain. */
+  readonly settings: ConnectionSettings;
+  readonly cluster?: ClusterOptions;
+  /** The hosts of a multi-host connection string. */
+  readonly hosts?: HostList;
+}
+
+/** What the topology tells the pool about a cluster. */
+export interface TopologyEvents {
+  /** The pool moved to a verified new leader. */
+  leaderChanged(event: LeaderChangedEvent): void;
+  /** A manifest lookup failed; the current leader stays. */
+  discoveryFailed(error: RaTlsError): void;
+}
+
+/** The query a multi-host pool runs to learn a session's state. */
+export type SessionQuery = Parameters<HostSelector['checkSession']>[1];
+
+/** `details.reason` of the SERVER_CHANGED that refuses a connection to a replaced leader. */
+const LEADER_CHANGED = 'leader-changed';
+
+/**
+ * Reads where a pool dials from its options: one server, a teesql cluster
+ * (`cluster`), or the hosts of a multi-host connection string. BAD_CONFIG
+ * before any I/O when they contradict each other.
+ */
+export function resolvePoolTarget(
+  options: ConnectionSettingsInput & { readonly cluster?: ClusterOptions },
+): PoolTarget {
+  const cluster = options.cluster;
+  if (cluster !== undefined && (cluster === null || typeof cluster !== 'object')) {
+    throw new RaTlsError('BAD_CONFIG', 'cluster must be { domain, signer, resolver? }', {
+      details: { option: 'cluster' },
+    });
+  }
+  if (cluster !== undefined) recordName(cluster.domain);
+  const hosts = parseHostList(options.connectionString);
+  if (cluster !== undefined && hosts !== undefined) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      'cluster and a multi-host connection string exclude each other: the manifest names the leader',
+      { details: { option: 'cluster' } },
+    );
+  }
+  // In cluster mode the manifest says where to dial; the domain only names the pool.
+  const settings = resolveConnectionSettings(
+    cluster !== undefined
+      ? { ...options, config: { ...options.config, host: cluster.domain } }
+      : hosts !== undefined
+        ? { ...options, connectionString: hosts.connectionString }
+        : options,
+  );
+  return {
+    settings,
+    ...(cluster === undefined ? {} : { cluster }),
+    ...(hosts === undefined ? {} : { hosts }),
+  };
+}
+
+/**
+ * Where a pool dials and which failed connection is worth another try: one
+ * server; a teesql cluster's current leader ({@link LeaderFollower}, each
+ * candidate attested before the pool moves to it); or the hosts of a
+ * multi-host connection string ({@link HostSelector}, each host attested on
+ * its own). pg-free; decisions are returned, not thrown.
+ */
+export class PoolTopology {
+  readonly #follower: LeaderFollower | undefined;
+  readonly #selector: HostSelector | undefined;
+
+  constructor(target: PoolTarget, connector: AttestedConnector, events: TopologyEvents) {
+    const { settings, cluster, hosts } = target;
+    const transport = {
+      connectTimeoutMs: settings.connectTimeoutMs,
+      handshakeTimeoutMs: settings.handshakeTimeoutMs,
+    };
+    this.#selector =
+      hosts === undefined ? undefined : new HostSelector(hosts, settings.port, transport);
+    this.#follower =
+      cluster === undefined
+        ? undefined
+        : new LeaderFollower(cluster, {
+            ...transport,
+            // The candidate is attested like any connection (its issuers too),
+            // without a byte of SQL, before the pool moves to it.
+            verify: async (endpoint, signal) => {
+              const seen = await connector.probe(endpoint, signal);
+              const verified = await connector.verifyCertificate(
+                seen.certificateDer,
+                signal,
+                seen.issuersDer,
+              );
+              return verified.report;
+            },
+            changed: (event) => events.leaderChanged(event),
+            failed: (error) => events.discoveryFailed(error),
+          });
+  }
+
+  /** Several servers, each with its own certificate: nothing can be pinned. */
+  get unpinned(): boolean {
+    return this.#selector !== undefined;
+  }
+
+  /** A cluster pool: it follows the leader. */
+  get followsLeader(): boolean {
+    return this.#follower !== undefined;
+  }
+
+  /**
+   * Where a new connection dials, when not the settings' endpoint: the
+   * cluster's current leader or the next host of several.
+   */
+  get endpoint(): (() => EndpointTarget | Promise<EndpointTarget>) | undefined {
+    const follower = this.#follower;
+    if (follower !== undefined) return () => follower.target();
+    const selector = this.#selector;
+    return selector === undefined ? undefined : () => selector.next();
+  }
+
+  /** Starts following the leader (cluster mode). */
+  start(): void {
+    this.#follower?.start();
+  }
+
+  close(): void {
+    this.#follower?.close();
+  }
+
+  /**
+   * Cluster mode: why a connection made to `endpoint` is refused, if it is (the
+   * leader was replaced while it was being made).
+   */
+  replacedLeader(endpoint: EndpointTarget | undefined): RaTlsError | undefined {
+    const follower = this.#follower;
+    if (follower === undefined || follower.isCurrent(endpoint)) return undefined;
+    return new RaTlsError(
+      'SERVER_CHANGED',
+      `the leader of cluster ${follower.domain} changed while this connection was being made`,
+      { details: { reason: LEADER_CHANGED } },
+    );
+  }
+
+  /**
+   * Cluster mode: undefined while the leader's manifest is believable (read
+   * again if it expired), else why not; then not even pooled connections to
+   * it may be used.
+   */
+  async unbelievable(): Promise<{ readonly error: unknown } | undefined> {
+    return this.#follower?.ensureBelievable().then(
+      () => undefined,
+      (error: unknown) => ({ error }),
+    );
+  }
+
+  /**
+   * Whether a new connection that failed with `failure` is worth another
+   * attempt: the cluster's leader moved (or a re-read of the manifest moves
+   * it), or a multi-host string has another host to try.
+   */
+  async worthAnotherConnect(failure: unknown): Promise<boolean> {
+    if (this.#follower !== undefined) {
+      if (isRaTlsError(failure, 'SERVER_CHANGED') && failure.details['reason'] === LEADER_CHANGED) {
+        return true;
+      }
+      return this.#follower.refresh();
+    }
+    if (this.#selector !== undefined) {
+      return !isRaTlsError(failure, 'NO_HOST_AVAILABLE') && !isRaTlsError(failure, 'POOL_ENDED');
+    }
+    return false;
+  }
+
+  /** A connection went back to the pool with `error`: in cluster mode the leader may have moved. */
+  released(error: unknown): void {
+    if (this.#follower !== undefined && error instanceof Error && leaderMayHaveMoved(error)) {
+      void this.#follower.refresh();
+    }
+  }
+
+  /** Multi-host: the logged-in session must match target_session_attrs (throws to refuse it). */
+  async sessionReady(endpoint: EndpointTarget | undefined, query: SessionQuery): Promise<void> {
+    if (this.#selector === undefined) return;
+    await this.#selector.checkSession(endpoint, query);
+    this.#selector.succeeded(endpoint);
+  }
+
+  /** A new connection to `endpoint` failed: a multi-host pool tries another host next. */
+  connectFailed(endpoint: EndpointTarget | undefined, error: unknown): void {
+    this.#selector?.failed(endpoint, error);
+  }
+}
+
+/** SQLSTATE 25006 (read-only transaction) or a lost connection: worth re-reading the manifest. */
+function leaderMayHaveMoved(error: Error): boolean {
+  const code = (error as { code?: unknown }).code;
+  if (code === '25006' || code === '57P01' || code === '57P02' || code === '57P03') return true;
+  if (error instanceof RaTlsError) return true;
+  return typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code);
+}
