@@ -7,7 +7,8 @@
  * with is pg with an attested Client, so every connection is attested before
  * Postgres sees a byte. Knex's pool (tarn) keeps its own connections and asks
  * the dialect to validate one at checkout; the dialect refuses a connection
- * whose report is older than `reattestEvery`, and the pool replaces it by a
+ * whose report is older than `reattestEvery` (or that the pool's server pin
+ * no longer accepts, as with `onServerChange`), and the pool replaces it by a
  * freshly attested one: connection lifetime is bounded to `reattestEvery`.
  *
  * MikroORM 7 needs Node 22 and no longer runs on Knex; this module is for 6.x.

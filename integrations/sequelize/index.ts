@@ -6,8 +6,9 @@
  * pg with an attested Client, so every connection is attested before Postgres
  * sees a byte. Sequelize's own pool checks a connection at checkout with a
  * synchronous `validate`, which cannot re-attest; instead it refuses a
- * connection whose report is older than `reattestEvery`, and the pool replaces
- * it by a freshly attested one: connection lifetime is bounded to
+ * connection whose report is older than `reattestEvery` (or that the server
+ * pin no longer accepts, as with `onServerChange`), and the pool replaces it
+ * by a freshly attested one: connection lifetime is bounded to
  * `reattestEvery`.
  *
  * This module imports nothing of Sequelize at run time.
