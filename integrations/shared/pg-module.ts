@@ -9,7 +9,7 @@
  * which cannot carry an attested socket, so it is always `null` here.
  */
 import pg from 'pg';
-import { CONNECTOR_OWNED } from '../../src/connection/ra-tls-client.js';
+import { CONNECTION_OPTION_KEYS } from '../../src/config/connection-settings.js';
 import { sharedClientIdentity } from '../../src/identity/shared-identity.js';
 import {
   type AttestationReport,
@@ -23,6 +23,8 @@ import {
   type RaTlsPoolOptions,
   resolveConnectionSettings,
 } from '../../src/index.js';
+import { POOL_OPTION_KEYS } from '../../src/pool/ra-tls-pool.js';
+import { assertKnownOptions } from '../../src/util/known-options.js';
 
 /** The parts of the `pg` module the ORMs use, with attested Pool and Client. */
 export interface AttestedPgModule {
@@ -118,6 +120,7 @@ export function boundPgModule(
     });
   }
   // Resolve now, so that configuration errors throw before any network I/O.
+  assertKnownOptions(options, POOL_OPTION_KEYS, `${ormName} (pg-ra-tls options)`);
   resolveConnectionSettings(options);
   // Like a standalone RaTlsClient: the process-wide client identity unless one
   // is given, so that this connector owns nothing that would need closing.
@@ -153,8 +156,11 @@ export function boundPgModule(
   };
   // The connector owns verification and identity: a client given both would be
   // BAD_CONFIG (its own copies would be ignored), so it gets the settings alone.
-  const settingsOnly: Record<string, unknown> = { ...options };
-  for (const key of CONNECTOR_OWNED) delete settingsOnly[key];
+  const settingsOnly: Record<string, unknown> = {};
+  for (const key of CONNECTION_OPTION_KEYS) {
+    const value = (options as Record<string, unknown>)[key];
+    if (value !== undefined) settingsOnly[key] = value;
+  }
   const Client = class extends RaTlsClient {
     constructor(config?: unknown) {
       super({

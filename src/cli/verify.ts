@@ -15,7 +15,7 @@ import { DEFAULT_SIDECAR_PORT, resolveConnectionSettings } from '../config/conne
 import { maskConnectionString } from '../config/connection-string.js';
 import { parseHostPort } from '../config/server-address.js';
 import { dialTls } from '../dial/dial-tls.js';
-import { describeCause, type ErrorCode, isRaTlsError, RaTlsError } from '../errors.js';
+import { describeCause, type ErrorCode, isOwnRaTlsError, RaTlsError } from '../errors.js';
 import { checkBinding } from '../evidence/binding.js';
 import { readRaTlsCertificate } from '../evidence/certificate.js';
 import { parseQuote } from '../evidence/quote.js';
@@ -491,7 +491,7 @@ export async function verifyTarget(args: VerifyArguments, io: CliIo): Promise<Ve
       };
     } catch (error) {
       const verifyMs = performance.now() - verifyStarted;
-      const policyRefused = isRaTlsError(error) && POLICY_CODES.has(error.code);
+      const policyRefused = isOwnRaTlsError(error) && POLICY_CODES.has(error.code);
       // Show what the refused server does attest: same certificate, no pins.
       const report = policyRefused
         ? await attestWithin(der, issuers, verifier, UNPINNED_POLICY, args.verifyTimeoutMs).catch(
@@ -540,7 +540,7 @@ function clientCertificateEndpoint(
   try {
     return resolveDstackEndpoint(undefined, env);
   } catch (error) {
-    if (isRaTlsError(error, 'MISSING_DSTACK_SOCKET')) return undefined;
+    if (isOwnRaTlsError(error, 'MISSING_DSTACK_SOCKET')) return undefined;
     throw error;
   }
 }
@@ -663,7 +663,7 @@ function presentedCertificate(der: Uint8Array): PresentedCertificate {
     } catch (error) {
       return {
         ...withFormat,
-        binding: isRaTlsError(error, 'PUBKEY_MISMATCH') ? 'failed' : 'not-checked',
+        binding: isOwnRaTlsError(error, 'PUBKEY_MISMATCH') ? 'failed' : 'not-checked',
       };
     }
   } catch {
@@ -734,7 +734,7 @@ function asUsage<T>(make: () => T): T {
   try {
     return make();
   } catch (error) {
-    if (!isRaTlsError(error, 'BAD_CONFIG')) throw error;
+    if (!isOwnRaTlsError(error, 'BAD_CONFIG')) throw error;
     const message = inFlagTerms(error.message.replace(/\.$/, ''));
     throw usageError(message.replace(/--(\S+)\[\d+\]/g, '--$1'));
   }

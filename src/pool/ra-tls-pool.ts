@@ -8,8 +8,10 @@ import {
 } from '../cluster/leader-follower.js';
 import { HostSelector, parseHostList } from '../cluster/multi-host.js';
 import {
+  CONNECTION_OPTION_KEYS,
   type ConnectionSettings,
   type ConnectionSettingsInput,
+  PG_POOL_OPTION_KEYS,
   resolveConnectionSettings,
 } from '../config/connection-settings.js';
 import {
@@ -18,11 +20,16 @@ import {
   type AttestedSocket,
 } from '../connection/attested-connector.js';
 import { type PoolInternals, poolInternals } from '../connection/pg-internals.js';
-import { RaTlsClient, type RaTlsClientHooks } from '../connection/ra-tls-client.js';
-import { describeCause, isRaTlsError, RaTlsError } from '../errors.js';
+import {
+  CONNECTOR_OWNED,
+  RaTlsClient,
+  type RaTlsClientHooks,
+} from '../connection/ra-tls-client.js';
+import { describeCause, isOwnRaTlsError, RaTlsError } from '../errors.js';
 import type { Policy } from '../policy/types.js';
 import { Scope } from '../util/deadline.js';
 import { MAX_TIMER_MS, parseTimeout } from '../util/duration.js';
+import { assertKnownOptions } from '../util/known-options.js';
 import { Reattestation, type ReattestOutcome } from './reattestation.js';
 import { type ServerChangedEvent, type ServerChangeMode, ServerPin } from './server-pin.js';
 
@@ -39,6 +46,8 @@ export type PgPoolOptions = Pick<
   | 'maxLifetimeSeconds'
   | 'log'
   | 'onConnect'
+  | 'Promise'
+  | 'verify'
 >;
 
 /** Options of {@link RaTlsPool}. */
@@ -89,17 +98,20 @@ type PoolCallback = (
 type PooledClient = RaTlsClient & pg.PoolClient;
 
 const MIN_SWEEP_INTERVAL = 1000;
-const PASSED_THROUGH = [
-  'max',
-  'min',
-  'idleTimeoutMillis',
-  'allowExitOnIdle',
-  'maxUses',
-  'maxLifetimeSeconds',
-  'log',
-  'onConnect',
-  'connectionTimeoutMillis',
-] as const;
+const PASSED_THROUGH = PG_POOL_OPTION_KEYS;
+
+/**
+ * Every option {@link RaTlsPool} knows: the connection's, the attestation's,
+ * pg-pool's (passed on) and the pool's own. Anything else is a typo.
+ */
+export const POOL_OPTION_KEYS: readonly string[] = Object.freeze([
+  ...CONNECTION_OPTION_KEYS,
+  ...CONNECTOR_OWNED,
+  ...PASSED_THROUGH,
+  'reattestTimeout',
+  'onServerChange',
+  'cluster',
+]);
 
 /**
  * A node-postgres Pool (`instanceof pg.Pool` holds) whose every connection is
@@ -143,6 +155,14 @@ export class RaTlsPool extends pg.Pool {
         details: { option: 'options' },
       });
     }
+    if ((options as { Client?: unknown }).Client !== undefined) {
+      throw new RaTlsError(
+        'BAD_CONFIG',
+        'Client must not be set: every connection of a RaTlsPool is an attested RaTlsClient',
+        { details: { option: 'Client' } },
+      );
+    }
+    assertKnownOptions(options, POOL_OPTION_KEYS, 'createPool');
     const mode = options.onServerChange ?? 'reverify';
     if (mode !== 'reverify' && mode !== 'reject') {
       throw new RaTlsError(
@@ -437,13 +457,18 @@ export class RaTlsPool extends pg.Pool {
    */
   async #worthAnotherConnect(failure: unknown): Promise<boolean> {
     if (this.#follower !== undefined) {
-      if (isRaTlsError(failure, 'SERVER_CHANGED') && failure.details['reason'] === LEADER_CHANGED) {
+      if (
+        isOwnRaTlsError(failure, 'SERVER_CHANGED') &&
+        failure.details['reason'] === LEADER_CHANGED
+      ) {
         return true;
       }
       return this.#follower.refresh();
     }
     if (this.#multiHost) {
-      return !isRaTlsError(failure, 'NO_HOST_AVAILABLE') && !isRaTlsError(failure, 'POOL_ENDED');
+      return (
+        !isOwnRaTlsError(failure, 'NO_HOST_AVAILABLE') && !isOwnRaTlsError(failure, 'POOL_ENDED')
+      );
     }
     return false;
   }

@@ -9,6 +9,7 @@ import { parseQuote } from '../evidence/quote.js';
 import type { ParsedQuote } from '../evidence/types.js';
 import { bytesEqual, normalizeHex } from '../util/bytes.js';
 import { parseDuration } from '../util/duration.js';
+import { assertKnownOptions } from '../util/known-options.js';
 import { loadJose, readJwks, type TokenKeys, verifyAttestationToken } from './jwt.js';
 import {
   type RaTlsVerifier,
@@ -55,6 +56,17 @@ export interface IntelApiVerifierOptions {
   /** Clock for token time checks when `verify` gets no `now`; default `new Date()`. */
   readonly now?: () => Date;
 }
+
+const INTEL_API_VERIFIER_OPTION_KEYS = [
+  'apiKey',
+  'region',
+  'baseUrl',
+  'jwksUrl',
+  'requestTimeout',
+  'jwksCacheTtl',
+  'fetch',
+  'now',
+] as const satisfies readonly (keyof IntelApiVerifierOptions)[];
 
 const DEFAULT_REQUEST_TIMEOUT = '10s';
 const DEFAULT_JWKS_CACHE_TTL = '1h';
@@ -271,6 +283,7 @@ export class IntelApiVerifier implements RaTlsVerifier {
 
   /** Throws BAD_CONFIG for a missing API key or unusable options, before any I/O. */
   constructor(options: IntelApiVerifierOptions = {}) {
+    assertKnownOptions(options, INTEL_API_VERIFIER_OPTION_KEYS, 'IntelApiVerifier');
     const apiKey = options.apiKey ?? process.env[INTEL_API_KEY_ENV];
     if (apiKey === undefined || apiKey.trim() === '') {
       throw badConfig(
