@@ -53,6 +53,17 @@ describe('misspelled options are BAD_CONFIG with a suggestion, before any I/O', 
     );
   });
 
+  test('cluster options', () => {
+    assert.throws(
+      () =>
+        createPool({
+          connectionString,
+          cluster: { domain: 'db.example.com', signer: `0x${'ab'.repeat(20)}`, refreshEvry: '30s' },
+        } as never),
+      refusedNaming('cluster.refreshEvry', 'cluster.refreshEvery'),
+    );
+  });
+
   test('an option far from every known one lists the known ones', () => {
     assert.throws(
       () => createPool({ connectionString, somethingElse: 1 } as never),

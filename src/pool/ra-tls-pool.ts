@@ -100,6 +100,15 @@ type PooledClient = RaTlsClient & pg.PoolClient;
 const MIN_SWEEP_INTERVAL = 1000;
 const PASSED_THROUGH = PG_POOL_OPTION_KEYS;
 
+const CLUSTER_OPTION_KEYS = [
+  'domain',
+  'signer',
+  'resolver',
+  'refreshEvery',
+  'lookupTimeout',
+  'skew',
+] as const satisfies readonly (keyof ClusterOptions)[];
+
 /**
  * Every option {@link RaTlsPool} knows: the connection's, the attestation's,
  * pg-pool's (passed on) and the pool's own. Anything else is a typo.
@@ -178,7 +187,10 @@ export class RaTlsPool extends pg.Pool {
         details: { option: 'cluster' },
       });
     }
-    if (cluster !== undefined) recordName(cluster.domain);
+    if (cluster !== undefined) {
+      assertKnownOptions(cluster, CLUSTER_OPTION_KEYS, 'cluster', 'cluster.');
+      recordName(cluster.domain);
+    }
     const hostList = parseHostList(options.connectionString);
     if (cluster !== undefined && hostList !== undefined) {
       throw new RaTlsError(

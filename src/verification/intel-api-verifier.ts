@@ -337,9 +337,9 @@ export class IntelApiVerifier implements RaTlsVerifier {
     if (this.#keySet) return this.#keySet;
     const { createRemoteJWKSet, customFetch } = await loadJose();
     this.#keySet ??= createRemoteJWKSet(new URL(this.#config.jwksUrl), {
-      timeoutDuration: this.#config.timeoutMs,
+      timeoutDuration: Math.ceil(this.#config.timeoutMs),
       cacheMaxAge: this.#config.jwksTtlMs,
-      // The previous verifier refetched on every unknown kid; keep that (the API is the only token source).
+      // An unknown kid refetches at once, as before jose: tokens come only from the API we asked.
       cooldownDuration: 0,
       [customFetch]: () => this.#fetchJwks(),
     });
