@@ -111,8 +111,81 @@ export class RaTlsError extends Error {
   }
 }
 
-/** True when `error` is a {@link RaTlsError}, optionally with the given code. */
+/** How deep {@link findRaTlsError} looks through wrappers: far more than any ORM nests. */
+const MAX_WRAPPER_DEPTH = 8;
+
+/**
+ * Where query layers keep the error they wrap: `cause` (Drizzle's
+ * DrizzleQueryError, MikroORM's DriverException, standard Error), `parent` and
+ * `original` (Sequelize), `driverError` (TypeORM's QueryFailedError),
+ * `previous` (older MikroORM).
+ */
+const WRAPPED_ERROR_KEYS = ['cause', 'parent', 'original', 'driverError', 'previous'] as const;
+
+/**
+ * Prisma Client turns an error with a `code` into a PrismaClientKnownRequestError
+ * carrying that code and message, but not the error itself: rebuilt from them.
+ */
+function fromPrismaShape(value: object): RaTlsError | undefined {
+  const { name, code, message, meta } = value as Record<string, unknown>;
+  if (name !== 'PrismaClientKnownRequestError' || typeof code !== 'string') return undefined;
+  if (!Object.hasOwn(ErrorCodes, code) || typeof message !== 'string') return undefined;
+  return new RaTlsError(code as ErrorCode, message, {
+    cause: value,
+    ...(typeof meta === 'object' && meta !== null
+      ? { details: { ...(meta as Record<string, unknown>) } }
+      : {}),
+  });
+}
+
+/**
+ * The {@link RaTlsError} behind `error`: `error` itself, or the one a query
+ * layer wrapped it in (followed through `cause`, `parent`, `original`,
+ * `driverError` and `previous`, at most 8 levels, cycles ignored), or one
+ * rebuilt from a PrismaClientKnownRequestError that carries a pg-ra-tls code.
+ * Undefined when there is none.
+ */
+export function findRaTlsError(error: unknown): RaTlsError | undefined {
+  const seen = new Set<object>();
+  let layer: unknown[] = [error];
+  for (let depth = 0; depth <= MAX_WRAPPER_DEPTH && layer.length > 0; depth++) {
+    const next: unknown[] = [];
+    for (const value of layer) {
+      if (typeof value !== 'object' || value === null || seen.has(value)) continue;
+      seen.add(value);
+      if (value instanceof RaTlsError) return value;
+      const prisma = fromPrismaShape(value);
+      if (prisma !== undefined) return prisma;
+      for (const key of WRAPPED_ERROR_KEYS) {
+        let inner: unknown;
+        try {
+          inner = (value as Record<string, unknown>)[key];
+        } catch {
+          continue; // a throwing getter hides nothing of ours
+        }
+        if (inner !== undefined) next.push(inner);
+      }
+    }
+    layer = next;
+  }
+  return undefined;
+}
+
+/**
+ * True when `error` is a {@link RaTlsError}, or a query layer's error that
+ * wraps one (see {@link findRaTlsError}), optionally with the given code.
+ *
+ * The type narrows to RaTlsError, which is exact only for the error itself: a
+ * wrapper keeps its own `code` and `details`, so read a wrapped error through
+ * `findRaTlsError(error)` (`findRaTlsError(error)?.code`).
+ */
 export function isRaTlsError(error: unknown, code?: ErrorCode): error is RaTlsError {
+  const found = error instanceof RaTlsError ? error : findRaTlsError(error);
+  return found !== undefined && (code === undefined || found.code === code);
+}
+
+/** pg-ra-tls's own checks: `error` itself is a RaTlsError (with `code`), wrappers not followed. */
+export function isOwnRaTlsError(error: unknown, code?: ErrorCode): error is RaTlsError {
   return error instanceof RaTlsError && (code === undefined || error.code === code);
 }
 

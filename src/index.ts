@@ -55,7 +55,14 @@ export {
   type VerifyServerOptions,
   verifyServer,
 } from './connection/verify-server.js';
-export { describeCause, type ErrorCode, ErrorCodes, isRaTlsError, RaTlsError } from './errors.js';
+export {
+  describeCause,
+  type ErrorCode,
+  ErrorCodes,
+  findRaTlsError,
+  isRaTlsError,
+  RaTlsError,
+} from './errors.js';
 export { expectedReportData } from './evidence/binding.js';
 export { RA_TLS_OIDS, readRaTlsCertificate } from './evidence/certificate.js';
 export { parseQuote } from './evidence/quote.js';

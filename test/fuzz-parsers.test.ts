@@ -18,8 +18,8 @@ describe('fuzz: parsers only ever refuse with their own RaTlsError codes', () =>
     test(
       `${target.name}: ${numRuns} structured cases`,
       target.knownOpen === undefined ? {} : { todo: `known defect: ${target.knownOpen}` },
-      () => {
-        const stats = runFuzzTarget(target, { numRuns, seed: SEED });
+      async () => {
+        const stats = await runFuzzTarget(target, { numRuns, seed: SEED });
         assert.equal(stats.cases, numRuns);
         // The generators must reach both outcomes: a run in which every case is
         // refused at the first byte (or every case passes) tests nothing deep.

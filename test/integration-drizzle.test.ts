@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { DrizzleQueryError, eq, sql } from 'drizzle-orm';
 import { drizzle as nodePgDrizzle } from 'drizzle-orm/node-postgres';
+import { migrate as drizzleMigrate } from 'drizzle-orm/node-postgres/migrator';
 import { integer, pgTable, serial, text } from 'drizzle-orm/pg-core';
 import pg from 'pg';
-import { createPool, drizzle } from '../integrations/drizzle/index.js';
-import { isRaTlsError } from '../src/errors.js';
+import { createPool, drizzle, migrate } from '../integrations/drizzle/index.js';
+import { findRaTlsError, isRaTlsError } from '../src/errors.js';
 import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
 const orders = pgTable('orders', {
@@ -99,9 +101,12 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
   });
   try {
     await assert.rejects(db.select().from(orders), (error: unknown) => {
-      // Drizzle 0.44+ wraps driver errors in DrizzleQueryError; ours is its cause.
+      // Drizzle 0.44+ wraps driver errors in DrizzleQueryError; ours is its cause,
+      // and isRaTlsError / findRaTlsError see through the wrapper.
       assert.ok(error instanceof DrizzleQueryError);
-      return isRaTlsError(rootCause(error), 'MRTD_NOT_ALLOWED');
+      assert.ok(isRaTlsError(rootCause(error), 'MRTD_NOT_ALLOWED'));
+      assert.equal(findRaTlsError(error), error.cause);
+      return isRaTlsError(error, 'MRTD_NOT_ALLOWED');
     });
   } finally {
     stack().sidecar.reset();
@@ -110,4 +115,35 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
   const attempts = attemptsSince(stack(), seen);
   assert.equal(attempts.length, 1);
   assert.equal(attempts[0]?.bytesToUpstream, 0);
+});
+
+test("drizzle-kit migrations run on teesql as teesql_readwrite through pg-ra-tls/drizzle's migrate()", async () => {
+  // Given the teesql roles: teesql_readwrite creates tables in public, but no schema
+  const migrationsFolder = fileURLToPath(new URL('./fixtures/drizzle-migrations', import.meta.url));
+  const db = drizzle({
+    connection: { connectionString: stack().databaseUrl, ...stack().clientOptions },
+  });
+  try {
+    // When drizzle-orm's own migrate() runs, its CREATE SCHEMA IF NOT EXISTS is refused,
+    // even for the existing schema public (Postgres checks the privilege first)
+    for (const migrationsSchema of [undefined, 'public']) {
+      await assert.rejects(
+        drizzleMigrate(db, { migrationsFolder, ...(migrationsSchema ? { migrationsSchema } : {}) }),
+        (error: unknown) => (rootCause(error) as { code?: string }).code === '42501',
+      );
+    }
+    // Then pg-ra-tls/drizzle's migrate() applies every migration, once
+    await migrate(db, { migrationsFolder });
+    await migrate(db, { migrationsFolder });
+    const applied = await db.execute(
+      sql`select count(*)::int as n from public.__drizzle_migrations`,
+    );
+    assert.equal(applied.rows[0]?.['n'], 2);
+    await db.execute(sql`insert into invoices (customer, cents) values ('acme', 1200)`);
+    const rows = await db.execute(sql`select customer, cents, paid from invoices`);
+    assert.deepEqual(rows.rows, [{ customer: 'acme', cents: 1200, paid: false }]);
+  } finally {
+    await db.execute(sql`drop table if exists invoices, public.__drizzle_migrations`);
+    await db.$client.end();
+  }
 });

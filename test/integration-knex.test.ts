@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import type { Knex } from 'knex';
 import pg from 'pg';
 import { attestedPool, createPool, knex } from '../integrations/knex/index.js';
+import { isOwnRaTlsError } from '../src/errors.js';
 import { type AttestationReport, isRaTlsError, type RaTlsPool } from '../src/index.js';
 import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
@@ -105,10 +106,10 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
   try {
     // Knex hands the pool's error to the caller as it is.
     await assert.rejects(fresh('ledger').select(), (error: unknown) =>
-      isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
+      isOwnRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
     await assert.rejects(fresh.migrate.latest({ directory: migrations }), (error: unknown) =>
-      isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
+      isOwnRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
   } finally {
     stack().sidecar.reset();

@@ -4,7 +4,7 @@ import { type Generated, Kysely, sql } from 'kysely';
 import pg from 'pg';
 import { type RaTlsDialect, raTlsDialect } from '../integrations/kysely/index.js';
 import { createPool } from '../integrations/pg/index.js';
-import { isRaTlsError } from '../src/errors.js';
+import { isOwnRaTlsError, isRaTlsError } from '../src/errors.js';
 import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
 interface Database {
@@ -82,7 +82,7 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
   const seen = await presentForeignMrtd(stack());
   try {
     await assert.rejects(fresh.selectFrom('notes').selectAll().execute(), (error: unknown) =>
-      isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
+      isOwnRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
   } finally {
     stack().sidecar.reset();

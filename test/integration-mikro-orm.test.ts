@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EntitySchema, MikroORM } from '@mikro-orm/postgresql';
 import { mikroOrmOptions } from '../integrations/mikro-orm/index.js';
+import { isOwnRaTlsError } from '../src/errors.js';
 import { isRaTlsError, RaTlsClient, type RaTlsPoolOptions } from '../src/index.js';
 import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
@@ -137,7 +138,7 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
           await fresh.close(true);
         }
       },
-      (error: unknown) => isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
+      (error: unknown) => isOwnRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
   } finally {
     stack().sidecar.reset();

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pgPromise, { type IDatabase } from 'pg-promise';
 import { attestedPool, usePgRaTls } from '../integrations/pg-promise/index.js';
+import { isOwnRaTlsError } from '../src/errors.js';
 import { type AttestationReport, isRaTlsError, RaTlsClient } from '../src/index.js';
 import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
@@ -90,7 +91,7 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
   const seen = await presentForeignMrtd(stack());
   try {
     // pg-promise rejects with the pool's (or the client's) error as it is.
-    const refused = (error: unknown) => isRaTlsError(error, 'MRTD_NOT_ALLOWED');
+    const refused = (error: unknown) => isOwnRaTlsError(error, 'MRTD_NOT_ALLOWED');
     await assert.rejects(fresh.one('select 1 as one'), refused);
     await assert.rejects(fresh.connect({ direct: true }), refused);
   } finally {

@@ -6,10 +6,10 @@ import {
   type AttestationReport,
   createClient,
   createPool,
-  isRaTlsError,
   Pool,
   RaTlsClient,
 } from '../integrations/pg/index.js';
+import { isOwnRaTlsError } from '../src/errors.js';
 import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
 const stack = useLocalStack({
@@ -140,7 +140,7 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
   const pool = createPool({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   const client = createClient({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   try {
-    const refused = (error: unknown) => isRaTlsError(error, 'MRTD_NOT_ALLOWED');
+    const refused = (error: unknown) => isOwnRaTlsError(error, 'MRTD_NOT_ALLOWED');
     await assert.rejects(pool.query('select 1'), refused);
     await assert.rejects(client.connect(), refused);
   } finally {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import postgres from 'postgres';
 import { postgresOptions, raTlsPostgres } from '../integrations/postgres-js/index.js';
-import { isRaTlsError } from '../src/errors.js';
+import { isOwnRaTlsError, isRaTlsError } from '../src/errors.js';
 import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
 const stack = useLocalStack({
@@ -67,7 +67,7 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
   const sql = raTlsPostgres({ connectionString: stack().databaseUrl, ...stack().clientOptions });
   try {
     await assert.rejects(sql`select 1`, (error: unknown) =>
-      isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
+      isOwnRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
   } finally {
     stack().sidecar.reset();

@@ -5,7 +5,7 @@ import type { SqlQuery } from '@prisma/driver-adapter-utils';
 import pg from 'pg';
 import { createPool } from '../integrations/pg/index.js';
 import { prismaAdapter } from '../integrations/prisma/index.js';
-import { isRaTlsError } from '../src/errors.js';
+import { isOwnRaTlsError, isRaTlsError } from '../src/errors.js';
 import { RaTlsPool } from '../src/index.js';
 import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
@@ -111,7 +111,7 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
   try {
     // The adapter passes errors that are not Postgres', socket or TLS errors through unchanged.
     await assert.rejects(driver.queryRaw(query('select 1')), (error: unknown) =>
-      isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
+      isOwnRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
   } finally {
     stack().sidecar.reset();

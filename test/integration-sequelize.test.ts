@@ -10,7 +10,7 @@ import {
   Sequelize,
 } from 'sequelize';
 import { sequelizeOptions } from '../integrations/sequelize/index.js';
-import { isRaTlsError, RaTlsClient } from '../src/index.js';
+import { findRaTlsError, isRaTlsError, RaTlsClient } from '../src/index.js';
 import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
 function defineOrder(sequelize: Sequelize): ModelStatic<Model> {
@@ -126,9 +126,13 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
   );
   const seen = await presentForeignMrtd(stack());
   try {
-    // Sequelize wraps it in its ConnectionError; the RaTlsError is its parent.
+    // Sequelize wraps it in its ConnectionError; the RaTlsError is its parent (and
+    // original), which isRaTlsError / findRaTlsError follow.
     const refused = (error: unknown) =>
-      error instanceof ConnectionError && isRaTlsError(error.parent, 'MRTD_NOT_ALLOWED');
+      error instanceof ConnectionError &&
+      isRaTlsError(error.parent, 'MRTD_NOT_ALLOWED') &&
+      findRaTlsError(error) === error.parent &&
+      isRaTlsError(error, 'MRTD_NOT_ALLOWED');
     await assert.rejects(fresh.authenticate(), refused);
     await assert.rejects(defineOrder(fresh).count(), refused);
   } finally {

@@ -8,6 +8,7 @@ import {
   type QueryRunner,
 } from 'typeorm';
 import { attestedPool, typeormOptions } from '../integrations/typeorm/index.js';
+import { isOwnRaTlsError } from '../src/errors.js';
 import { type AttestationReport, isRaTlsError } from '../src/index.js';
 import { attemptsSince, presentForeignMrtd, useLocalStack } from './support/integration-stack.js';
 
@@ -162,12 +163,12 @@ test('a server with a foreign MRTD is refused with MRTD_NOT_ALLOWED and Postgres
   try {
     // TypeORM rejects initialize() with the pool's error as it is.
     await assert.rejects(fresh.initialize(), (error: unknown) =>
-      isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
+      isOwnRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
     // A running DataSource: the idle, attested connection still serves; a new one is refused.
     await held.connect();
     await assert.rejects(second.connect(), (error: unknown) =>
-      isRaTlsError(error, 'MRTD_NOT_ALLOWED'),
+      isOwnRaTlsError(error, 'MRTD_NOT_ALLOWED'),
     );
   } finally {
     stack().sidecar.reset();

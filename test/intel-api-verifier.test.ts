@@ -14,7 +14,7 @@ import {
   IntelApiVerifier,
   type IntelApiVerifierOptions,
 } from '../src/verification/intel-api-verifier.js';
-import { decodeJwt } from '../src/verification/jwt.js';
+import { localTokenKeys, verifyAttestationToken } from '../src/verification/jwt.js';
 
 const QUOTE = new Uint8Array(
   readFileSync(new URL('./fixtures/intel-tdx-v4/quote.bin', import.meta.url)),
@@ -308,10 +308,23 @@ describe('IntelApiVerifier configuration', () => {
   });
 });
 
-describe('decodeJwt', () => {
-  test('malformed tokens are TOKEN_INVALID, never a crash', () => {
+describe('verifyAttestationToken', () => {
+  test('malformed tokens are TOKEN_INVALID, never a crash', async () => {
+    const check = {
+      keys: await localTokenKeys({ keys: [] }),
+      jwksOrigin: 'https://portal.trustauthority.intel.com',
+      jwksUrl: 'https://portal.trustauthority.intel.com/certs',
+      now: new Date(),
+      clockToleranceMs: 60_000,
+    };
     for (const token of ['', 'a.b', 'a.b.c.d', '!!.e30.', 'e30.bm90IGpzb24.', 'W10.e30.']) {
-      assert.throws(() => decodeJwt(token), rejectsWith('TOKEN_INVALID'));
+      await assert.rejects(verifyAttestationToken(token, check), rejectsWith('TOKEN_INVALID'));
+    }
+  });
+
+  test('a document that is not a JWKS is TOKEN_INVALID', async () => {
+    for (const document of [null, [], {}, { keys: 'k' }]) {
+      await assert.rejects(localTokenKeys(document), rejectsWith('TOKEN_INVALID', /keys/));
     }
   });
 });

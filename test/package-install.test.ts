@@ -173,8 +173,9 @@ test('the package ships its license and source maps that carry their sources', a
   }
 });
 
-test('only pg-ra-tls/testing loads the test-certificate libraries', async () => {
-  const testOnly = ['@peculiar/x509', 'reflect-metadata', 'tsyringe'];
+test('only pg-ra-tls/testing loads the test-certificate libraries; jose waits for a token', async () => {
+  // jose is a dependency, loaded by the first IntelApiVerifier token check only.
+  const testOnly = ['@peculiar/x509', 'reflect-metadata', 'tsyringe', 'jose'];
   const subpaths = ['', '/kysely', '/pg', '/drizzle', '/prisma', '/postgres-js'];
   for (const subpath of subpaths) {
     const { stdout } = await exec(

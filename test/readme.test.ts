@@ -303,6 +303,10 @@ function expectations(code: string, stack: LocalStack): Expectation[] {
       holds: (stdout) => /\b[0-9a-f]{64}\b|\b(?:[0-9A-F]{2}:){31}[0-9A-F]{2}\b/.test(stdout),
     });
   }
+  // `console.log(x); // what it prints`: the comment is a promise to the reader.
+  for (const [, text] of code.matchAll(/console\.log\(.*\);\s*\/\/\s*(.+)$/gm)) {
+    prints('what its comment says', text!.trim());
+  }
   for (const [, value, name] of code.matchAll(/\bselect\s+(\d+)\s+as\s+(\w+)/gi)) {
     // A row prints as `{ ok: 1 }`, a column value alone as `1`.
     found.push({

@@ -11,6 +11,8 @@
  */
 import type { Socket } from 'node:net';
 import postgres from 'postgres';
+import { CONNECTION_OPTION_KEYS } from '../../src/config/connection-settings.js';
+import { CONNECTOR_OWNED } from '../../src/connection/ra-tls-client.js';
 import {
   type AttestationOptions,
   AttestedConnector,
@@ -19,6 +21,7 @@ import {
   RaTlsError,
   resolveConnectionSettings,
 } from '../../src/index.js';
+import { assertKnownOptions } from '../../src/util/known-options.js';
 
 type PostgresTypes = Record<string, postgres.PostgresType>;
 
@@ -110,6 +113,11 @@ export function postgresOptions(options: RaTlsPostgresOptions): RaTlsPostgresJsO
       );
     }
   }
+  assertKnownOptions(
+    attested,
+    [...CONNECTION_OPTION_KEYS, ...CONNECTOR_OWNED, 'postgres'],
+    'postgresOptions',
+  );
   const { settings, connector } = connectionSource(attested);
   const target = settings.endpoint;
   const startup: Record<string, string> = {};

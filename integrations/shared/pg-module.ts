@@ -20,7 +20,9 @@ import {
   type RaTlsPoolOptions,
   resolveConnectionSettings,
 } from '../../src/index.js';
+import { POOL_OPTION_KEYS } from '../../src/pool/ra-tls-pool.js';
 import { pinHooks, serverChangeMode, serverPinFor } from '../../src/pool/server-pin.js';
+import { assertKnownOptions } from '../../src/util/known-options.js';
 
 /** The parts of the `pg` module the ORMs use, with attested Pool and Client. */
 export interface AttestedPgModule {
@@ -126,6 +128,7 @@ export function boundPgModule(
     });
   }
   // Resolve now, so that configuration errors throw before any network I/O.
+  assertKnownOptions(options, POOL_OPTION_KEYS, `${ormName} (pg-ra-tls options)`);
   const { description } = resolveConnectionSettings(options);
   const mode = serverChangeMode(options.onServerChange);
   // Like a standalone RaTlsClient: the process-wide client identity unless one

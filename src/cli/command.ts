@@ -1,4 +1,4 @@
-import { describeCause, isRaTlsError, RaTlsError } from '../errors.js';
+import { describeCause, isOwnRaTlsError, RaTlsError } from '../errors.js';
 import { closestName } from '../util/did-you-mean.js';
 
 /** Where a command reads its environment and writes its output. */
@@ -54,7 +54,7 @@ export function parseArgsError(
 
 /** True for errors made by {@link usageError}. */
 export function isUsageError(error: unknown): boolean {
-  return isRaTlsError(error, 'BAD_CONFIG') && error.details['usage'] === true;
+  return isOwnRaTlsError(error, 'BAD_CONFIG') && error.details['usage'] === true;
 }
 
 /**

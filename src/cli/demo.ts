@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { type Generated, Kysely } from 'kysely';
 import { type RaTlsDialect, raTlsDialect } from '../../integrations/kysely/index.js';
-import { isRaTlsError } from '../errors.js';
+import { isOwnRaTlsError } from '../errors.js';
 import { createDstackIssuer } from '../testing/dstack-issuer.js';
 import { type LocalStack, startLocalStack } from '../testing/local-stack.js';
 import type { TeesqlRole } from '../testing/stack/postgres.js';
@@ -283,7 +283,7 @@ async function tamperedAttempt(
   } finally {
     stack.sidecar.reset();
   }
-  if (!isRaTlsError(refusal)) {
+  if (!isOwnRaTlsError(refusal)) {
     throw new Error(
       `a server presenting ${what} was expected to be refused with a RaTlsError`,
       refusal === undefined ? undefined : { cause: refusal },

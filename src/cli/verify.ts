@@ -11,7 +11,7 @@ import { DEFAULT_SIDECAR_PORT, resolveConnectionSettings } from '../config/conne
 import { maskConnectionString } from '../config/connection-string.js';
 import { parseHostPort } from '../config/server-address.js';
 import { inspectServer } from '../connection/inspect-server.js';
-import { describeCause, isRaTlsError, RaTlsError } from '../errors.js';
+import { describeCause, isOwnRaTlsError, RaTlsError } from '../errors.js';
 import { ClientIdentity } from '../identity/client-identity.js';
 import { resolveDstackEndpoint } from '../identity/dstack-endpoint.js';
 import { normalizePolicy, policyWarnings } from '../policy/policy.js';
@@ -492,7 +492,7 @@ function clientCertificateEndpoint(
   try {
     return resolveDstackEndpoint(undefined, env);
   } catch (error) {
-    if (isRaTlsError(error, 'MISSING_DSTACK_SOCKET')) return undefined;
+    if (isOwnRaTlsError(error, 'MISSING_DSTACK_SOCKET')) return undefined;
     throw error;
   }
 }
@@ -626,7 +626,7 @@ function asUsage<T>(make: () => T): T {
   try {
     return make();
   } catch (error) {
-    if (!isRaTlsError(error, 'BAD_CONFIG')) throw error;
+    if (!isOwnRaTlsError(error, 'BAD_CONFIG')) throw error;
     const message = inFlagTerms(error.message.replace(/\.$/, ''));
     throw usageError(message.replace(/--(\S+)\[\d+\]/g, '--$1'));
   }

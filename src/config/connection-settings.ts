@@ -3,6 +3,7 @@ import type { ClientConfig } from 'pg';
 import { RaTlsError } from '../errors.js';
 import { closestName } from '../util/did-you-mean.js';
 import { parseDuration, parseTimeout } from '../util/duration.js';
+import { assertKnownOptions } from '../util/known-options.js';
 import { type ParsedConnectionString, parseConnectionString } from './connection-string.js';
 import { checkTeesqlCredentials } from './credentials.js';
 
@@ -49,6 +50,52 @@ const SESSION_KEYS = [
   'pipeline',
 ] as const satisfies readonly (keyof PgSessionOptions)[];
 
+/**
+ * Every key {@link resolveConnectionSettings} knows: pg-ra-tls's own and each
+ * key of node-postgres's `ClientConfig`, so that a pg configuration moves over
+ * unchanged (the ones that would bypass the attested TLS are refused with
+ * their reason, the others are passed on).
+ */
+export const CONNECTION_OPTION_KEYS: readonly string[] = Object.freeze([
+  'connectionString',
+  'config',
+  'host',
+  'port',
+  'user',
+  'password',
+  'database',
+  'servername',
+  'allowCustomRoles',
+  'connectTimeout',
+  'handshakeTimeout',
+  'native',
+  'ssl',
+  'sslnegotiation',
+  'enableChannelBinding',
+  'stream',
+  ...SESSION_KEYS,
+]);
+
+/**
+ * pg-pool's options. A pool passes them on; a client ignores them, as
+ * `pg.Client` does, so one pg configuration serves both (pg-promise does that).
+ */
+export const PG_POOL_OPTION_KEYS = [
+  'max',
+  'min',
+  'idleTimeoutMillis',
+  'allowExitOnIdle',
+  'maxUses',
+  'maxLifetimeSeconds',
+  'log',
+  'onConnect',
+  'connectionTimeoutMillis',
+  'Promise',
+  'verify',
+] as const;
+
+const CONFIG_KEYS = ['host', 'port', 'user', 'password', 'database'] as const;
+
 /** Everything that decides the transport and the Postgres login of one connection. */
 export interface ConnectionSettingsInput extends ConnectionConfigInput, PgSessionOptions {
   /** `postgres://user:secret@host:5433/db` or libpq `host=... port=... user=...`. */
@@ -67,6 +114,10 @@ export interface ConnectionSettingsInput extends ConnectionConfigInput, PgSessio
   readonly native?: boolean;
   /** Refused unless false: pg-ra-tls carries Postgres in its own attested TLS. */
   readonly ssl?: unknown;
+  /** Refused: pg-ra-tls's TLS starts with the first byte, there is nothing to negotiate. */
+  readonly sslnegotiation?: unknown;
+  /** Refused unless false: it binds pg's own TLS, which pg-ra-tls replaces by an attested one. */
+  readonly enableChannelBinding?: boolean;
   /** Refused: the stream is the attested socket. */
   readonly stream?: unknown;
 }
@@ -162,6 +213,23 @@ export function resolveConnectionSettings(
       'ssl must not be set: pg-ra-tls carries Postgres inside its own attested TLS connection',
       { details: { option: 'ssl' } },
     );
+  }
+  if (input.sslnegotiation !== undefined) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      'sslnegotiation must not be set: pg-ra-tls speaks TLS from the first byte itself',
+      { details: { option: 'sslnegotiation' } },
+    );
+  }
+  if (input.enableChannelBinding !== undefined && input.enableChannelBinding !== false) {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      "enableChannelBinding must not be set: it binds pg's own TLS; pg-ra-tls binds the attestation to its TLS key instead",
+      { details: { option: 'enableChannelBinding' } },
+    );
+  }
+  if (input.config !== undefined && input.config !== null && typeof input.config === 'object') {
+    assertKnownOptions(input.config, CONFIG_KEYS, 'config', 'config.');
   }
   if (input.stream !== undefined) {
     throw new RaTlsError(

@@ -5,7 +5,7 @@ import type { AttestationReport } from '../attest/report.js';
 import { DEFAULT_SIDECAR_PORT, type Endpoint } from '../config/connection-settings.js';
 import { parseConnectionString } from '../config/connection-string.js';
 import { parseHostPort } from '../config/server-address.js';
-import { type ErrorCode, isRaTlsError, RaTlsError } from '../errors.js';
+import { type ErrorCode, isOwnRaTlsError, RaTlsError } from '../errors.js';
 import { checkBinding } from '../evidence/binding.js';
 import { readCertificateFacts, readRaTlsCertificate } from '../evidence/certificate.js';
 import { parseQuote } from '../evidence/quote.js';
@@ -163,7 +163,7 @@ async function inspect(
     return { endpoint, certificate, binding, report, policyRefused: false, timings };
   } catch (error) {
     const timings = { dialMs, verifyMs: performance.now() - verifyStarted };
-    const policyRefused = isRaTlsError(error) && POLICY_CODES.has(error.code);
+    const policyRefused = isOwnRaTlsError(error) && POLICY_CODES.has(error.code);
     const report = policyRefused
       ? await unpinnedReport(connector, der, issuers, options)
       : undefined;
@@ -226,7 +226,7 @@ export function presentedCertificate(der: Uint8Array): {
     return { certificate: facts, binding: 'verified' };
   } catch (error) {
     // Whatever could be read is shown; the verification reports why the rest could not.
-    const binding = isRaTlsError(error, 'PUBKEY_MISMATCH') ? 'failed' : 'not-checked';
+    const binding = isOwnRaTlsError(error, 'PUBKEY_MISMATCH') ? 'failed' : 'not-checked';
     return { certificate: facts, binding };
   }
 }

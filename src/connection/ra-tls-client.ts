@@ -1,8 +1,10 @@
 import pg from 'pg';
 import type { AttestationReport } from '../attest/report.js';
 import {
+  CONNECTION_OPTION_KEYS,
   type ConnectionSettings,
   type ConnectionSettingsInput,
+  PG_POOL_OPTION_KEYS,
   resolveConnectionSettings,
   toPgClientConfig,
 } from '../config/connection-settings.js';
@@ -14,6 +16,7 @@ import {
   setAttributes,
   withSpan,
 } from '../telemetry/tracing.js';
+import { assertKnownOptions } from '../util/known-options.js';
 import {
   type AttestationOptions,
   type AttestedConnector,
@@ -62,7 +65,7 @@ export interface RaTlsClientBinding {
 }
 
 /** AttestationOptions a shared connector owns (see AttestedConnector). */
-const CONNECTOR_OWNED = [
+export const CONNECTOR_OWNED = [
   'verifier',
   'policy',
   'reattestEvery',
@@ -74,6 +77,17 @@ const CONNECTOR_OWNED = [
   'clientCertLifetime',
   'logger',
 ] as const satisfies readonly (keyof AttestationOptions)[];
+
+/**
+ * Every option a standalone {@link RaTlsClient} knows: node-postgres's
+ * `ClientConfig`, and pg-pool's options, ignored as `pg.Client` ignores them.
+ */
+export const CLIENT_OPTION_KEYS: readonly string[] = Object.freeze([
+  ...CONNECTION_OPTION_KEYS,
+  ...PG_POOL_OPTION_KEYS,
+  ...CONNECTOR_OWNED,
+  'connector',
+]);
 
 type ConnectCallback = ((err: Error) => void) | ((err: null, client: pg.Client) => void);
 
@@ -320,6 +334,7 @@ function prepareBinding(options: RaTlsClientOptions): RaTlsClientBinding {
       details: { option: 'options' },
     });
   }
+  assertKnownOptions(options, CLIENT_OPTION_KEYS, 'RaTlsClient');
   const settings = resolveConnectionSettings(options);
   if (options.connector !== undefined) {
     // A shared connector carries its own verifier, policy and identity; these

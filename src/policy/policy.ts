@@ -2,6 +2,7 @@ import { RaTlsError } from '../errors.js';
 import type { KmsChainFacts } from '../evidence/certificate-chain.js';
 import type { AppIdentity, ParsedQuote } from '../evidence/types.js';
 import { normalizeHex } from '../util/bytes.js';
+import { assertKnownOptions } from '../util/known-options.js';
 import { TCB_STATUSES, type TcbStatus } from '../verification/verifier.js';
 import { checkKmsChain, normalizeKmsRoots } from './kms-roots.js';
 import { checkMeasurements, normalizeMeasurementSets } from './measurements.js';
@@ -35,14 +36,7 @@ export function normalizePolicy(policy?: Policy): NormalizedPolicy {
   if (typeof policy !== 'object' || Array.isArray(policy)) {
     throw badConfig('policy', 'must be an object');
   }
-  for (const key of Object.keys(policy)) {
-    if (!POLICY_KEYS.has(key)) {
-      throw badConfig(
-        `policy.${key}`,
-        `is not a policy option (expected one of ${[...POLICY_KEYS].join(', ')})`,
-      );
-    }
-  }
+  assertKnownOptions(policy, POLICY_KEYS, 'policy', 'policy.');
   const allowDebugMode = policy.allowDebugMode ?? false;
   if (typeof allowDebugMode !== 'boolean') {
     throw badConfig('policy.allowDebugMode', 'must be true or false');

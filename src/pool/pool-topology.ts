@@ -11,7 +11,8 @@ import {
   resolveConnectionSettings,
 } from '../config/connection-settings.js';
 import type { AttestedConnector, EndpointTarget } from '../connection/attested-connector.js';
-import { isRaTlsError, RaTlsError } from '../errors.js';
+import { isOwnRaTlsError, RaTlsError } from '../errors.js';
+import { assertKnownOptions } from '../util/known-options.js';
 
 /** Where a pool's connections go, as its options say. */
 export interface PoolTarget {
@@ -33,6 +34,15 @@ export interface TopologyEvents {
 /** The query a multi-host pool runs to learn a session's state. */
 export type SessionQuery = Parameters<HostSelector['checkSession']>[1];
 
+const CLUSTER_OPTION_KEYS = [
+  'domain',
+  'signer',
+  'resolver',
+  'refreshEvery',
+  'lookupTimeout',
+  'skew',
+] as const satisfies readonly (keyof ClusterOptions)[];
+
 /** `details.reason` of the SERVER_CHANGED that refuses a connection to a replaced leader. */
 const LEADER_CHANGED = 'leader-changed';
 
@@ -50,7 +60,10 @@ export function resolvePoolTarget(
       details: { option: 'cluster' },
     });
   }
-  if (cluster !== undefined) recordName(cluster.domain);
+  if (cluster !== undefined) {
+    assertKnownOptions(cluster, CLUSTER_OPTION_KEYS, 'cluster', 'cluster.');
+    recordName(cluster.domain);
+  }
   const hosts = parseHostList(options.connectionString);
   if (cluster !== undefined && hosts !== undefined) {
     throw new RaTlsError(
@@ -177,13 +190,18 @@ export class PoolTopology {
    */
   async worthAnotherConnect(failure: unknown): Promise<boolean> {
     if (this.#follower !== undefined) {
-      if (isRaTlsError(failure, 'SERVER_CHANGED') && failure.details['reason'] === LEADER_CHANGED) {
+      if (
+        isOwnRaTlsError(failure, 'SERVER_CHANGED') &&
+        failure.details['reason'] === LEADER_CHANGED
+      ) {
         return true;
       }
       return this.#follower.refresh();
     }
     if (this.#selector !== undefined) {
-      return !isRaTlsError(failure, 'NO_HOST_AVAILABLE') && !isRaTlsError(failure, 'POOL_ENDED');
+      return (
+        !isOwnRaTlsError(failure, 'NO_HOST_AVAILABLE') && !isOwnRaTlsError(failure, 'POOL_ENDED')
+      );
     }
     return false;
   }

@@ -1,11 +1,21 @@
 import pg from 'pg';
 import type { AttestationReport } from '../attest/report.js';
 import type { LeaderChangedEvent } from '../cluster/leader-follower.js';
-import type { ConnectionSettings } from '../config/connection-settings.js';
+import {
+  CONNECTION_OPTION_KEYS,
+  type ConnectionSettings,
+  PG_POOL_OPTION_KEYS,
+} from '../config/connection-settings.js';
 import type { AttestedConnector } from '../connection/attested-connector.js';
 import { type PoolInternals, poolInternals } from '../connection/pg-internals.js';
-import { RaTlsClient, type RaTlsClientBinding } from '../connection/ra-tls-client.js';
+import {
+  CONNECTOR_OWNED,
+  RaTlsClient,
+  type RaTlsClientBinding,
+} from '../connection/ra-tls-client.js';
+import { RaTlsError } from '../errors.js';
 import type { Policy } from '../policy/types.js';
+import { assertKnownOptions } from '../util/known-options.js';
 import {
   type AttestationFailedEvent,
   type DiscoveryFailedEvent,
@@ -28,6 +38,8 @@ export type PgPoolOptions = Pick<
   | 'maxLifetimeSeconds'
   | 'log'
   | 'onConnect'
+  | 'Promise'
+  | 'verify'
 >;
 
 /** Options of {@link RaTlsPool}; see {@link PoolAttestationOptions} for the pool's own. */
@@ -41,17 +53,20 @@ type PoolCallback = (
 
 type PooledClient = RaTlsClient & pg.PoolClient;
 
-const PASSED_THROUGH = [
-  'max',
-  'min',
-  'idleTimeoutMillis',
-  'allowExitOnIdle',
-  'maxUses',
-  'maxLifetimeSeconds',
-  'log',
-  'onConnect',
-  'connectionTimeoutMillis',
-] as const;
+const PASSED_THROUGH = PG_POOL_OPTION_KEYS;
+
+/**
+ * Every option {@link RaTlsPool} knows: the connection's, the attestation's,
+ * pg-pool's (passed on) and the pool's own. Anything else is a typo.
+ */
+export const POOL_OPTION_KEYS: readonly string[] = Object.freeze([
+  ...CONNECTION_OPTION_KEYS,
+  ...CONNECTOR_OWNED,
+  ...PASSED_THROUGH,
+  'reattestTimeout',
+  'onServerChange',
+  'cluster',
+]);
 
 /**
  * A node-postgres Pool (`instanceof pg.Pool` holds) whose every connection is
@@ -79,6 +94,16 @@ export class RaTlsPool extends pg.Pool {
   readonly #attestation: PoolAttestation<PooledClient>;
 
   constructor(options: RaTlsPoolOptions) {
+    if (options !== null && typeof options === 'object') {
+      if ((options as { Client?: unknown }).Client !== undefined) {
+        throw new RaTlsError(
+          'BAD_CONFIG',
+          'Client must not be set: every connection of a RaTlsPool is an attested RaTlsClient',
+          { details: { option: 'Client' } },
+        );
+      }
+      assertKnownOptions(options, POOL_OPTION_KEYS, 'createPool');
+    }
     // pg-pool, read lazily: it exists once super() returns, before anything runs.
     let internals: PoolInternals | undefined;
     const attestation: PoolAttestation<PooledClient> = new PoolAttestation(options, {

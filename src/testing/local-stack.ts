@@ -17,6 +17,7 @@ import { DEFAULT_ACCEPTABLE_TCB_STATUSES, normalizePolicy } from '../policy/poli
 import type { Policy } from '../policy/types.js';
 import { sha256, toHex } from '../util/bytes.js';
 import { parseDuration } from '../util/duration.js';
+import { assertKnownOptions } from '../util/known-options.js';
 import { DcapVerifier } from '../verification/dcap-verifier.js';
 import type { RaTlsVerifier, TcbStatus } from '../verification/verifier.js';
 import type { TcbLevelStatus } from './authority/tcb-info.js';
@@ -234,7 +235,21 @@ class Cleanups {
  * sidecar. A failed start releases whatever had started and rejects with a
  * RaTlsError (LOCAL_STACK_FAILED, or BAD_CONFIG for bad options).
  */
+const LOCAL_STACK_OPTION_KEYS = [
+  'postgres',
+  'gateway',
+  'identity',
+  'clientIdentity',
+  'legacyCertificates',
+  'debug',
+  'tcbStatus',
+  'certificateLifetime',
+  'guestAgentSocket',
+  'logger',
+] as const satisfies readonly (keyof LocalStackOptions)[];
+
 export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {
+  assertKnownOptions(options, LOCAL_STACK_OPTION_KEYS, 'startLocalStack');
   const started = performance.now();
   const log = options.logger ?? (() => {});
   const lifetimeMs =

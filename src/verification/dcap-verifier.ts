@@ -9,6 +9,7 @@ import { constants as qvlConstants } from '@phala/dcap-qvl';
 import { describeCause, RaTlsError } from '../errors.js';
 import { fromHex } from '../util/bytes.js';
 import { parseDuration } from '../util/duration.js';
+import { assertKnownOptions } from '../util/known-options.js';
 import { pemBlocks } from '../util/pem.js';
 import {
   type Collateral,
@@ -56,6 +57,18 @@ export interface OfflineVerifyOptions {
   readonly minTcbEvaluationDataNumber?: number;
 }
 
+const DCAP_VERIFIER_OPTION_KEYS = [
+  'engine',
+  'rootCa',
+  'logger',
+  'minTcbEvaluationDataNumber',
+  'pccsUrl',
+  'collateral',
+  'requestTimeout',
+  'fetch',
+  'collateralMaxAge',
+] as const satisfies readonly (keyof DcapVerifierOptions)[];
+
 /** Options of {@link DcapVerifier}. */
 export interface DcapVerifierOptions extends OfflineVerifyOptions {
   /** PCCS v4 base URL. Default Intel PCS `https://api.trustedservices.intel.com`. */
@@ -98,6 +111,7 @@ export class DcapVerifier implements RaTlsVerifier {
   readonly #cache: CollateralCache | undefined;
 
   constructor(options: DcapVerifierOptions = {}) {
+    assertKnownOptions(options, DCAP_VERIFIER_OPTION_KEYS, 'DcapVerifier');
     this.#setup = engineSetup(options);
     this.name = `dcap:${this.#setup.choice}`;
     if (options.collateral !== undefined) {

@@ -4,21 +4,13 @@
  * against the PINNED JWKS of the chosen region (docs/protocol.md §6). Binding,
  * RTMR3 replay and policy stay with pg-ra-tls, as for every verifier.
  */
-import type { KeyObject } from 'node:crypto';
-import { performance } from 'node:perf_hooks';
 import { describeCause, RaTlsError } from '../errors.js';
 import { parseQuote } from '../evidence/quote.js';
 import type { ParsedQuote } from '../evidence/types.js';
 import { bytesEqual, normalizeHex } from '../util/bytes.js';
 import { parseDuration } from '../util/duration.js';
-import {
-  acceptedAlgorithm,
-  checkTokenTimes,
-  type DecodedJwt,
-  decodeJwt,
-  parseJwks,
-  verifyJwtSignature,
-} from './jwt.js';
+import { assertKnownOptions } from '../util/known-options.js';
+import { loadJose, readJwks, type TokenKeys, verifyAttestationToken } from './jwt.js';
 import {
   type RaTlsVerifier,
   TCB_STATUSES,
@@ -64,6 +56,17 @@ export interface IntelApiVerifierOptions {
   /** Clock for token time checks when `verify` gets no `now`; default `new Date()`. */
   readonly now?: () => Date;
 }
+
+const INTEL_API_VERIFIER_OPTION_KEYS = [
+  'apiKey',
+  'region',
+  'baseUrl',
+  'jwksUrl',
+  'requestTimeout',
+  'jwksCacheTtl',
+  'fetch',
+  'now',
+] as const satisfies readonly (keyof IntelApiVerifierOptions)[];
 
 const DEFAULT_REQUEST_TIMEOUT = '10s';
 const DEFAULT_JWKS_CACHE_TTL = '1h';
@@ -276,11 +279,11 @@ export class IntelApiVerifier implements RaTlsVerifier {
   readonly #config: ResolvedConfig;
   readonly #fetch: typeof fetch;
   readonly #now: () => Date;
-  #jwks: { readonly keys: Map<string, KeyObject>; readonly fetchedAt: number } | undefined;
-  #jwksFetch: Promise<Map<string, KeyObject>> | undefined;
+  #keySet: TokenKeys | undefined;
 
   /** Throws BAD_CONFIG for a missing API key or unusable options, before any I/O. */
   constructor(options: IntelApiVerifierOptions = {}) {
+    assertKnownOptions(options, INTEL_API_VERIFIER_OPTION_KEYS, 'IntelApiVerifier');
     const apiKey = options.apiKey ?? process.env[INTEL_API_KEY_ENV];
     if (apiKey === undefined || apiKey.trim() === '') {
       throw badConfig(
@@ -308,76 +311,42 @@ export class IntelApiVerifier implements RaTlsVerifier {
     // Parsed first: a malformed quote fails here, before anything is sent to Intel.
     const parsed = parseQuote(quote);
     const token = await this.#requestToken(quote, options.signal);
-    const jwt = decodeJwt(token);
-    const alg = acceptedAlgorithm(jwt.header);
-    this.#checkJku(jwt);
-    const kid = jwt.header['kid'];
-    if (typeof kid !== 'string' || kid === '') {
-      throw tokenInvalid('The attestation token header names no key id (kid)');
-    }
-    const key = await this.#signingKey(kid);
-    if (!verifyJwtSignature(jwt, alg, key)) {
-      throw tokenInvalid(
-        `The attestation token signature does not verify with key ${kid} of ${this.#config.jwksUrl}`,
-        { kid },
-      );
-    }
-    const validUntil = checkTokenTimes(jwt.payload, now.getTime(), CLOCK_SKEW_MS);
-    const result = verificationResultFromClaims(jwt.payload, validUntil);
+    const { payload, expMs } = await verifyAttestationToken(token, {
+      keys: await this.#keys(),
+      jwksOrigin: this.#config.jwksOrigin,
+      jwksUrl: this.#config.jwksUrl,
+      now,
+      clockToleranceMs: CLOCK_SKEW_MS,
+    });
+    const result = verificationResultFromClaims(payload, expMs);
     assertSameQuote(result, parsed);
     return result;
   }
 
   /** Forgets cached signing keys. */
   close(): void {
-    this.#jwks = undefined;
+    this.#keySet = undefined;
   }
 
-  /** docs/protocol.md §6: the token's own `jku` must name the pinned JWKS origin. */
-  #checkJku(jwt: DecodedJwt): void {
-    const jku = jwt.header['jku'];
-    let origin: string | undefined;
-    try {
-      origin = typeof jku === 'string' ? new URL(jku).origin : undefined;
-    } catch {
-      origin = undefined;
-    }
-    if (origin !== this.#config.jwksOrigin) {
-      const shown = typeof jku === 'string' ? jku.slice(0, 200) : String(jku);
-      throw tokenInvalid(
-        `The attestation token names key set ${JSON.stringify(shown)}, not the pinned ${this.#config.jwksOrigin}; refusing it (set jwksUrl only if you run your own Trust Authority)`,
-        { jku: shown },
-      );
-    }
-  }
-
-  /** Cached key by kid; a stale cache or an unknown kid triggers exactly one refetch. */
-  async #signingKey(kid: string): Promise<KeyObject> {
-    const cached = this.#jwks;
-    if (cached && performance.now() - cached.fetchedAt < this.#config.jwksTtlMs) {
-      const key = cached.keys.get(kid);
-      if (key) return key;
-    }
-    const keys = await this.#refreshJwks();
-    const key = keys.get(kid);
-    if (!key) {
-      throw tokenInvalid(
-        `The attestation token is signed with key ${kid}, which ${this.#config.jwksUrl} does not publish`,
-        { kid },
-      );
-    }
-    return key;
-  }
-
-  #refreshJwks(): Promise<Map<string, KeyObject>> {
-    // Concurrent verifications share one JWKS request.
-    this.#jwksFetch ??= this.#fetchJwks().finally(() => {
-      this.#jwksFetch = undefined;
+  /**
+   * jose's remote key set over the pinned JWKS URL: keys cached for
+   * jwksCacheTtl, an unknown kid refetches once, concurrent refetches share
+   * one request. The request itself is ours (timeout, size cap, no redirects).
+   */
+  async #keys(): Promise<TokenKeys> {
+    if (this.#keySet) return this.#keySet;
+    const { createRemoteJWKSet, customFetch } = await loadJose();
+    this.#keySet ??= createRemoteJWKSet(new URL(this.#config.jwksUrl), {
+      timeoutDuration: Math.ceil(this.#config.timeoutMs),
+      cacheMaxAge: this.#config.jwksTtlMs,
+      // An unknown kid refetches at once, as before jose: tokens come only from the API we asked.
+      cooldownDuration: 0,
+      [customFetch]: () => this.#fetchJwks(),
     });
-    return this.#jwksFetch;
+    return this.#keySet;
   }
 
-  async #fetchJwks(): Promise<Map<string, KeyObject>> {
+  async #fetchJwks(): Promise<Response> {
     const what = `The JWKS at ${this.#config.jwksUrl}`;
     const { status, body } = await this.#send(
       this.#config.jwksUrl,
@@ -395,9 +364,10 @@ export class IntelApiVerifier implements RaTlsVerifier {
     } catch {
       throw tokenInvalid(`${what} is not JSON; check jwksUrl`);
     }
-    const keys = parseJwks(document);
-    this.#jwks = { keys, fetchedAt: performance.now() };
-    return keys;
+    return new Response(JSON.stringify(readJwks(document)), {
+      status: 200,
+      headers: { 'content-type': 'application/json' },
+    });
   }
 
   async #requestToken(quote: Uint8Array, signal: AbortSignal | undefined): Promise<string> {

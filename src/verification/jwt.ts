@@ -1,10 +1,14 @@
 /**
- * Minimal JWS (compact JWT) checking with node:crypto, for the attestation
- * tokens of Intel Trust Authority (docs/protocol.md §6). Pure: no I/O, no clock.
- * Only the RSA algorithms Trust Authority signs with are accepted, so neither
- * `none` nor an HMAC "signed" with a public key can ever pass.
+ * Intel Trust Authority attestation tokens (docs/protocol.md §6), checked with
+ * `jose`: signature, algorithm allowlist, key selection by `kid`, `exp`/`nbf`
+ * with clock tolerance. What jose does not know stays here: the token size
+ * cap, the pinned JWKS origin (a token naming a foreign `jku` is refused before
+ * any key is looked up), and the mapping of every failure to TOKEN_INVALID.
+ *
+ * jose is imported on first use only, so `import 'pg-ra-tls'` does not load it.
  */
-import { constants, createPublicKey, type KeyObject, verify } from 'node:crypto';
+import type * as Jose from 'jose';
+import type { JSONWebKeySet, JWSHeaderParameters, JWTPayload, JWTVerifyGetKey } from 'jose';
 import { RaTlsError } from '../errors.js';
 
 /** The token signing algorithms Intel Trust Authority uses (docs/protocol.md §6). */
@@ -13,176 +17,229 @@ export const ACCEPTED_JWT_ALGORITHMS = ['PS384', 'RS256'] as const;
 /** One of {@link ACCEPTED_JWT_ALGORITHMS}. */
 export type JwtAlgorithm = (typeof ACCEPTED_JWT_ALGORITHMS)[number];
 
-/** A compact JWS split into its parts; nothing in it is trusted yet. */
-export interface DecodedJwt {
-  readonly header: Readonly<Record<string, unknown>>;
-  readonly payload: Readonly<Record<string, unknown>>;
-  /** `base64url(header) "." base64url(payload)`: the bytes the signature covers. */
-  readonly signingInput: string;
-  readonly signature: Uint8Array;
-}
-
 /** Largest token accepted; real Trust Authority tokens are a few KiB. */
-const MAX_TOKEN_LENGTH = 256 * 1024;
-const BASE64URL = /^[A-Za-z0-9_-]*$/;
+export const MAX_TOKEN_LENGTH = 256 * 1024;
 
-function tokenInvalid(message: string, details: Record<string, unknown> = {}): RaTlsError {
-  return new RaTlsError('TOKEN_INVALID', message, { details });
+/** Keys a token is checked against: jose's key selection over a JWKS. */
+export type TokenKeys = JWTVerifyGetKey;
+
+let jose: Promise<typeof Jose> | undefined;
+
+/** jose, loaded once on first use. */
+export function loadJose(): Promise<typeof Jose> {
+  jose ??= import('jose');
+  return jose;
 }
 
-function decodeJsonPart(part: string, name: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
-  } catch {
-    throw tokenInvalid(`The attestation token ${name} is not valid base64url JSON`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw tokenInvalid(`The attestation token ${name} is not a JSON object`);
-  }
-  return value as Record<string, unknown>;
+function tokenInvalid(
+  message: string,
+  details: Record<string, unknown> = {},
+  cause?: unknown,
+): RaTlsError {
+  return new RaTlsError('TOKEN_INVALID', message, { details, cause });
 }
 
-/**
- * Splits and decodes a compact JWS. Throws TOKEN_INVALID for anything that is
- * not three base64url parts with JSON-object header and payload.
- */
-export function decodeJwt(token: string): DecodedJwt {
-  if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
-    throw tokenInvalid('The attestation token is empty, not a string, or too large');
-  }
-  const parts = token.split('.');
-  if (parts.length !== 3 || !parts.every((part) => BASE64URL.test(part))) {
-    throw tokenInvalid('The attestation token is not a compact JWS (three base64url parts)');
-  }
-  const [headerPart, payloadPart, signaturePart] = parts as [string, string, string];
-  return {
-    header: decodeJsonPart(headerPart, 'header'),
-    payload: decodeJsonPart(payloadPart, 'payload'),
-    signingInput: `${headerPart}.${payloadPart}`,
-    signature: new Uint8Array(Buffer.from(signaturePart, 'base64url')),
-  };
+function isAcceptedAlgorithm(alg: unknown): alg is JwtAlgorithm {
+  return typeof alg === 'string' && (ACCEPTED_JWT_ALGORITHMS as readonly string[]).includes(alg);
 }
 
 /**
- * The token's `alg`, if it is one we accept; TOKEN_INVALID otherwise
- * (`none`, every HS*, ES*, and anything unknown are refused).
+ * Checks that `document` is a JWKS and returns the copy jose gets. A key
+ * labelled with one of the accepted algorithms loses that label, so one RSA key
+ * serves both (as Trust Authority signs with whichever the request asks for):
+ * the algorithm is pinned by the allowlist, never by the key set. Keys labelled
+ * for anything else keep their label, and jose never uses them for ours.
  */
-export function acceptedAlgorithm(header: Readonly<Record<string, unknown>>): JwtAlgorithm {
-  const alg = header['alg'];
-  if (typeof alg === 'string' && (ACCEPTED_JWT_ALGORITHMS as readonly string[]).includes(alg)) {
-    return alg as JwtAlgorithm;
-  }
-  throw tokenInvalid(
-    `The attestation token uses algorithm ${JSON.stringify(alg)}; only ${ACCEPTED_JWT_ALGORITHMS.join(' and ')} are accepted`,
-    { alg: typeof alg === 'string' ? alg : String(alg) },
-  );
-}
-
-/**
- * Checks the RSA signature of `jwt` with `key` under `alg`. Returns false for
- * a wrong signature; never throws for malformed signatures or unusable keys.
- */
-export function verifyJwtSignature(jwt: DecodedJwt, alg: JwtAlgorithm, key: KeyObject): boolean {
-  if (key.asymmetricKeyType !== 'rsa') return false;
-  const data = Buffer.from(jwt.signingInput, 'ascii');
-  try {
-    if (alg === 'PS384') {
-      // RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash.
-      return verify(
-        'sha384',
-        data,
-        { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 },
-        jwt.signature,
-      );
-    }
-    return verify('sha256', data, { key, padding: constants.RSA_PKCS1_PADDING }, jwt.signature);
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Parses a JWKS document into RSA public keys by `kid`. Keys that are not RSA,
- * have no kid, or do not import are skipped; a document that is not a JWKS at
- * all is TOKEN_INVALID.
- */
-export function parseJwks(document: unknown): Map<string, KeyObject> {
+export function readJwks(document: unknown): JSONWebKeySet {
   const keys =
-    typeof document === 'object' && document !== null
+    typeof document === 'object' && document !== null && !Array.isArray(document)
       ? (document as Record<string, unknown>)['keys']
       : undefined;
   if (!Array.isArray(keys)) {
     throw tokenInvalid('The JWKS document has no "keys" array');
   }
-  const byKid = new Map<string, KeyObject>();
-  for (const jwk of keys) {
-    if (typeof jwk !== 'object' || jwk === null) continue;
-    const { kid, kty, n, e } = jwk as Record<string, unknown>;
-    if (
-      typeof kid !== 'string' ||
-      kty !== 'RSA' ||
-      typeof n !== 'string' ||
-      typeof e !== 'string'
-    ) {
-      continue;
-    }
-    try {
-      byKid.set(kid, createPublicKey({ key: { kty, n, e }, format: 'jwk' }));
-    } catch {
-      // A key that does not import cannot verify anything; the others still can.
-    }
+  return {
+    keys: keys
+      .filter((jwk): jwk is Record<string, unknown> => typeof jwk === 'object' && jwk !== null)
+      .map((jwk) => {
+        if (!isAcceptedAlgorithm(jwk['alg'])) return jwk;
+        const { alg: _label, ...rest } = jwk;
+        return rest;
+      }),
+  } as JSONWebKeySet;
+}
+
+/** jose's key selection over a JWKS document already in hand (no fetching, no cache). */
+export async function localTokenKeys(document: unknown): Promise<TokenKeys> {
+  const jwks = readJwks(document);
+  const { createLocalJWKSet } = await loadJose();
+  try {
+    return createLocalJWKSet(jwks);
+  } catch (error) {
+    throw tokenInvalid('The JWKS document is malformed', {}, error);
   }
-  return byKid;
+}
+
+/** What the caller pins a token to. */
+export interface TokenCheck {
+  /** Key selection (jose's local or remote JWKS set). */
+  readonly keys: TokenKeys;
+  /** The only origin whose key set a token may name in `jku`. */
+  readonly jwksOrigin: string;
+  /** For messages: where the keys come from. */
+  readonly jwksUrl: string;
+  /** The time the token is judged at. */
+  readonly now: Date;
+  /** Tolerated clock drift for `exp`, `nbf` and `iat`, in ms. */
+  readonly clockToleranceMs: number;
+}
+
+/** A token whose signature and times were checked. */
+export interface VerifiedToken {
+  readonly header: Readonly<JWSHeaderParameters>;
+  readonly payload: Readonly<JWTPayload>;
+  /** `exp` in ms since the epoch. */
+  readonly expMs: number;
 }
 
 /** ISO time for a message; absurd values (outside Date's range) are shown as numbers. */
-function isoTime(ms: number): string {
-  const date = new Date(ms);
-  return Number.isNaN(date.getTime()) ? `${ms / 1000} (Unix seconds)` : date.toISOString();
+function isoTime(seconds: unknown): string {
+  const date = new Date(Number(seconds) * 1000);
+  return Number.isNaN(date.getTime()) ? `${String(seconds)} (Unix seconds)` : date.toISOString();
+}
+
+/** The header, read before any key is looked up: alg allowlist, pinned jku, a kid. */
+function checkHeader(jose: typeof Jose, token: string, check: TokenCheck): JWSHeaderParameters {
+  if (token.split('.').length !== 3) {
+    throw tokenInvalid('The attestation token is not a compact JWS (three base64url parts)');
+  }
+  let header: JWSHeaderParameters;
+  try {
+    header = jose.decodeProtectedHeader(token) as JWSHeaderParameters;
+  } catch (error) {
+    throw tokenInvalid('The attestation token header is not valid base64url JSON', {}, error);
+  }
+  const { alg, jku, kid } = header;
+  if (!isAcceptedAlgorithm(alg)) {
+    throw tokenInvalid(
+      `The attestation token uses algorithm ${JSON.stringify(alg)}; only ${ACCEPTED_JWT_ALGORITHMS.join(' and ')} are accepted`,
+      { alg: typeof alg === 'string' ? alg.slice(0, 40) : String(alg) },
+    );
+  }
+  // docs/protocol.md §6: keys come only from the pinned JWKS; the token's own jku must name it.
+  let origin: string | undefined;
+  try {
+    origin = typeof jku === 'string' ? new URL(jku).origin : undefined;
+  } catch {
+    origin = undefined;
+  }
+  if (origin !== check.jwksOrigin) {
+    const shown = typeof jku === 'string' ? jku.slice(0, 200) : String(jku);
+    throw tokenInvalid(
+      `The attestation token names key set ${JSON.stringify(shown)}, not the pinned ${check.jwksOrigin}; refusing it (set jwksUrl only if you run your own Trust Authority)`,
+      { jku: shown },
+    );
+  }
+  if (typeof kid !== 'string' || kid === '') {
+    throw tokenInvalid('The attestation token header names no key id (kid)');
+  }
+  return header;
+}
+
+/** One TOKEN_INVALID (or the key set's own RaTlsError) for whatever jose refused. */
+function fromJose(jose: typeof Jose, error: unknown, kid: string, check: TokenCheck): RaTlsError {
+  if (error instanceof RaTlsError) return error;
+  const { errors } = jose;
+  if (error instanceof errors.JWTExpired) {
+    const exp = error.payload['exp'];
+    return tokenInvalid(
+      `The attestation token expired at ${isoTime(exp)}; check the system clock or request a new token`,
+      { exp },
+      error,
+    );
+  }
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    const { claim, reason } = error;
+    if (claim === 'nbf' && reason === 'check_failed') {
+      const nbf = error.payload['nbf'];
+      return tokenInvalid(
+        `The attestation token is not valid before ${isoTime(nbf)}; check the system clock`,
+        { nbf },
+        error,
+      );
+    }
+    if (claim === 'exp') {
+      return tokenInvalid('The attestation token has no numeric "exp" claim', {}, error);
+    }
+    return tokenInvalid(
+      `The attestation token claim "${claim}" is invalid (${error.message})`,
+      { claim },
+      error,
+    );
+  }
+  if (error instanceof errors.JWKSNoMatchingKey) {
+    return tokenInvalid(
+      `The attestation token is signed with key ${kid}, which ${check.jwksUrl} does not publish (as an RSA signing key)`,
+      { kid },
+      error,
+    );
+  }
+  if (error instanceof errors.JWSSignatureVerificationFailed) {
+    return tokenInvalid(
+      `The attestation token signature does not verify with key ${kid} of ${check.jwksUrl}`,
+      { kid },
+      error,
+    );
+  }
+  if (error instanceof errors.JWKSTimeout) {
+    return new RaTlsError(
+      'INTEL_API_ERROR',
+      `The JWKS at ${check.jwksUrl} timed out; raise requestTimeout or check connectivity`,
+      { cause: error },
+    );
+  }
+  if (error instanceof errors.JWKSInvalid || error instanceof errors.JWKInvalid) {
+    return tokenInvalid(`The JWKS at ${check.jwksUrl} is malformed`, { kid }, error);
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return tokenInvalid(`The attestation token is invalid: ${message.slice(0, 200)}`, {}, error);
 }
 
 /**
- * Checks `exp` (required), `nbf` and `iat` against `nowMs` with `skewMs` of
- * tolerance for clock drift. Returns `exp` in ms since epoch.
+ * Verifies a compact JWT from Trust Authority: size, header (algorithm, pinned
+ * `jku`, `kid`), then jose's signature and time checks under `check.keys`, and
+ * `iat` not in the future. Throws TOKEN_INVALID (INTEL_API_ERROR when the key
+ * set cannot be fetched).
  */
-export function checkTokenTimes(
-  payload: Readonly<Record<string, unknown>>,
-  nowMs: number,
-  skewMs: number,
-): number {
-  const { exp, nbf, iat } = payload;
-  if (typeof exp !== 'number' || !Number.isFinite(exp)) {
-    throw tokenInvalid('The attestation token has no numeric "exp" claim');
+export async function verifyAttestationToken(
+  token: string,
+  check: TokenCheck,
+): Promise<VerifiedToken> {
+  if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
+    throw tokenInvalid('The attestation token is empty, not a string, or too large');
   }
-  const expMs = exp * 1000;
-  if (nowMs > expMs + skewMs) {
+  const jose = await loadJose();
+  const header = checkHeader(jose, token, check);
+  const kid = header.kid as string;
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jose.jwtVerify(token, check.keys, {
+      algorithms: [...ACCEPTED_JWT_ALGORITHMS],
+      clockTolerance: check.clockToleranceMs / 1000,
+      currentDate: check.now,
+      requiredClaims: ['exp'],
+    }));
+  } catch (error) {
+    throw fromJose(jose, error, kid, check);
+  }
+  const nowMs = check.now.getTime();
+  // jose checks iat only against a maximum age; a token from the future is refused here.
+  const { iat, exp } = payload;
+  if (iat !== undefined && iat * 1000 > nowMs + check.clockToleranceMs) {
     throw tokenInvalid(
-      `The attestation token expired at ${isoTime(expMs)}; check the system clock or request a new token`,
-      { exp },
+      `The attestation token was issued in the future (${isoTime(iat)}); check the system clock`,
+      { iat },
     );
   }
-  if (nbf !== undefined) {
-    if (typeof nbf !== 'number' || !Number.isFinite(nbf)) {
-      throw tokenInvalid('The attestation token "nbf" claim is not a number');
-    }
-    if (nowMs < nbf * 1000 - skewMs) {
-      throw tokenInvalid(
-        `The attestation token is not valid before ${isoTime(nbf * 1000)}; check the system clock`,
-        { nbf },
-      );
-    }
-  }
-  if (iat !== undefined) {
-    if (typeof iat !== 'number' || !Number.isFinite(iat)) {
-      throw tokenInvalid('The attestation token "iat" claim is not a number');
-    }
-    if (iat * 1000 > nowMs + skewMs) {
-      throw tokenInvalid(
-        `The attestation token was issued in the future (${isoTime(iat * 1000)}); check the system clock`,
-        { iat },
-      );
-    }
-  }
-  return expMs;
+  return { header, payload, expMs: (exp as number) * 1000 };
 }

@@ -37,11 +37,15 @@ export interface FuzzRunOptions {
 }
 
 /** Judges one case; returns a reason to fail, or undefined. */
-function judge<T>(target: FuzzTarget<T>, input: T, stats: MutableStats): string | undefined {
+async function judge<T>(
+  target: FuzzTarget<T>,
+  input: T,
+  stats: MutableStats,
+): Promise<string | undefined> {
   const started = performance.now();
   let outcome: string | undefined;
   try {
-    target.run(input);
+    await target.run(input);
     if (target.mustReject?.(input) === true) outcome = 'a truncated input was accepted';
     else stats.accepted++;
   } catch (error) {
@@ -72,15 +76,18 @@ interface MutableStats {
  * Runs `numRuns` cases of `target`. Throws (with fast-check's seed, path and
  * shrunk counterexample) at the first bad case.
  */
-export function runFuzzTarget<T>(target: FuzzTarget<T>, options: FuzzRunOptions): FuzzStats {
+export async function runFuzzTarget<T>(
+  target: FuzzTarget<T>,
+  options: FuzzRunOptions,
+): Promise<FuzzStats> {
   const stats: MutableStats = { accepted: 0, refused: {}, slowestMs: 0 };
   let cases = 0;
   const every = options.progressEvery ?? 1000;
   // Shrinking re-runs cases; count only the first pass, so the totals are the cases run.
   let shrinking = false;
-  const property = fc.property(target.input, (input) => {
+  const property = fc.asyncProperty(target.input, async (input) => {
     const scratch: MutableStats = shrinking ? { accepted: 0, refused: {}, slowestMs: 0 } : stats;
-    const reason = judge(target, input, scratch);
+    const reason = await judge(target, input, scratch);
     if (!shrinking) {
       cases++;
       if (cases % every === 0) options.onProgress?.(cases);
@@ -91,7 +98,7 @@ export function runFuzzTarget<T>(target: FuzzTarget<T>, options: FuzzRunOptions)
     }
   });
   try {
-    fc.assert(property, {
+    await fc.assert(property, {
       numRuns: options.numRuns,
       ...(options.seed === undefined ? {} : { seed: options.seed }),
     });

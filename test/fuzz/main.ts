@@ -37,7 +37,7 @@ if (process.env['PG_RA_TLS_FUZZ_JOB'] !== undefined) {
   const job = JSON.parse(process.env['PG_RA_TLS_FUZZ_JOB']) as Job;
   const target = FUZZ_TARGETS.find((t) => t.name === job.name)!;
   try {
-    const stats = runFuzzTarget(target, {
+    const stats = await runFuzzTarget(target, {
       numRuns: job.numRuns,
       seed: job.seed,
       progressEvery: 50,
