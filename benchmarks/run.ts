@@ -6,13 +6,14 @@
  *   npm run bench -- --quick      CI smoke run (under a minute), results in benchmarks/results/quick/
  *   ... -- --out <dir>            write the results elsewhere
  *   ... -- --time-limit <s>       abandon the run after <s> seconds (default 150 quick, 900 full)
+ *   ... -- --help                 print this and exit
  *
  * Prints progress to stderr and the table to stdout; writes latest.json,
  * latest.md and chart.svg. Targets are reported, never asserted: the exit code
  * is non-zero only when a suite crashed or the run overran its time limit.
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { cpus, release, totalmem, type } from 'node:os';
+import { cpus, loadavg, release, totalmem, type } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createBenchContext, STACK_ENGINE } from './lib/context.js';
@@ -105,7 +106,22 @@ interface Arguments {
   readonly timeLimitMs: number | undefined;
 }
 
+const USAGE = `Usage: npm run bench -- [--quick] [--out <dir>] [--time-limit <seconds>]
+  (no option)          full run (a few minutes), results in benchmarks/results/
+  --quick              smoke run (under a minute), results in benchmarks/results/quick/
+  --out <dir>          write latest.json, latest.md and chart.svg there instead
+  --time-limit <s>     abandon the run after <s> seconds (default 150 quick, 900 full)
+  --help               print this and exit
+Every suite runs (memory, connect, verification, throughput, checkout, scaling).
+For the engine threads alone: node --import tsx benchmarks/engine-thread.ts [--dist]`;
+
+const KNOWN_OPTIONS = new Set(['--quick', '--out', '--time-limit', '--help']);
+
 function parseArguments(argv: readonly string[]): Arguments {
+  for (const [i, arg] of argv.entries()) {
+    const value = i > 0 && (argv[i - 1] === '--out' || argv[i - 1] === '--time-limit');
+    if (!value && !KNOWN_OPTIONS.has(arg)) throw new Error(`unknown option ${arg}\n${USAGE}`);
+  }
   const quick = argv.includes('--quick');
   const at = argv.indexOf('--out');
   const out = at >= 0 ? argv[at + 1] : undefined;
@@ -375,7 +391,12 @@ function chartPanels(sections: readonly Section[], pooled: PooledSettings): Char
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--help')) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
   const args = parseArguments(process.argv.slice(2));
+  const loadAtStart = loadavg()[0] ?? 0;
   const mode = args.quick ? QUICK : FULL;
   const settings = { ...mode, timeLimitMs: args.timeLimitMs ?? mode.timeLimitMs };
   const startedAt = new Date();
@@ -428,6 +449,7 @@ async function main(): Promise<void> {
       cores: cpus().length,
       memoryGiB: Math.round(totalmem() / 2 ** 30),
       os: `${type()} ${release()}`,
+      loadAverage: { start: loadAtStart, end: loadavg()[0] ?? 0 },
     },
     versions: await versions(),
     settings: { ...settings },
