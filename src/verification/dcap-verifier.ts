@@ -146,7 +146,7 @@ export class DcapVerifier implements RaTlsVerifier {
 
   /**
    * Starts this verifier's engines in the background (their threads, module
-   * loading, one offline verification of a bundled quote) so that the first
+   * loading, offline verifications of a bundled quote) so that the first
    * real verification runs at steady-state cost. Never rejects: an engine that
    * cannot start fails the verifications that need it with ENGINE_UNAVAILABLE.
    */

@@ -161,7 +161,7 @@ class EngineThread {
     });
   }
 
-  /** The thread's one warm-up (a verification of the bundled quote), started on first call. */
+  /** The thread's one warm-up (verifications of the bundled quote), started on first call. */
   warmUp(): Promise<void> {
     this.#warmedUp ??= this.request({ kind: 'warmUp' }).then(() => undefined);
     return this.#warmedUp;
@@ -254,10 +254,12 @@ export class ThreadedEngine implements DcapEngine {
 
 /**
  * Starts the threads of `engines` (if not running) and has each verify a
- * bundled quote once, in the background, so that the first real verification
- * runs at steady-state cost. Never rejects: a thread that cannot start fails
- * the verifications that need it instead. Like a verification, a warm-up keeps
- * the process alive until it is done (one verification's time), never longer.
+ * bundled quote in the background, so that the first real verification runs
+ * at (or near) steady-state cost. Resolves after each thread's first such
+ * verification; the thread goes on with a few more while idle and stops at the
+ * first real one (engine-thread.ts). Never rejects: a thread that cannot start
+ * fails the verifications that need it instead. Like a verification, a warm-up
+ * keeps the process alive until it resolves (one verification's time), never longer.
  */
 export function warmUpEngines(engines: readonly EngineName[]): Promise<void> {
   return Promise.all(
