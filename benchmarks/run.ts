@@ -104,22 +104,27 @@ interface Arguments {
   readonly out: string;
   /** Overrides the mode's time limit (a busy machine needs more). */
   readonly timeLimitMs: number | undefined;
+  readonly suites: readonly string[];
 }
 
-const USAGE = `Usage: npm run bench -- [--quick] [--out <dir>] [--time-limit <seconds>]
+const SUITES = ['memory', 'connect', 'verification', 'throughput', 'checkout', 'scaling'] as const;
+
+const USAGE = `Usage: npm run bench -- [--quick] [--out <dir>] [--time-limit <seconds>] [--suites <a,b>]
   (no option)          full run (a few minutes), results in benchmarks/results/
   --quick              smoke run (under a minute), results in benchmarks/results/quick/
   --out <dir>          write latest.json, latest.md and chart.svg there instead
   --time-limit <s>     abandon the run after <s> seconds (default 150 quick, 900 full)
+  --suites <a,b>       run only these suites (default all: ${SUITES.join(', ')});
+                       targets of suites not run are inconclusive
   --help               print this and exit
-Every suite runs (memory, connect, verification, throughput, checkout, scaling).
 For the engine threads alone: node --import tsx benchmarks/engine-thread.ts [--dist]`;
 
-const KNOWN_OPTIONS = new Set(['--quick', '--out', '--time-limit', '--help']);
+const KNOWN_OPTIONS = new Set(['--quick', '--out', '--time-limit', '--suites', '--help']);
+const VALUED_OPTIONS = new Set(['--out', '--time-limit', '--suites']);
 
 function parseArguments(argv: readonly string[]): Arguments {
   for (const [i, arg] of argv.entries()) {
-    const value = i > 0 && (argv[i - 1] === '--out' || argv[i - 1] === '--time-limit');
+    const value = i > 0 && VALUED_OPTIONS.has(argv[i - 1]!);
     if (!value && !KNOWN_OPTIONS.has(arg)) throw new Error(`unknown option ${arg}\n${USAGE}`);
   }
   const quick = argv.includes('--quick');
@@ -129,8 +134,16 @@ function parseArguments(argv: readonly string[]): Arguments {
   const limitAt = argv.indexOf('--time-limit');
   const limit = limitAt >= 0 ? Number(argv[limitAt + 1]) : undefined;
   if (limit !== undefined && !(limit > 0)) throw new Error('--time-limit needs seconds');
+  const suitesAt = argv.indexOf('--suites');
+  const suites = suitesAt >= 0 ? (argv[suitesAt + 1] ?? '').split(',') : [...SUITES];
+  for (const suite of suites) {
+    if (!(SUITES as readonly string[]).includes(suite)) {
+      throw new Error(`--suites: unknown suite ${JSON.stringify(suite)}\n${USAGE}`);
+    }
+  }
   return {
     quick,
+    suites,
     timeLimitMs: limit === undefined ? undefined : limit * 1000,
     out: resolve(out ?? join(ROOT, 'benchmarks', 'results', ...(quick ? ['quick'] : []))),
   };
@@ -426,6 +439,7 @@ async function main(): Promise<void> {
   ];
   try {
     for (const [name, suite] of suites) {
+      if (!args.suites.includes(name)) continue;
       progress(`${name}: starting`);
       try {
         sections.push(await suite());
