@@ -124,7 +124,8 @@ class EngineThread {
     rootCa: Uint8Array | undefined,
   ): Promise<EngineReply> {
     const id = collateralId(collateral);
-    const held = this.#sent.delete(id);
+    // Only a frozen set (normalizeCollateral's) is known not to have changed since it was sent.
+    const held = this.#sent.delete(id) && Object.isFrozen(collateral);
     this.#sent.add(id);
     const forget: number[] = [];
     for (const old of this.#sent) {
