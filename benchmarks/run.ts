@@ -6,13 +6,14 @@
  *   npm run bench -- --quick      CI smoke run (under a minute), results in benchmarks/results/quick/
  *   ... -- --out <dir>            write the results elsewhere
  *   ... -- --time-limit <s>       abandon the run after <s> seconds (default 150 quick, 900 full)
+ *   ... -- --help                 print this and exit
  *
  * Prints progress to stderr and the table to stdout; writes latest.json,
  * latest.md and chart.svg. Targets are reported, never asserted: the exit code
  * is non-zero only when a suite crashed or the run overran its time limit.
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { cpus, release, totalmem, type } from 'node:os';
+import { cpus, loadavg, release, totalmem, type } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createBenchContext, STACK_ENGINE } from './lib/context.js';
@@ -103,9 +104,29 @@ interface Arguments {
   readonly out: string;
   /** Overrides the mode's time limit (a busy machine needs more). */
   readonly timeLimitMs: number | undefined;
+  readonly suites: readonly string[];
 }
 
+const SUITES = ['memory', 'connect', 'verification', 'throughput', 'checkout', 'scaling'] as const;
+
+const USAGE = `Usage: npm run bench -- [--quick] [--out <dir>] [--time-limit <seconds>] [--suites <a,b>]
+  (no option)          full run (a few minutes), results in benchmarks/results/
+  --quick              smoke run (under a minute), results in benchmarks/results/quick/
+  --out <dir>          write latest.json, latest.md and chart.svg there instead
+  --time-limit <s>     abandon the run after <s> seconds (default 150 quick, 900 full)
+  --suites <a,b>       run only these suites (default all: ${SUITES.join(', ')});
+                       targets of suites not run are inconclusive
+  --help               print this and exit
+For the engine threads alone: node --import tsx benchmarks/engine-thread.ts [--dist]`;
+
+const KNOWN_OPTIONS = new Set(['--quick', '--out', '--time-limit', '--suites', '--help']);
+const VALUED_OPTIONS = new Set(['--out', '--time-limit', '--suites']);
+
 function parseArguments(argv: readonly string[]): Arguments {
+  for (const [i, arg] of argv.entries()) {
+    const value = i > 0 && VALUED_OPTIONS.has(argv[i - 1]!);
+    if (!value && !KNOWN_OPTIONS.has(arg)) throw new Error(`unknown option ${arg}\n${USAGE}`);
+  }
   const quick = argv.includes('--quick');
   const at = argv.indexOf('--out');
   const out = at >= 0 ? argv[at + 1] : undefined;
@@ -113,8 +134,16 @@ function parseArguments(argv: readonly string[]): Arguments {
   const limitAt = argv.indexOf('--time-limit');
   const limit = limitAt >= 0 ? Number(argv[limitAt + 1]) : undefined;
   if (limit !== undefined && !(limit > 0)) throw new Error('--time-limit needs seconds');
+  const suitesAt = argv.indexOf('--suites');
+  const suites = suitesAt >= 0 ? (argv[suitesAt + 1] ?? '').split(',') : [...SUITES];
+  for (const suite of suites) {
+    if (!(SUITES as readonly string[]).includes(suite)) {
+      throw new Error(`--suites: unknown suite ${JSON.stringify(suite)}\n${USAGE}`);
+    }
+  }
   return {
     quick,
+    suites,
     timeLimitMs: limit === undefined ? undefined : limit * 1000,
     out: resolve(out ?? join(ROOT, 'benchmarks', 'results', ...(quick ? ['quick'] : []))),
   };
@@ -375,7 +404,12 @@ function chartPanels(sections: readonly Section[], pooled: PooledSettings): Char
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--help')) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
   const args = parseArguments(process.argv.slice(2));
+  const loadAtStart = loadavg()[0] ?? 0;
   const mode = args.quick ? QUICK : FULL;
   const settings = { ...mode, timeLimitMs: args.timeLimitMs ?? mode.timeLimitMs };
   const startedAt = new Date();
@@ -405,6 +439,7 @@ async function main(): Promise<void> {
   ];
   try {
     for (const [name, suite] of suites) {
+      if (!args.suites.includes(name)) continue;
       progress(`${name}: starting`);
       try {
         sections.push(await suite());
@@ -428,6 +463,7 @@ async function main(): Promise<void> {
       cores: cpus().length,
       memoryGiB: Math.round(totalmem() / 2 ** 30),
       os: `${type()} ${release()}`,
+      loadAverage: { start: loadAtStart, end: loadavg()[0] ?? 0 },
     },
     versions: await versions(),
     settings: { ...settings },

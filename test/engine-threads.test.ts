@@ -6,9 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { AttestedConnector } from '../src/connection/attested-connector.js';
 import { isRaTlsError } from '../src/errors.js';
 import { createRaTlsCertificate } from '../src/testing/ra-tls-certificate.js';
-import type { Collateral } from '../src/verification/collateral.js';
+import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
 import { DcapVerifier, verifyWithCollateral } from '../src/verification/dcap-verifier.js';
 import {
+  COLLATERAL_SETS_PER_THREAD,
   engineWorkers,
   stopEngineThreads,
   ThreadedEngine,
@@ -107,6 +108,37 @@ describe('DCAP engines in worker threads', () => {
     );
     const result = await verifyWithCollateral(quote, collateral, NOW, { engine: 'js' });
     assert.equal(result.tcbStatus, 'UpToDate');
+  });
+
+  it('each verification is judged on its own collateral set, also past the sets a thread holds', async () => {
+    const normalized = normalizeCollateral(collateral);
+    const sets = Array.from({ length: COLLATERAL_SETS_PER_THREAD + 3 }, () =>
+      Object.freeze({ ...normalized }),
+    );
+    const tampered = 5;
+    sets[tampered] = Object.freeze({
+      ...normalized,
+      tcb_info_signature: `00${normalized.tcb_info_signature.slice(2)}`,
+    });
+    const engine = new ThreadedEngine('js');
+    // Twice round: the second pass finds the first sets evicted and sends them again.
+    // Each set twice in a row: the second time the thread holds it and gets its id only.
+    for (let pass = 0; pass < 2; pass++) {
+      for (const [i, set] of sets.entries()) {
+        for (let call = 0; call < 2; call++) {
+          const verdict = engine.verify(quote, set, 1751328000);
+          if (i === tampered) {
+            await assert.rejects(verdict, (error: unknown) => isRaTlsError(error, 'QUOTE_INVALID'));
+          } else {
+            assert.equal(
+              (await verdict).status,
+              'UpToDate',
+              `set ${i}, pass ${pass}, call ${call}`,
+            );
+          }
+        }
+      }
+    }
   });
 
   it('warmUp() starts exactly the engines of the verifier and never rejects', async () => {

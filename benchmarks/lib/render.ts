@@ -101,7 +101,11 @@ export function environmentLine(results: BenchResults): string {
     .join(', ');
   return (
     `Measured ${results.startedAt.slice(0, 10)} (${results.mode} run, ${Math.round(results.durationSeconds)} s) on ` +
-    `${machine.cores} × ${machine.cpu}, ${machine.memoryGiB} GiB, ${machine.os}; ${deps}. ` +
+    `${machine.cores} × ${machine.cpu}, ${machine.memoryGiB} GiB, ${machine.os}` +
+    (machine.loadAverage === undefined
+      ? ''
+      : ` (load average ${machine.loadAverage.start.toFixed(1)} at the start, ${machine.loadAverage.end.toFixed(1)} at the end)`) +
+    `; ${deps}. ` +
     'Everything on loopback: Postgres, sidecar, PCCS and guest agent in a separate server process.'
   );
 }

@@ -85,6 +85,8 @@ export interface BenchResults {
     readonly cores: number;
     readonly memoryGiB: number;
     readonly os: string;
+    /** 1-minute load average at the start and the end of the run (0 where unknown). */
+    readonly loadAverage?: { readonly start: number; readonly end: number };
   };
   readonly versions: Record<string, string>;
   readonly settings: Record<string, unknown>;

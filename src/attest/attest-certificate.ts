@@ -12,6 +12,7 @@ import type { ParsedQuote, RaTlsCertificate } from '../evidence/types.js';
 import { applyPolicy, policyWarnings } from '../policy/policy.js';
 import type { NormalizedPolicy } from '../policy/types.js';
 import { bytesEqual, toHex } from '../util/bytes.js';
+import { abortError } from '../util/deadline.js';
 import type { RaTlsVerifier, VerificationResult } from '../verification/verifier.js';
 import type { AttestationReport } from './report.js';
 
@@ -183,13 +184,12 @@ function mismatch(name: string, reason: string): RaTlsError {
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted !== true) return;
-  if (signal.reason instanceof RaTlsError) throw signal.reason;
-  throw new RaTlsError(
-    'VERIFY_TIMEOUT',
-    'Attestation verification was aborted before it finished.',
-    {
-      cause: signal.reason,
-    },
+  throw abortError(
+    signal.reason,
+    (reason) =>
+      new RaTlsError('VERIFY_TIMEOUT', 'Attestation verification was aborted before it finished.', {
+        cause: reason,
+      }),
   );
 }
 

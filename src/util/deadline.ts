@@ -1,27 +1,38 @@
 import { RaTlsError } from '../errors.js';
 
+/** Builds the error for an abort whose reason is not a RaTlsError. */
+export type BareAbortError = (reason: unknown) => RaTlsError;
+
 /**
  * The one mapping from an abort reason to the error callers see: a reason that
  * is already a RaTlsError (a timeout, `end()`, a closed socket) is kept, so the
  * code says what happened; anything else (a bare `AbortController.abort()`)
- * is CONNECTION_ENDED.
+ * is `bare(reason)` when given (a verifier says VERIFY_TIMEOUT: its caller
+ * gave up waiting), CONNECTION_ENDED otherwise.
  */
-export function abortError(reason: unknown): RaTlsError {
+export function abortError(reason: unknown, bare?: BareAbortError): RaTlsError {
   if (reason instanceof RaTlsError) return reason;
-  return new RaTlsError('CONNECTION_ENDED', 'the operation was cancelled', { cause: reason });
+  return (
+    bare?.(reason) ??
+    new RaTlsError('CONNECTION_ENDED', 'the operation was cancelled', { cause: reason })
+  );
 }
 
 /**
  * Settles with `promise`, or rejects with {@link abortError} of the signal's
- * reason as soon as the signal aborts. The promise keeps running (its owner
+ * reason (and `bare`) as soon as the signal aborts. The promise keeps running (its owner
  * must stop it through the same signal); its late rejection is swallowed.
  */
-export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+export function raceSignal<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  bare?: BareAbortError,
+): Promise<T> {
   if (signal === undefined) return promise;
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => {
       promise.catch(() => {});
-      reject(abortError(signal.reason));
+      reject(abortError(signal.reason, bare));
     };
     if (signal.aborted) {
       onAbort();

@@ -16,9 +16,10 @@
  */
 import { createVerify, X509Certificate } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate, CertificateList, type Name } from '@peculiar/asn1-x509';
+import { CertificateList } from '@peculiar/asn1-x509';
 import { RaTlsError } from '../errors.js';
 import { bytesEqual, toHex } from '../util/bytes.js';
+import { readCertificateFields, readCrlIssuer } from '../util/certificate-fields.js';
 
 /** The fields of a CRL that the strict check relies on. */
 export interface ParsedCrl {
@@ -79,8 +80,18 @@ export function parseCrl(der: Uint8Array, label: string): ParsedCrl {
   for (const entry of crl.tbsCertList.revokedCertificates ?? []) {
     revokedSerials.add(serialHex(new Uint8Array(entry.userCertificate)));
   }
+  let issuer: Uint8Array;
+  try {
+    // Raw, like the certificates' names it is compared with (certificate-fields.ts).
+    issuer = new Uint8Array(readCrlIssuer(new Uint8Array(tbs)));
+  } catch (cause) {
+    throw new RaTlsError('CRL_INVALID', `The ${label} has an unreadable issuer name`, {
+      cause,
+      details: { crl: label },
+    });
+  }
   return {
-    issuer: new Uint8Array(AsnConvert.serialize(crl.tbsCertList.issuer)),
+    issuer,
     thisUpdate: crl.tbsCertList.thisUpdate.getTime(),
     nextUpdate: crl.tbsCertList.nextUpdate?.getTime(),
     revokedSerials,
@@ -308,13 +319,13 @@ interface CertificateFacts {
 
 function readCertificate(der: Uint8Array, label: string): CertificateFacts {
   try {
-    const cert = AsnConvert.parse(der, Certificate);
+    const fields = readCertificateFields(der);
     return {
       der,
       x509: new X509Certificate(der),
-      subject: nameDer(cert.tbsCertificate.subject),
-      issuer: nameDer(cert.tbsCertificate.issuer),
-      serial: serialHex(new Uint8Array(cert.tbsCertificate.serialNumber)),
+      subject: fields.subject,
+      issuer: fields.issuer,
+      serial: serialHex(fields.serial),
     };
   } catch (cause) {
     throw new RaTlsError('CRL_INVALID', `The ${label} is not a DER X.509 certificate`, {
@@ -324,28 +335,20 @@ function readCertificate(der: Uint8Array, label: string): CertificateFacts {
   }
 }
 
-// Only what the serial lookup needs, without building a crypto X509Certificate.
+// Only what the serial lookup needs, read per quote: no schema parse, no crypto X509Certificate.
 function readIssuerAndSerial(
   der: Uint8Array,
   label: string,
 ): { readonly der: Uint8Array; readonly issuer: Uint8Array; readonly serial: string } {
   try {
-    const cert = AsnConvert.parse(der, Certificate);
-    return {
-      der,
-      issuer: nameDer(cert.tbsCertificate.issuer),
-      serial: serialHex(new Uint8Array(cert.tbsCertificate.serialNumber)),
-    };
+    const fields = readCertificateFields(der);
+    return { der, issuer: fields.issuer, serial: serialHex(fields.serial) };
   } catch (cause) {
     throw new RaTlsError('CRL_INVALID', `The ${label} is not a DER X.509 certificate`, {
       cause,
       details: { certificate: label },
     });
   }
-}
-
-function nameDer(name: Name): Uint8Array {
-  return new Uint8Array(AsnConvert.serialize(name));
 }
 
 // DER INTEGERs carry a leading 0x00 when the high bit is set; CRL entries and

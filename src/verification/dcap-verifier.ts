@@ -8,6 +8,7 @@ import { X509Certificate } from 'node:crypto';
 import { constants as qvlConstants } from '@phala/dcap-qvl';
 import { describeCause, RaTlsError } from '../errors.js';
 import { fromHex } from '../util/bytes.js';
+import { abortError, raceSignal } from '../util/deadline.js';
 import { parseDuration } from '../util/duration.js';
 import { assertKnownOptions } from '../util/known-options.js';
 import { pemBlocks } from '../util/pem.js';
@@ -131,10 +132,17 @@ export class DcapVerifier implements RaTlsVerifier {
     }
   }
 
-  /** Verifies `quote` at `options.now` (default: the current time). */
-  async verify(quote: Uint8Array, options: VerifyOptions = {}): Promise<VerificationResult> {
+  /**
+   * Verifies `quote` at `options.now` (default: the current time). When
+   * `options.signal` aborts, rejects at once with its reason if that is a
+   * RaTlsError (e.g. POOL_ENDED from a pool's end()), VERIFY_TIMEOUT otherwise.
+   */
+  verify(quote: Uint8Array, options: VerifyOptions = {}): Promise<VerificationResult> {
+    return raceSignal(this.#verify(quote, options), options.signal, verificationAborted);
+  }
+
+  async #verify(quote: Uint8Array, options: VerifyOptions): Promise<VerificationResult> {
     const now = options.now ?? new Date();
-    if (options.signal?.aborted) throw aborted(options.signal);
     checkTdxHeader(quote);
     let source = this.#fixed;
     let pck: PckInfo | undefined;
@@ -143,7 +151,7 @@ export class DcapVerifier implements RaTlsVerifier {
       try {
         source = await this.#cache!.get(pck, now.getTime(), options.signal);
       } catch (error) {
-        if (options.signal?.aborted) throw aborted(options.signal);
+        if (options.signal?.aborted) throw abortError(options.signal.reason, verificationAborted);
         throw error;
       }
     }
@@ -152,7 +160,7 @@ export class DcapVerifier implements RaTlsVerifier {
 
   /**
    * Starts this verifier's engines in the background (their threads, module
-   * loading, one offline verification of a bundled quote) so that the first
+   * loading, offline verifications of a bundled quote) so that the first
    * real verification runs at steady-state cost. Never rejects: an engine that
    * cannot start fails the verifications that need it with ENGINE_UNAVAILABLE.
    */
@@ -541,12 +549,12 @@ function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
 
-function aborted(signal: AbortSignal): RaTlsError {
+// The caller stopped waiting; a RaTlsError reason (a pool's end(), a
+// connection closing) is kept by the one abort mapping (util/deadline.ts).
+function verificationAborted(reason: unknown): RaTlsError {
   return new RaTlsError(
     'VERIFY_TIMEOUT',
     'Attestation verification was aborted (verifyTimeout or caller signal)',
-    {
-      cause: signal.reason,
-    },
+    { cause: reason },
   );
 }

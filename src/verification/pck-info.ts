@@ -4,11 +4,10 @@
  * extension, and which PCK CA issued it.
  */
 import { X509Certificate } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate } from '@peculiar/asn1-x509';
 import { Quote } from '@phala/dcap-qvl';
 import { describeCause, RaTlsError } from '../errors.js';
 import { toHex } from '../util/bytes.js';
+import { readCertificateFields } from '../util/certificate-fields.js';
 import { DER_TAG, derValue, readDerElement } from '../util/der.js';
 import { pemBlocks } from '../util/pem.js';
 
@@ -25,7 +24,7 @@ export interface PckInfo {
 }
 
 // Intel SGX PCK certificate extension and its FMSPC member (Intel PCK Certificate and CRL spec).
-const SGX_EXTENSION_OID = '1.2.840.113741.1.13.1';
+const SGX_EXTENSION_OID_HEX = '2a864886f84d010d01'; // 1.2.840.113741.1.13.1
 const FMSPC_OID_HEX = '2a864886f84d010d0104';
 
 /**
@@ -73,10 +72,11 @@ export function readPckInfo(quote: Uint8Array): PckInfo {
 
 function readFmspc(leafDer: Uint8Array): string {
   try {
-    const cert = AsnConvert.parse(leafDer, Certificate);
-    const extension = cert.tbsCertificate.extensions?.find((e) => e.extnID === SGX_EXTENSION_OID);
+    const extension = readCertificateFields(leafDer).extensions.find(
+      (e) => toHex(e.oid) === SGX_EXTENSION_OID_HEX,
+    );
     if (extension !== undefined) {
-      const value = new Uint8Array(extension.extnValue.buffer);
+      const value = extension.value;
       // SEQUENCE OF SEQUENCE { OID, value }
       const outer = readDerElement(value, 0);
       if (outer.tag !== DER_TAG.sequence) throw new Error('the SGX extension is not a SEQUENCE');

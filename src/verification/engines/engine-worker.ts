@@ -16,18 +16,29 @@ import { describeCause, type ErrorCode, RaTlsError } from '../../errors.js';
 import type { NormalizedCollateral } from '../collateral.js';
 import type { DcapEngine, EngineName, EngineVerdict } from './engine.js';
 
-/** A message to an engine thread. */
+/**
+ * A message to an engine thread. A collateral set crosses to a thread once:
+ * later verifications name it by `collateralId` (the thread keeps the last
+ * {@link COLLATERAL_SETS_PER_THREAD} sets it was sent; `forget` lists those it
+ * may drop), so a verification sends the quote, not ~20 KB of collateral.
+ */
 export type EngineRequest =
   | {
       readonly id: number;
       readonly kind: 'verify';
       readonly quote: Uint8Array;
-      readonly collateral: NormalizedCollateral;
+      readonly collateralId: number;
+      /** Present the first time this thread sees `collateralId`. */
+      readonly collateral?: NormalizedCollateral;
+      readonly forget?: readonly number[];
       readonly nowSeconds: number;
       /** DER of a test root CA (JS engine only). */
       readonly rootCa: Uint8Array | undefined;
     }
   | { readonly id: number; readonly kind: 'warmUp' };
+
+/** How many collateral sets a thread holds; a set used again after eviction is sent again. */
+export const COLLATERAL_SETS_PER_THREAD = 16;
 
 /** An engine thread's answer: the verdict, or the engine's typed error as plain data. */
 export type EngineReply =
@@ -64,6 +75,19 @@ function startWorker(engine: EngineName): Worker {
   );
 }
 
+// One id per collateral object (a fetch or a fixed set), shared by all threads.
+const collateralIds = new WeakMap<NormalizedCollateral, number>();
+let nextCollateralId = 1;
+
+function collateralId(collateral: NormalizedCollateral): number {
+  let id = collateralIds.get(collateral);
+  if (id === undefined) {
+    id = nextCollateralId++;
+    collateralIds.set(collateral, id);
+  }
+  return id;
+}
+
 interface Pending {
   readonly resolve: (reply: EngineReply) => void;
   readonly reject: (error: RaTlsError) => void;
@@ -76,6 +100,8 @@ class EngineThread {
   #nextId = 1;
   #warmedUp: Promise<void> | undefined;
   #dead = false;
+  /** Ids of the collateral sets the thread holds, least recently used first. */
+  readonly #sent = new Set<number>();
 
   constructor(engine: EngineName) {
     this.engine = engine;
@@ -90,6 +116,34 @@ class EngineThread {
     this.worker.unref();
   }
 
+  /** Verifies in the thread, sending `collateral` only if the thread does not hold it. */
+  verify(
+    quote: Uint8Array,
+    collateral: NormalizedCollateral,
+    nowSeconds: number,
+    rootCa: Uint8Array | undefined,
+  ): Promise<EngineReply> {
+    const id = collateralId(collateral);
+    // Only a frozen set (normalizeCollateral's) is known not to have changed since it was sent.
+    const held = this.#sent.delete(id) && Object.isFrozen(collateral);
+    this.#sent.add(id);
+    const forget: number[] = [];
+    for (const old of this.#sent) {
+      if (this.#sent.size - forget.length <= COLLATERAL_SETS_PER_THREAD) break;
+      forget.push(old);
+    }
+    for (const old of forget) this.#sent.delete(old);
+    return this.request({
+      kind: 'verify',
+      quote,
+      collateralId: id,
+      ...(held ? {} : { collateral }),
+      ...(forget.length === 0 ? {} : { forget }),
+      nowSeconds,
+      rootCa,
+    });
+  }
+
   request(request: DistributiveOmit<EngineRequest, 'id'>): Promise<EngineReply> {
     if (this.#dead) return Promise.reject(this.#unavailable('it has stopped'));
     const id = this.#nextId++;
@@ -100,6 +154,7 @@ class EngineThread {
       try {
         this.worker.postMessage({ ...request, id });
       } catch (cause) {
+        this.#sent.clear(); // whatever this message carried did not arrive
         this.#pending.delete(id);
         if (this.#pending.size === 0) this.worker.unref();
         reject(this.#unavailable(`the request could not be sent: ${describeCause(cause)}`));
@@ -107,7 +162,7 @@ class EngineThread {
     });
   }
 
-  /** The thread's one warm-up (a verification of the bundled quote), started on first call. */
+  /** The thread's one warm-up (verifications of the bundled quote), started on first call. */
   warmUp(): Promise<void> {
     this.#warmedUp ??= this.request({ kind: 'warmUp' }).then(() => undefined);
     return this.#warmedUp;
@@ -181,13 +236,7 @@ export class ThreadedEngine implements DcapEngine {
     collateral: NormalizedCollateral,
     nowSeconds: number,
   ): Promise<EngineVerdict> {
-    const reply = await threadFor(this.name).request({
-      kind: 'verify',
-      quote,
-      collateral,
-      nowSeconds,
-      rootCa: this.#rootCa,
-    });
+    const reply = await threadFor(this.name).verify(quote, collateral, nowSeconds, this.#rootCa);
     if (!reply.ok) {
       throw new RaTlsError(reply.error.code, reply.error.message, {
         details: reply.error.details,
@@ -206,10 +255,12 @@ export class ThreadedEngine implements DcapEngine {
 
 /**
  * Starts the threads of `engines` (if not running) and has each verify a
- * bundled quote once, in the background, so that the first real verification
- * runs at steady-state cost. Never rejects: a thread that cannot start fails
- * the verifications that need it instead. Like a verification, a warm-up keeps
- * the process alive until it is done (one verification's time), never longer.
+ * bundled quote in the background, so that the first real verification runs
+ * at (or near) steady-state cost. Resolves after each thread's first such
+ * verification; the thread goes on with a few more while idle and stops at the
+ * first real one (engine-thread.ts). Never rejects: a thread that cannot start
+ * fails the verifications that need it instead. Like a verification, a warm-up
+ * keeps the process alive until it resolves (one verification's time), never longer.
  */
 export function warmUpEngines(engines: readonly EngineName[]): Promise<void> {
   return Promise.all(
