@@ -18,6 +18,7 @@ import {
 import { sha256, toHex } from '../util/bytes.js';
 import { Scope } from '../util/deadline.js';
 import { parseDuration, parseTimeout } from '../util/duration.js';
+import { preloadDependencies } from '../util/lazy-require.js';
 import type { RaTlsVerifier } from '../verification/verifier.js';
 import { sharedVerifier } from './shared-defaults.js';
 import { type CachedVerification, VerificationCache } from './verification-cache.js';
@@ -140,6 +141,8 @@ export class AttestedConnector {
     // than Node's default of 10 at once.
     setMaxListeners(0, this.#lifetime.signal);
     startWarmUp(verifier);
+    // The parsers the first verification needs load while its handshake is in flight.
+    preloadDependencies();
     this.#logger = options.logger ?? console.warn;
     this.#policy = this.#judgeWith(options.policy);
     this.reattestEveryMs = parseDuration(

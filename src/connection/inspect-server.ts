@@ -1,6 +1,5 @@
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
-import { performance } from 'node:perf_hooks';
 import { attestCertificate } from '../attest/attest-certificate.js';
 import type { AttestationReport } from '../attest/report.js';
 import { DEFAULT_SIDECAR_PORT, type Endpoint } from '../config/connection-settings.js';

@@ -1,6 +1,6 @@
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate, type Name } from '@peculiar/asn1-x509';
+import type { Certificate, Name } from '@peculiar/asn1-x509';
 import { RaTlsError } from '../errors.js';
+import { asn1Schema, asn1X509 } from '../util/asn1.js';
 import { sha256, toHex } from '../util/bytes.js';
 import { type DerElement, readDerElement } from '../util/der.js';
 import { pemBlocks } from '../util/pem.js';
@@ -49,9 +49,11 @@ export function readRaTlsCertificate(input: Uint8Array | string): RaTlsCertifica
     );
   }
   const spki = locateSpki(der);
+  const { AsnConvert } = asn1Schema();
+  const schema = asn1X509().Certificate;
   let certificate: Certificate;
   try {
-    certificate = AsnConvert.parse(der, Certificate);
+    certificate = AsnConvert.parse(der, schema);
   } catch (cause) {
     throw badCertificate('it is not a DER X.509 certificate', cause);
   }

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { AttestationReport } from '../attest/report.js';
 import { recordName } from '../cluster/discovery.js';
 import {
@@ -17,6 +17,7 @@ import {
   AttestedConnector,
   type AttestedSocket,
 } from '../connection/attested-connector.js';
+import { linkPgBase, pgBase } from '../connection/pg-base.js';
 import { type PoolInternals, poolInternals } from '../connection/pg-internals.js';
 import { RaTlsClient, type RaTlsClientHooks } from '../connection/ra-tls-client.js';
 import { describeCause, isRaTlsError, RaTlsError } from '../errors.js';
@@ -121,7 +122,7 @@ const PASSED_THROUGH = [
  * `leaderChanged` ({@link LeaderChangedEvent}) and `discoveryFailed`
  * ({@link DiscoveryFailedEvent}).
  */
-export class RaTlsPool extends pg.Pool {
+export class RaTlsPool extends pgBase('Pool') {
   /** The resolved connection settings (password not enumerable). */
   readonly settings: ConnectionSettings;
   /** The connector shared by this pool's clients (verification cache, client identity). */
@@ -138,6 +139,7 @@ export class RaTlsPool extends pg.Pool {
   #sweeping = false;
 
   constructor(options: RaTlsPoolOptions) {
+    linkPgBase(RaTlsPool, 'Pool');
     if (options === undefined || options === null || typeof options !== 'object') {
       throw new RaTlsError('BAD_CONFIG', 'RaTlsPool needs an options object', {
         details: { option: 'options' },

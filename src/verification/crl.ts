@@ -15,9 +15,9 @@
  * and looks serial numbers up.
  */
 import { createVerify, X509Certificate } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate, CertificateList, type Name } from '@peculiar/asn1-x509';
+import type { CertificateList, Name } from '@peculiar/asn1-x509';
 import { RaTlsError } from '../errors.js';
+import { asn1Schema, asn1X509 } from '../util/asn1.js';
 import { bytesEqual, toHex } from '../util/bytes.js';
 
 /** The fields of a CRL that the strict check relies on. */
@@ -59,9 +59,11 @@ const DIGEST_BY_SIGNATURE_OID: Readonly<Record<string, string>> = {
 
 /** Parses a DER CRL; throws CRL_INVALID naming `label` when it cannot be decoded. */
 export function parseCrl(der: Uint8Array, label: string): ParsedCrl {
+  const { AsnConvert } = asn1Schema();
+  const schema = asn1X509().CertificateList;
   let crl: CertificateList;
   try {
-    crl = AsnConvert.parse(der, CertificateList);
+    crl = AsnConvert.parse(der, schema);
   } catch (cause) {
     throw new RaTlsError(
       'CRL_INVALID',
@@ -307,8 +309,10 @@ interface CertificateFacts {
 }
 
 function readCertificate(der: Uint8Array, label: string): CertificateFacts {
+  const { AsnConvert } = asn1Schema();
+  const schema = asn1X509().Certificate;
   try {
-    const cert = AsnConvert.parse(der, Certificate);
+    const cert = AsnConvert.parse(der, schema);
     return {
       der,
       x509: new X509Certificate(der),
@@ -329,8 +333,10 @@ function readIssuerAndSerial(
   der: Uint8Array,
   label: string,
 ): { readonly der: Uint8Array; readonly issuer: Uint8Array; readonly serial: string } {
+  const { AsnConvert } = asn1Schema();
+  const schema = asn1X509().Certificate;
   try {
-    const cert = AsnConvert.parse(der, Certificate);
+    const cert = AsnConvert.parse(der, schema);
     return {
       der,
       issuer: nameDer(cert.tbsCertificate.issuer),
@@ -345,7 +351,7 @@ function readIssuerAndSerial(
 }
 
 function nameDer(name: Name): Uint8Array {
-  return new Uint8Array(AsnConvert.serialize(name));
+  return new Uint8Array(asn1Schema().AsnConvert.serialize(name));
 }
 
 // DER INTEGERs carry a leading 0x00 when the high bit is set; CRL entries and

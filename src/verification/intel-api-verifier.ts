@@ -5,7 +5,6 @@
  * RTMR3 replay and policy stay with pg-ra-tls, as for every verifier.
  */
 import type { KeyObject } from 'node:crypto';
-import { performance } from 'node:perf_hooks';
 import { describeCause, RaTlsError } from '../errors.js';
 import { parseQuote } from '../evidence/quote.js';
 import type { ParsedQuote } from '../evidence/types.js';

@@ -4,13 +4,12 @@
  * extension, and which PCK CA issued it.
  */
 import { X509Certificate } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate } from '@peculiar/asn1-x509';
-import { Quote } from '@phala/dcap-qvl';
 import { describeCause, RaTlsError } from '../errors.js';
+import { asn1Schema, asn1X509 } from '../util/asn1.js';
 import { toHex } from '../util/bytes.js';
 import { DER_TAG, derValue, readDerElement } from '../util/der.js';
 import { pemBlocks } from '../util/pem.js';
+import { dcapQvl } from './dcap-qvl.js';
 
 /** Which PCK CA issued a platform's PCK certificate (selects the PCK CRL). */
 export type PckCa = 'platform' | 'processor';
@@ -33,6 +32,7 @@ const FMSPC_OID_HEX = '2a864886f84d010d0104';
  * FMSPC and CA that select its collateral. Throws MALFORMED_QUOTE.
  */
 export function readPckInfo(quote: Uint8Array): PckInfo {
+  const { Quote } = dcapQvl();
   let pem: string;
   try {
     pem = Buffer.from(Quote.parse(quote).rawCertChain()).toString('utf8');
@@ -72,8 +72,10 @@ export function readPckInfo(quote: Uint8Array): PckInfo {
 }
 
 function readFmspc(leafDer: Uint8Array): string {
+  const { AsnConvert } = asn1Schema();
+  const schema = asn1X509().Certificate;
   try {
-    const cert = AsnConvert.parse(leafDer, Certificate);
+    const cert = AsnConvert.parse(leafDer, schema);
     const extension = cert.tbsCertificate.extensions?.find((e) => e.extnID === SGX_EXTENSION_OID);
     if (extension !== undefined) {
       const value = new Uint8Array(extension.extnValue.buffer);
