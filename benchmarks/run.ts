@@ -6,6 +6,9 @@
  *   npm run bench -- --quick      CI smoke run (under a minute), results in benchmarks/results/quick/
  *   ... -- --out <dir>            write the results elsewhere
  *   ... -- --time-limit <s>       abandon the run after <s> seconds (default 150 quick, 900 full)
+ *   ... -- --only <suite,...>     run only these suites (memory, connect, verification,
+ *                                 throughput, checkout, scaling) and replace just their
+ *                                 sections in the existing results of the output directory
  *
  * Prints progress to stderr and the table to stdout; writes latest.json,
  * latest.md and chart.svg. Targets are reported, never asserted: the exit code
@@ -103,6 +106,8 @@ interface Arguments {
   readonly out: string;
   /** Overrides the mode's time limit (a busy machine needs more). */
   readonly timeLimitMs: number | undefined;
+  /** Suites to run; undefined: all. */
+  readonly only: readonly string[] | undefined;
 }
 
 function parseArguments(argv: readonly string[]): Arguments {
@@ -113,8 +118,14 @@ function parseArguments(argv: readonly string[]): Arguments {
   const limitAt = argv.indexOf('--time-limit');
   const limit = limitAt >= 0 ? Number(argv[limitAt + 1]) : undefined;
   if (limit !== undefined && !(limit > 0)) throw new Error('--time-limit needs seconds');
+  const onlyAt = argv.indexOf('--only');
+  const only = onlyAt >= 0 ? argv[onlyAt + 1]?.split(',').filter(Boolean) : undefined;
+  if (onlyAt >= 0 && (only === undefined || only.length === 0)) {
+    throw new Error('--only needs suite names, e.g. --only memory,scaling');
+  }
   return {
     quick,
+    only,
     timeLimitMs: limit === undefined ? undefined : limit * 1000,
     out: resolve(out ?? join(ROOT, 'benchmarks', 'results', ...(quick ? ['quick'] : []))),
   };
@@ -137,6 +148,14 @@ async function versions(): Promise<Record<string, string>> {
     }
   }
   return result;
+}
+
+async function readPrevious(path: string): Promise<BenchResults | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as BenchResults;
+  } catch {
+    return undefined;
+  }
 }
 
 function progress(line: string): void {
@@ -403,8 +422,11 @@ async function main(): Promise<void> {
     ['checkout', () => checkoutSuite(context, settings.pooled, progress)],
     ['scaling', () => scalingSuite(context, settings.pooled, progress)],
   ];
+  const unknown = args.only?.filter((name) => !suites.some(([known]) => known === name)) ?? [];
+  if (unknown.length > 0) throw new Error(`--only: no suite named ${unknown.join(', ')}`);
   try {
     for (const [name, suite] of suites) {
+      if (args.only !== undefined && !args.only.includes(name)) continue;
       progress(`${name}: starting`);
       try {
         sections.push(await suite());
@@ -419,6 +441,15 @@ async function main(): Promise<void> {
     await stack.stop();
   }
 
+  if (args.only !== undefined) {
+    // A partial run replaces only its own sections of the last results.
+    const previous = await readPrevious(join(args.out, 'latest.json'));
+    const fresh = sections.splice(0);
+    for (const section of previous?.sections ?? []) {
+      sections.push(fresh.find((candidate) => candidate.id === section.id) ?? section);
+    }
+    for (const section of fresh) if (!sections.includes(section)) sections.push(section);
+  }
   const results: BenchResults = {
     mode: args.quick ? 'quick' : 'full',
     startedAt: startedAt.toISOString(),

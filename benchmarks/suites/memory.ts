@@ -9,7 +9,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { AttestationReport } from '../../src/attest/report.js';
 import { AttestedConnector } from '../../src/connection/attested-connector.js';
-import { VerificationCache } from '../../src/connection/verification-cache.js';
+import { clearVerdicts, VerificationCache } from '../../src/connection/verification-cache.js';
 import type { BenchContext } from '../lib/context.js';
 import { createVariantPool, fill, POOL_LABELS, type PoolVariant } from '../lib/pools.js';
 import type { Row, Section } from '../lib/results.js';
@@ -93,6 +93,9 @@ export async function memorySuite(
     const after = await footprint();
     perReport.push((after.heap - before.heap) / settings.reports);
     if (cache.size !== settings.reports) throw new Error('the cache did not keep every report');
+    // Verdicts are process wide: the copies must not outlive the round (nor
+    // stay in the heap of the suites after this one).
+    clearVerdicts();
   }
   progress('memory: per cached attestation measured');
 
