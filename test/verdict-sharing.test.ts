@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { RaTlsClient } from '../src/connection/ra-tls-client.js';
+import { verifyServer } from '../src/connection/verify-server.js';
 import { isRaTlsError, RaTlsError } from '../src/errors.js';
 import { createPool, type RaTlsPoolOptions } from '../src/pool/ra-tls-pool.js';
 import type { RaTlsVerifier } from '../src/verification/verifier.js';
@@ -110,6 +111,22 @@ describe('a new pool to a server this process verified', () => {
       second.updatePolicy({ allowedMrtds: [stack.mrtd] });
       await second.query('select 1');
       assert.equal(verifier.calls, judged);
+    });
+  });
+});
+
+describe('one-shot checks', () => {
+  test('verifyServer verifies now, even a server a pool of the process verified', async () => {
+    const verifier = stack.newVerifier();
+    await withPools(async (make) => {
+      await make({ verifier }).query('select 1');
+      const report = await verifyServer(stack.dsn, {
+        verifier,
+        dstackEndpoint: stack.agent.endpoint,
+        policy: { allowedMrtds: [stack.mrtd] },
+      });
+      assert.equal(report.mrtd, stack.mrtd);
+      assert.equal(verifier.calls, 2, 'verified again');
     });
   });
 });

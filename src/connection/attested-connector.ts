@@ -125,7 +125,12 @@ export class AttestedConnector {
   #policyKey: string;
   #policyVersion = 0;
 
-  constructor(options: AttestationOptions) {
+  /**
+   * @param sharing `'process'` (default): verdicts are shared with every
+   *   connector of the same verifier, clock and policy; `'none'`: this
+   *   connector verifies for itself (one-shot checks that promise to verify now).
+   */
+  constructor(options: AttestationOptions, sharing: 'process' | 'none' = 'process') {
     const verifier = options.verifier ?? sharedVerifier();
     if (
       verifier === null ||
@@ -163,7 +168,10 @@ export class AttestedConnector {
     // server does not verify again. A test root verifier is another object,
     // so its verdicts never reach a pool of a real one, and a policy change
     // moves this connector to another scope at once.
-    const shared = `${identityOf(verifier)}|${identityOf(this.#now)}`;
+    const shared =
+      sharing === 'process'
+        ? `${identityOf(verifier)}|${identityOf(this.#now)}`
+        : `connector ${identityOf(this)}`;
     this.cache = new VerificationCache({
       maxAgeMs: this.reattestEveryMs,
       now: () => this.#now().getTime(),

@@ -258,14 +258,21 @@ function asRaTlsError(error: unknown): RaTlsError {
   return new RaTlsError('CONNECTION_ENDED', 'the inspection failed', { cause: error });
 }
 
-/** A connector for one check: the shared client identity unless one is given. */
+/**
+ * A connector for one check: the shared client identity unless one is given.
+ * It verifies for itself, as these checks promise to verify now: no verdict of
+ * a pool is reused.
+ */
 export function createConnector(options: AttestationOptions): AttestedConnector {
-  return new AttestedConnector({
-    ...options,
-    ...(options.clientIdentity === undefined && options.clientCertOverride === undefined
-      ? { clientIdentity: sharedClientIdentity(options.dstackEndpoint) }
-      : {}),
-  });
+  return new AttestedConnector(
+    {
+      ...options,
+      ...(options.clientIdentity === undefined && options.clientCertOverride === undefined
+        ? { clientIdentity: sharedClientIdentity(options.dstackEndpoint) }
+        : {}),
+    },
+    'none',
+  );
 }
 
 function resolveTarget(target: ServerTarget, options: InspectServerOptions): Endpoint {
