@@ -6,7 +6,7 @@
  *   npm run bench -- --quick      CI smoke run (under a minute), results in benchmarks/results/quick/
  *   ... -- --out <dir>            write the results elsewhere
  *   ... -- --time-limit <s>       abandon the run after <s> seconds (default 150 quick, 900 full)
- *   ... -- --only <suite,...>     run only these suites (memory, connect, verification,
+ *   ... -- --only <suite,...>     run only these suites (memory, import, connect, verification,
  *                                 throughput, checkout, scaling) and replace just their
  *                                 sections in the existing results of the output directory
  *
@@ -23,6 +23,7 @@ import { renderConsole, renderMarkdown, renderSvg } from './lib/render.js';
 import type { BenchResults, ChartPanel, Row, Section, TargetResult } from './lib/results.js';
 import { type StackProcess, startStackProcess } from './stack-process.js';
 import { type ConnectSettings, connectSuite } from './suites/connect.js';
+import { type ImportSettings, importSuite } from './suites/import.js';
 import { type MemorySettings, memorySuite } from './suites/memory.js';
 import {
   checkoutSuite,
@@ -37,6 +38,7 @@ interface Settings {
   readonly verification: VerificationSettings;
   readonly pooled: PooledSettings;
   readonly memory: MemorySettings;
+  readonly import: ImportSettings;
   /** The whole run is abandoned (exit 1) after this long. */
   readonly timeLimitMs: number;
 }
@@ -63,6 +65,7 @@ const QUICK: Settings = {
     scalingRounds: 1,
   },
   memory: { rounds: 1, connections: 11, reports: 300 },
+  import: { processes: 3 },
   timeLimitMs: 150_000,
 };
 
@@ -88,6 +91,7 @@ const FULL: Settings = {
     scalingRounds: 4,
   },
   memory: { rounds: 3, connections: 21, reports: 2000 },
+  import: { processes: 15 },
   timeLimitMs: 900_000,
 };
 
@@ -416,6 +420,7 @@ async function main(): Promise<void> {
   const suites: [string, () => Promise<Section>][] = [
     // Memory first: later suites leave freed pages that would hide RSS growth.
     ['memory', () => memorySuite(context, settings.memory, progress)],
+    ['import', () => importSuite(settings.import, progress)],
     ['connect', () => connectSuite(context, settings.connect, progress)],
     ['verification', () => verificationSuite(context, settings.verification, progress)],
     ['throughput', () => throughputSuite(context, settings.pooled, progress)],
@@ -445,8 +450,13 @@ async function main(): Promise<void> {
     // A partial run replaces only its own sections of the last results.
     const previous = await readPrevious(join(args.out, 'latest.json'));
     const fresh = sections.splice(0);
+    const measured = new Set(fresh.flatMap((section) => section.rows.map((row) => row.id)));
     for (const section of previous?.sections ?? []) {
-      sections.push(fresh.find((candidate) => candidate.id === section.id) ?? section);
+      const replaced = fresh.find((candidate) => candidate.id === section.id);
+      // A row that moved to another suite is not kept twice.
+      sections.push(
+        replaced ?? { ...section, rows: section.rows.filter((row) => !measured.has(row.id)) },
+      );
     }
     for (const section of fresh) if (!sections.includes(section)) sections.push(section);
   }
@@ -466,6 +476,7 @@ async function main(): Promise<void> {
     targets: checkTargets(sections, settings.pooled),
     chart: chartPanels(sections, settings.pooled),
     errors,
+    ...(args.only === undefined ? {} : { partial: args.only }),
   };
   await mkdir(args.out, { recursive: true });
   const caption =

@@ -102,7 +102,11 @@ export function environmentLine(results: BenchResults): string {
   return (
     `Measured ${results.startedAt.slice(0, 10)} (${results.mode} run, ${Math.round(results.durationSeconds)} s) on ` +
     `${machine.cores} × ${machine.cpu}, ${machine.memoryGiB} GiB, ${machine.os}; ${deps}. ` +
-    'Everything on loopback: Postgres, sidecar, PCCS and guest agent in a separate server process.'
+    'Everything on loopback: Postgres, sidecar, PCCS and guest agent in a separate server process.' +
+    (results.partial === undefined
+      ? ''
+      : ` Partial run: only ${results.partial.join(', ')} measured then; every other section ` +
+        'is from an earlier run.')
   );
 }
 
