@@ -65,7 +65,7 @@ const QUICK: Settings = {
     scalingRounds: 1,
   },
   memory: { rounds: 1, connections: 11, reports: 300 },
-  import: { processes: 3 },
+  import: { processes: 2 },
   timeLimitMs: 150_000,
 };
 
