@@ -6,6 +6,9 @@
  *   npm run bench -- --quick      CI smoke run (under a minute), results in benchmarks/results/quick/
  *   ... -- --out <dir>            write the results elsewhere
  *   ... -- --time-limit <s>       abandon the run after <s> seconds (default 150 quick, 900 full)
+ *   ... -- --only <suite,...>     run only these suites (memory, import, connect, verification,
+ *                                 throughput, checkout, scaling) and replace just their
+ *                                 sections in the existing results of the output directory
  *   ... -- --help                 print this and exit
  *
  * Prints progress to stderr and the table to stdout; writes latest.json,
@@ -21,6 +24,7 @@ import { renderConsole, renderMarkdown, renderSvg } from './lib/render.js';
 import type { BenchResults, ChartPanel, Row, Section, TargetResult } from './lib/results.js';
 import { type StackProcess, startStackProcess } from './stack-process.js';
 import { type ConnectSettings, connectSuite } from './suites/connect.js';
+import { type ImportSettings, importSuite } from './suites/import.js';
 import { type MemorySettings, memorySuite } from './suites/memory.js';
 import {
   checkoutSuite,
@@ -35,6 +39,7 @@ interface Settings {
   readonly verification: VerificationSettings;
   readonly pooled: PooledSettings;
   readonly memory: MemorySettings;
+  readonly import: ImportSettings;
   /** The whole run is abandoned (exit 1) after this long. */
   readonly timeLimitMs: number;
 }
@@ -61,6 +66,7 @@ const QUICK: Settings = {
     scalingRounds: 1,
   },
   memory: { rounds: 1, connections: 11, reports: 300 },
+  import: { processes: 2 },
   timeLimitMs: 150_000,
 };
 
@@ -86,6 +92,7 @@ const FULL: Settings = {
     scalingRounds: 4,
   },
   memory: { rounds: 3, connections: 21, reports: 2000 },
+  import: { processes: 15 },
   timeLimitMs: 900_000,
 };
 
@@ -104,23 +111,32 @@ interface Arguments {
   readonly out: string;
   /** Overrides the mode's time limit (a busy machine needs more). */
   readonly timeLimitMs: number | undefined;
-  readonly suites: readonly string[];
+  /** Suites to run; undefined: all. */
+  readonly only: readonly string[] | undefined;
 }
 
-const SUITES = ['memory', 'connect', 'verification', 'throughput', 'checkout', 'scaling'] as const;
+const SUITES = [
+  'memory',
+  'import',
+  'connect',
+  'verification',
+  'throughput',
+  'checkout',
+  'scaling',
+] as const;
 
-const USAGE = `Usage: npm run bench -- [--quick] [--out <dir>] [--time-limit <seconds>] [--suites <a,b>]
+const USAGE = `Usage: npm run bench -- [--quick] [--out <dir>] [--time-limit <seconds>] [--only <a,b>]
   (no option)          full run (a few minutes), results in benchmarks/results/
   --quick              smoke run (under a minute), results in benchmarks/results/quick/
   --out <dir>          write latest.json, latest.md and chart.svg there instead
   --time-limit <s>     abandon the run after <s> seconds (default 150 quick, 900 full)
-  --suites <a,b>       run only these suites (default all: ${SUITES.join(', ')});
-                       targets of suites not run are inconclusive
+  --only <a,b>         run only these suites (default all: ${SUITES.join(', ')}) and
+                       replace just their sections in the output directory's last results
   --help               print this and exit
 For the engine threads alone: node --import tsx benchmarks/engine-thread.ts [--dist]`;
 
-const KNOWN_OPTIONS = new Set(['--quick', '--out', '--time-limit', '--suites', '--help']);
-const VALUED_OPTIONS = new Set(['--out', '--time-limit', '--suites']);
+const KNOWN_OPTIONS = new Set(['--quick', '--out', '--time-limit', '--only', '--help']);
+const VALUED_OPTIONS = new Set(['--out', '--time-limit', '--only']);
 
 function parseArguments(argv: readonly string[]): Arguments {
   for (const [i, arg] of argv.entries()) {
@@ -134,16 +150,14 @@ function parseArguments(argv: readonly string[]): Arguments {
   const limitAt = argv.indexOf('--time-limit');
   const limit = limitAt >= 0 ? Number(argv[limitAt + 1]) : undefined;
   if (limit !== undefined && !(limit > 0)) throw new Error('--time-limit needs seconds');
-  const suitesAt = argv.indexOf('--suites');
-  const suites = suitesAt >= 0 ? (argv[suitesAt + 1] ?? '').split(',') : [...SUITES];
-  for (const suite of suites) {
-    if (!(SUITES as readonly string[]).includes(suite)) {
-      throw new Error(`--suites: unknown suite ${JSON.stringify(suite)}\n${USAGE}`);
-    }
+  const onlyAt = argv.indexOf('--only');
+  const only = onlyAt >= 0 ? argv[onlyAt + 1]?.split(',').filter(Boolean) : undefined;
+  if (onlyAt >= 0 && (only === undefined || only.length === 0)) {
+    throw new Error('--only needs suite names, e.g. --only memory,scaling');
   }
   return {
     quick,
-    suites,
+    only,
     timeLimitMs: limit === undefined ? undefined : limit * 1000,
     out: resolve(out ?? join(ROOT, 'benchmarks', 'results', ...(quick ? ['quick'] : []))),
   };
@@ -166,6 +180,14 @@ async function versions(): Promise<Record<string, string>> {
     }
   }
   return result;
+}
+
+async function readPrevious(path: string): Promise<BenchResults | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as BenchResults;
+  } catch {
+    return undefined;
+  }
 }
 
 function progress(line: string): void {
@@ -431,15 +453,18 @@ async function main(): Promise<void> {
   const suites: [string, () => Promise<Section>][] = [
     // Memory first: later suites leave freed pages that would hide RSS growth.
     ['memory', () => memorySuite(context, settings.memory, progress)],
+    ['import', () => importSuite(settings.import, progress)],
     ['connect', () => connectSuite(context, settings.connect, progress)],
     ['verification', () => verificationSuite(context, settings.verification, progress)],
     ['throughput', () => throughputSuite(context, settings.pooled, progress)],
     ['checkout', () => checkoutSuite(context, settings.pooled, progress)],
     ['scaling', () => scalingSuite(context, settings.pooled, progress)],
   ];
+  const unknown = args.only?.filter((name) => !suites.some(([known]) => known === name)) ?? [];
+  if (unknown.length > 0) throw new Error(`--only: no suite named ${unknown.join(', ')}`);
   try {
     for (const [name, suite] of suites) {
-      if (!args.suites.includes(name)) continue;
+      if (args.only !== undefined && !args.only.includes(name)) continue;
       progress(`${name}: starting`);
       try {
         sections.push(await suite());
@@ -454,6 +479,20 @@ async function main(): Promise<void> {
     await stack.stop();
   }
 
+  if (args.only !== undefined) {
+    // A partial run replaces only its own sections of the last results.
+    const previous = await readPrevious(join(args.out, 'latest.json'));
+    const fresh = sections.splice(0);
+    const measured = new Set(fresh.flatMap((section) => section.rows.map((row) => row.id)));
+    for (const section of previous?.sections ?? []) {
+      const replaced = fresh.find((candidate) => candidate.id === section.id);
+      // A row that moved to another suite is not kept twice.
+      sections.push(
+        replaced ?? { ...section, rows: section.rows.filter((row) => !measured.has(row.id)) },
+      );
+    }
+    for (const section of fresh) if (!sections.includes(section)) sections.push(section);
+  }
   const results: BenchResults = {
     mode: args.quick ? 'quick' : 'full',
     startedAt: startedAt.toISOString(),
@@ -471,6 +510,7 @@ async function main(): Promise<void> {
     targets: checkTargets(sections, settings.pooled),
     chart: chartPanels(sections, settings.pooled),
     errors,
+    ...(args.only === undefined ? {} : { partial: args.only }),
   };
   await mkdir(args.out, { recursive: true });
   const caption =

@@ -70,6 +70,7 @@ test('given the local stack, the quick benchmark run measures every suite and wr
     assert.deepEqual(results.sections.map((section) => section.id).sort(), [
       'checkout',
       'connect',
+      'import',
       'memory',
       'scaling',
       'throughput',

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { AttestationReport } from '../src/attest/report.js';
+import { closeSharedDefaults } from '../src/connection/shared-defaults.js';
 import { VerificationCache } from '../src/connection/verification-cache.js';
 
 const MINUTE = 60_000;
@@ -68,5 +69,83 @@ describe('VerificationCache lifetime', () => {
 
     clock += MINUTE - 1;
     assert.equal((await cache.verify('fp', async () => report(clock))).cacheHit, true);
+  });
+});
+
+describe('VerificationCache sharing', () => {
+  it('shares verdicts between caches of one scope only', async () => {
+    let clock = 1_000_000;
+    const now = () => clock;
+    const a = new VerificationCache({ maxAgeMs: MINUTE, now, scope: () => 'sharing:a' });
+    const b = new VerificationCache({ maxAgeMs: MINUTE, now, scope: () => 'sharing:a' });
+    const other = new VerificationCache({ maxAgeMs: MINUTE, now, scope: () => 'sharing:b' });
+    const unscoped = new VerificationCache({ maxAgeMs: MINUTE, now });
+    let runs = 0;
+    const run = async () => {
+      runs++;
+      return report(clock);
+    };
+
+    await a.verify('fp', run);
+    assert.equal((await b.verify('fp', run)).cacheHit, true);
+    assert.equal(runs, 1);
+    assert.equal((await other.verify('fp', run)).cacheHit, false);
+    assert.equal((await unscoped.verify('fp', run)).cacheHit, false);
+    assert.equal(runs, 3);
+
+    // Each cache applies its own lifetime to a shared verdict too.
+    const short = new VerificationCache({ maxAgeMs: 10, now, scope: () => 'sharing:a' });
+    clock += 10;
+    assert.equal(short.get('fp'), undefined);
+    assert.notEqual(b.get('fp'), undefined);
+  });
+
+  it("does not hand a cache the failure of another cache's run: it verifies on its own", async () => {
+    const clock = 1_000_000;
+    const now = () => clock;
+    const ending = new VerificationCache({ maxAgeMs: MINUTE, now, scope: () => 'sharing:race' });
+    const joining = new VerificationCache({ maxAgeMs: MINUTE, now, scope: () => 'sharing:race' });
+    let fail: (error: Error) => void = () => {};
+    const first = ending.verify(
+      'fp',
+      () =>
+        new Promise<AttestationReport>((_, reject) => {
+          fail = reject;
+        }),
+    );
+    let runs = 0;
+    const second = joining.verify('fp', async () => {
+      runs++;
+      return report(clock);
+    });
+    fail(new Error('the first pool was ended'));
+    await assert.rejects(first, /the first pool was ended/);
+    const joined = await second;
+    assert.equal(runs, 1, 'the joining cache ran its own verification');
+    assert.equal(joined.cacheHit, false);
+  });
+
+  it('a cache shares the failure of its own run with its own callers', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'sharing:own' });
+    let runs = 0;
+    const run = async (): Promise<AttestationReport> => {
+      runs++;
+      await Promise.resolve();
+      throw new Error('refused');
+    };
+    const outcomes = await Promise.allSettled([cache.verify('fp', run), cache.verify('fp', run)]);
+    assert.deepEqual(
+      outcomes.map((outcome) => outcome.status),
+      ['rejected', 'rejected'],
+    );
+    assert.equal(runs, 1);
+  });
+
+  it('closeSharedDefaults forgets every verdict of the process', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'sharing:close' });
+    await cache.verify('fp', async () => report(Date.now()));
+    assert.notEqual(cache.get('fp'), undefined);
+    closeSharedDefaults();
+    assert.equal(cache.get('fp'), undefined);
   });
 });

@@ -106,7 +106,11 @@ export function environmentLine(results: BenchResults): string {
       ? ''
       : ` (load average ${machine.loadAverage.start.toFixed(1)} at the start, ${machine.loadAverage.end.toFixed(1)} at the end)`) +
     `; ${deps}. ` +
-    'Everything on loopback: Postgres, sidecar, PCCS and guest agent in a separate server process.'
+    'Everything on loopback: Postgres, sidecar, PCCS and guest agent in a separate server process.' +
+    (results.partial === undefined
+      ? ''
+      : ` Partial run: only ${results.partial.join(', ')} measured then; every other section ` +
+        'is from an earlier run.')
   );
 }
 

@@ -95,4 +95,6 @@ export interface BenchResults {
   readonly chart: ChartPanel[];
   /** Suites that crashed (the run still reports the others). */
   readonly errors: string[];
+  /** Set by `--only`: the suites this run measured; the other sections are an earlier run's. */
+  readonly partial?: readonly string[];
 }

@@ -252,8 +252,9 @@ export async function scalingSuite(
     id: 'scaling',
     title: 'Scaling with pool size',
     method:
-      'A new pool per step and variant: all connections opened at once (connections/s; a ' +
-      'new RaTlsPool verifies the server once, concurrent connects share that verification), ' +
+      'A new pool per step and variant: all connections opened at once (connections/s; the ' +
+      'server is known to the process, so a new RaTlsPool reuses its verdict: verdicts are ' +
+      'shared by pools of the same verifier and policy), ' +
       'then SELECT 1 with as many callers as connections. Interleaved rounds, medians.',
     rows,
   };

@@ -97,30 +97,6 @@ export async function verificationSuite(
     samples: warm200.length,
   });
 
-  // Import of the built package's entry point in fresh processes (npm run bench builds it).
-  const entry = fileURLToPath(new URL('../../dist/src/index.js', import.meta.url));
-  const importScript =
-    'const t = performance.now(); await import(process.argv[1]); ' +
-    'process.stdout.write(String(performance.now() - t));';
-  const imports: number[] = [];
-  for (let i = 0; i < settings.freshProcesses; i++) {
-    const { stdout } = await run(
-      process.execPath,
-      ['--input-type=module', '-e', importScript, entry],
-      { timeout: 60_000 },
-    );
-    imports.push(Number(stdout));
-  }
-  rows.push({
-    id: 'import.index',
-    label: "import('pg-ra-tls') in a fresh process (dist/src/index.js)",
-    unit: 'ms',
-    median: median(imports),
-    spreadP25: quantile(imports, 0.25),
-    spreadP75: quantile(imports, 0.75),
-    samples: imports.length,
-  });
-
   // 2. Steady state per engine, collateral in memory (the fixture's).
   const quote = new Uint8Array(readFileSync(new URL('quote.bin', FIXTURE_DIR)));
   const collateral = JSON.parse(readFileSync(new URL('collateral.json', FIXTURE_DIR), 'utf8'));
@@ -337,8 +313,7 @@ export async function verificationSuite(
       'fresh process starts the verifier’s warmUp() (what creating a pool does) and verifies at ' +
       'once or 200 ms later; the 200 ms row is judged against the median of six later calls in ' +
       'the same process. Event-loop block: a setImmediate chain records the longest gap ' +
-      'between two turns of the main loop while one verification runs. Import: a fresh plain ' +
-      'Node process imports the built dist/src/index.js.',
+      'between two turns of the main loop while one verification runs.',
     rows,
   };
 }

@@ -2,7 +2,7 @@
  * Finds a teesql cluster's leader from its signed DNS TXT manifest
  * (`_teesql-leader.<domain>`, docs/protocol.md §7), with a bounded lookup.
  */
-import { Resolver } from 'node:dns/promises';
+import type { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { describeCause, RaTlsError } from '../errors.js';
 import { parseDuration } from '../util/duration.js';
@@ -114,6 +114,7 @@ export function recordName(clusterDomain: string): string {
 
 function createResolver(servers: readonly string[] | undefined, timeoutMs: number): Resolver {
   // One try per server within the overall limit: a dead server costs one timeout, not four.
+  const { Resolver } = process.getBuiltinModule('node:dns/promises');
   const resolver = new Resolver({ timeout: Math.max(1, Math.min(timeoutMs, 2_000)), tries: 1 });
   if (servers !== undefined) {
     if (!Array.isArray(servers) || servers.length === 0) {

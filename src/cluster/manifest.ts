@@ -2,10 +2,15 @@
  * The signed leader manifest of a teesql cluster (docs/protocol.md §7): parsing,
  * canonical body, EIP-191 signature recovery and freshness. Pure: no I/O.
  */
-import { secp256k1 } from '@noble/curves/secp256k1';
-import { keccak_256 } from '@noble/hashes/sha3';
+import type * as Secp256k1 from '@noble/curves/secp256k1';
+import type * as Sha3 from '@noble/hashes/sha3';
 import { type ErrorCode, RaTlsError } from '../errors.js';
 import { toHex } from '../util/bytes.js';
+import { lazyRequire } from '../util/lazy-require.js';
+
+// Only cluster pools verify manifests: loaded at the first one, never preloaded.
+const secp256k1 = lazyRequire<typeof Secp256k1>('@noble/curves/secp256k1', { preload: false });
+const sha3 = lazyRequire<typeof Sha3>('@noble/hashes/sha3', { preload: false });
 
 /** A manifest that verified: who leads the cluster, at which epoch, until when. */
 export interface LeaderManifest {
@@ -130,14 +135,14 @@ export function personalMessageHash(body: string): Uint8Array {
   const joined = new Uint8Array(prefix.byteLength + message.byteLength);
   joined.set(prefix);
   joined.set(message, prefix.byteLength);
-  return keccak_256(joined);
+  return sha3().keccak_256(joined);
 }
 
 /** The Ethereum address (`0x` + 40 lowercase hex) of an uncompressed or compressed public key. */
 export function addressOfPublicKey(publicKey: Uint8Array): string {
-  const point = secp256k1.Point.fromHex(toHex(publicKey));
+  const point = secp256k1().secp256k1.Point.fromHex(toHex(publicKey));
   const uncompressed = point.toRawBytes(false);
-  return `0x${toHex(keccak_256(uncompressed.subarray(1)).subarray(12))}`;
+  return `0x${toHex(sha3().keccak_256(uncompressed.subarray(1)).subarray(12))}`;
 }
 
 /** Validates and lowercases an expected signer address; BAD_CONFIG otherwise. */
@@ -250,7 +255,8 @@ function recoverSigner(body: string, sigHex: string): string {
     );
   }
   try {
-    const point = secp256k1.Signature.fromCompact(toHex(signature.subarray(0, 64)))
+    const point = secp256k1()
+      .secp256k1.Signature.fromCompact(toHex(signature.subarray(0, 64)))
       .addRecoveryBit(recovery)
       .recoverPublicKey(personalMessageHash(body));
     return addressOfPublicKey(point.toRawBytes(false));

@@ -18,7 +18,9 @@ import {
 import { sha256, toHex } from '../util/bytes.js';
 import { Scope } from '../util/deadline.js';
 import { parseDuration, parseTimeout } from '../util/duration.js';
+import { preloadDependencies } from '../util/lazy-require.js';
 import type { RaTlsVerifier } from '../verification/verifier.js';
+import { sharedCertificates } from './shared-certificates.js';
 import { sharedVerifier } from './shared-defaults.js';
 import { type CachedVerification, VerificationCache } from './verification-cache.js';
 
@@ -133,9 +135,16 @@ export class AttestedConnector {
   readonly #lifetime = new AbortController();
   readonly #logger: (message: string) => void;
   #policy: NormalizedPolicy;
+  /** The policy's content as a cache scope: equal policies share verdicts. */
+  #policyKey: string;
   #policyVersion = 0;
 
-  constructor(options: AttestedConnectorOptions) {
+  /**
+   * @param sharing `'process'` (default): verdicts are shared with every
+   *   connector of the same verifier, clock and policy; `'none'`: this
+   *   connector verifies for itself (one-shot checks that promise to verify now).
+   */
+  constructor(options: AttestedConnectorOptions, sharing: 'process' | 'none' = 'process') {
     const verifier = options.verifier ?? sharedVerifier();
     if (
       verifier === null ||
@@ -154,8 +163,11 @@ export class AttestedConnector {
     // than Node's default of 10 at once.
     setMaxListeners(0, this.#lifetime.signal);
     startWarmUp(verifier);
+    // The parsers the first verification needs load while its handshake is in flight.
+    preloadDependencies();
     this.#logger = options.logger ?? console.warn;
     this.#policy = this.#judgeWith(options.policy);
+    this.#policyKey = JSON.stringify(this.#policy);
     this.reattestEveryMs = parseDuration(
       options.reattestEvery ?? DEFAULT_REATTEST_EVERY,
       'reattestEvery',
@@ -164,10 +176,20 @@ export class AttestedConnector {
       options.verifyTimeout ?? DEFAULT_VERIFY_TIMEOUT,
       'verifyTimeout',
     );
-    this.#now = options.now ?? (() => new Date());
+    this.#now = options.now ?? realClock;
+    // Verdicts are shared process wide with every connector of the same
+    // verifier object, clock and policy (by content): a new pool to a known
+    // server does not verify again. A test root verifier is another object,
+    // so its verdicts never reach a pool of a real one, and a policy change
+    // moves this connector to another scope at once.
+    const shared =
+      sharing === 'process'
+        ? `${identityOf(verifier)}|${identityOf(this.#now)}`
+        : `connector ${identityOf(this)}`;
     this.cache = new VerificationCache({
       maxAgeMs: this.reattestEveryMs,
       now: () => this.#now().getTime(),
+      scope: () => `${shared}|${this.#policyKey}`,
     });
     this.#identityOptions = options;
     this.#ownsIdentity = options.clientIdentity === undefined;
@@ -200,12 +222,15 @@ export class AttestedConnector {
     return this.#now().getTime();
   }
 
-  /** Replaces the policy (validated first) and forgets every cached report. */
+  /**
+   * Replaces the policy (validated first). Verdicts reached under another
+   * policy are not reused from then on: the cache scope names the policy.
+   */
   setPolicy(policy: Policy | undefined): NormalizedPolicy {
     const normalized = this.#judgeWith(policy);
     this.#policy = normalized;
+    this.#policyKey = JSON.stringify(normalized);
     this.#policyVersion++;
-    this.cache.clear();
     return normalized;
   }
 
@@ -215,8 +240,8 @@ export class AttestedConnector {
    *
    * The verdict is always one reached under the policy in force when this
    * returns: a verification that started before a {@link setPolicy} judged
-   * under the old policy, so it is run again under the new one (a policy
-   * change clears the cache, so the rerun is a real verification).
+   * under the old policy, so it is run again under the new one (the cache
+   * scope names the policy, so the rerun never reuses a verdict of the old one).
    */
   verifyCertificate(
     der: Uint8Array,
@@ -231,12 +256,13 @@ export class AttestedConnector {
         const scope = new Scope(signal);
         try {
           for (let attempt = 1; ; attempt++) {
-            // The cache is cleared on every policy change, so whatever this call
-            // gets (a cached report, a run in flight, a new run) was started
-            // under the version read here.
+            // The cache reads its scope (which names the policy) in this same
+            // turn, so whatever this call gets (a cached report, a run in
+            // flight, a new run) was reached under the policy read here.
             const policyVersion = this.#policyVersion;
+            const policy = this.#policy;
             const result = await scope.race(
-              this.cache.verify(fingerprint, () => this.#attest(der, issuers, fingerprint)),
+              this.cache.verify(fingerprint, () => this.#attest(der, issuers, fingerprint, policy)),
             );
             if (policyVersion === this.#policyVersion) {
               span.setAttribute(SpanAttributes.CACHE_HIT, result.cacheHit);
@@ -327,7 +353,16 @@ export class AttestedConnector {
               `the server at ${target.host}:${target.port} closed the connection during attestation`,
             );
       }
-      return { socket, report, cacheHit, peerCertificateDer, peerIssuersDer, policyVersion };
+      // The connection keeps its certificate for re-attestation: the process's copy.
+      const shared = sharedCertificates(report.fingerprint, peerCertificateDer, peerIssuersDer);
+      return {
+        socket,
+        report,
+        cacheHit,
+        peerCertificateDer: shared.der,
+        peerIssuersDer: shared.issuers,
+        policyVersion,
+      };
     } catch (error) {
       socket.destroy();
       throw error;
@@ -379,6 +414,7 @@ export class AttestedConnector {
     der: Uint8Array,
     issuers: readonly Uint8Array[],
     fingerprint: string,
+    policy: NormalizedPolicy,
   ): Promise<AttestationReport> {
     const scope = new Scope(this.#lifetime.signal).deadline(
       this.verifyTimeoutMs,
@@ -394,7 +430,7 @@ export class AttestedConnector {
       return await scope.race(
         attestCertificate(der, {
           verifier: this.verifier,
-          policy: this.#policy,
+          policy,
           chain: issuers,
           now: this.#now(),
           signal: scope.signal,
@@ -411,6 +447,25 @@ export class AttestedConnector {
       scope.dispose();
     }
   }
+}
+
+/** The default clock: one function, so connectors that do not set `now` share verdicts. */
+const realClock = (): Date => new Date();
+
+const identities = new WeakMap<object, number>();
+let lastIdentity = 0;
+
+/**
+ * A process-unique number per object (verifier, clock): verdicts are shared
+ * only between connectors holding the very same objects.
+ */
+function identityOf(object: object): number {
+  let identity = identities.get(object);
+  if (identity === undefined) {
+    identity = ++lastIdentity;
+    identities.set(object, identity);
+  }
+  return identity;
 }
 
 /** Policy objects whose warnings a logger has already received. */

@@ -1,5 +1,4 @@
 import { isIP } from 'node:net';
-import { performance } from 'node:perf_hooks';
 import { attestCertificate } from '../attest/attest-certificate.js';
 import type { AttestationReport } from '../attest/report.js';
 import { DEFAULT_SIDECAR_PORT, type Endpoint } from '../config/connection-settings.js';
@@ -237,18 +236,23 @@ function asRaTlsError(error: unknown): RaTlsError {
 }
 
 /**
+/**
  * A connector for one check: the shared client identity unless one is given
- * (or none is to be presented).
+ * (or none is to be presented). It verifies for itself, as these checks
+ * promise to verify now: no verdict of a pool is reused.
  */
 export function createConnector(options: AttestedConnectorOptions): AttestedConnector {
   const ownIdentity =
     options.clientIdentity !== undefined ||
     options.clientCertOverride !== undefined ||
     options.presentClientCertificate === false;
-  return new AttestedConnector({
-    ...options,
-    ...(ownIdentity ? {} : { clientIdentity: sharedClientIdentity(options.dstackEndpoint) }),
-  });
+  return new AttestedConnector(
+    {
+      ...options,
+      ...(ownIdentity ? {} : { clientIdentity: sharedClientIdentity(options.dstackEndpoint) }),
+    },
+    'none',
+  );
 }
 
 function resolveTarget(target: ServerTarget, options: InspectServerOptions): Endpoint {

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { AttestationReport } from '../attest/report.js';
 import {
   CONNECTION_OPTION_KEYS,
@@ -24,6 +24,7 @@ import {
   AttestedConnector as Connector,
   type EndpointTarget,
 } from './attested-connector.js';
+import { linkPgBase, pgBase } from './pg-base.js';
 import { type ClientInternals, clientInternals } from './pg-internals.js';
 import { sharedClientIdentity } from './shared-defaults.js';
 import { prepareSocketForPg } from './socket-hand-off.js';
@@ -104,7 +105,7 @@ const CANCEL_REQUEST_CODE = 80877102;
  * {@link RaTlsError}; `end()` during attestation settles `connect()` with
  * CONNECTION_ENDED.
  */
-export class RaTlsClient extends pg.Client {
+export class RaTlsClient extends pgBase('Client') {
   /** The resolved connection settings (password not enumerable). */
   readonly settings: ConnectionSettings;
   readonly #connector: AttestedConnector;
@@ -125,6 +126,7 @@ export class RaTlsClient extends pg.Client {
    *   ignored). @internal
    */
   constructor(options: RaTlsClientOptions, binding?: RaTlsClientBinding) {
+    linkPgBase(RaTlsClient, 'Client');
     const bound = binding ?? prepareBinding(options);
     super(toPgClientConfig(bound.settings));
     this.settings = bound.settings;

@@ -1,5 +1,6 @@
 import { closeSharedClientIdentities } from '../identity/shared-identity.js';
 import { DcapVerifier } from '../verification/dcap-verifier.js';
+import { clearVerdicts } from './verification-cache.js';
 
 export { sharedClientIdentity } from '../identity/shared-identity.js';
 
@@ -17,8 +18,9 @@ export function sharedVerifier(): DcapVerifier {
 }
 
 /**
- * Closes the process-wide defaults (the shared verifier and the shared client
- * identities of standalone clients and `verifyServer`) and forgets them; the
+ * Closes the process-wide defaults (the shared verifier, the shared client
+ * identities of standalone clients and `verifyServer`, and the process-wide
+ * verdicts every pool and client reuse) and forgets them; the
  * next use creates fresh ones. Pools own their defaults and close them in
  * `end()`; this is for the rest, e.g. at the end of a test file.
  */
@@ -26,4 +28,5 @@ export function closeSharedDefaults(): void {
   sharedDcapVerifier?.close();
   sharedDcapVerifier = undefined;
   closeSharedClientIdentities();
+  clearVerdicts();
 }

@@ -6,6 +6,14 @@ export interface VerificationCacheOptions {
   readonly maxAgeMs: number;
   /** Clock (ms since epoch). Default `Date.now`. */
   readonly now?: () => number;
+  /**
+   * Which verdicts this cache shares, read at every call: caches whose scope
+   * is the same string see each other's verdicts and runs in flight, process
+   * wide. It must name everything a verdict depends on besides the
+   * certificate: the verifier, the policy and the clock (see
+   * AttestedConnector). Default: a scope of this cache's own.
+   */
+  readonly scope?: () => string;
 }
 
 /** The outcome of {@link VerificationCache.verify}. */
@@ -15,84 +23,180 @@ export interface CachedVerification {
   readonly cacheHit: boolean;
 }
 
+interface StoredVerdict {
+  readonly report: AttestationReport;
+  /** min(verifiedAt + the storing cache's maxAgeMs, validUntil). */
+  readonly expiresAt: number;
+}
+
+interface Run {
+  readonly promise: Promise<AttestationReport>;
+  readonly owner: VerificationCache;
+}
+
 /**
- * Attestation reports keyed by certificate fingerprint (SHA-256 of the DER).
- * A report is reused while younger than `maxAgeMs` (its `verifiedAt` counts)
- * and before its evidence expires (its `validUntil`: a fresh verification
- * would then fail, e.g. COLLATERAL_EXPIRED, so a cached verdict must not
- * outlive it), so a warm connect costs one TLS handshake and no DCAP work; concurrent
- * verifications of one fingerprint share a single run. Failures are not cached.
- * `clear()` (a policy change) also discards results of runs still in flight.
+ * The process-wide verdicts: fingerprint → scope → verdict. A new pool (or
+ * client) to a server this process already verified under the same verifier,
+ * policy and clock reuses the verdict instead of verifying again.
+ */
+const verdicts = new Map<string, Map<string, StoredVerdict>>();
+const inflight = new Map<string, Run>();
+let ownScopes = 0;
+/** Increases at every clearVerdicts(): runs started before it are not stored. */
+let generation = 0;
+/** Stores since the last sweep of expired verdicts. */
+let storesSinceSweep = 0;
+const SWEEP_EVERY = 64;
+
+/**
+ * Forgets every verdict of the process (closeSharedDefaults); runs in flight
+ * still settle for their callers but are not stored.
+ */
+export function clearVerdicts(): void {
+  verdicts.clear();
+  inflight.clear();
+  generation++;
+}
+
+/**
+ * Attestation reports keyed by certificate fingerprint (SHA-256 of the DER),
+ * shared process wide between caches of the same scope. A report is reused
+ * while younger than `maxAgeMs` (its `verifiedAt` counts) and before its
+ * evidence expires (its `validUntil`: a fresh verification would then fail,
+ * e.g. COLLATERAL_EXPIRED, so a cached verdict must not outlive it), so a warm
+ * connect costs one TLS handshake and no DCAP work; concurrent verifications
+ * of one fingerprint share a single run. Failures are not cached; a run of
+ * another cache that fails (e.g. its pool ended) is not this cache's failure,
+ * which then verifies on its own.
  */
 export class VerificationCache {
   readonly #maxAgeMs: number;
   readonly #now: () => number;
-  readonly #reports = new Map<string, AttestationReport>();
-  readonly #inflight = new Map<string, Promise<AttestationReport>>();
-  #generation = 0;
+  readonly #scope: () => string;
 
   constructor(options: VerificationCacheOptions) {
     this.#maxAgeMs = options.maxAgeMs;
     this.#now = options.now ?? Date.now;
+    const own = `own:${++ownScopes}`;
+    this.#scope = options.scope ?? (() => own);
   }
 
   /** The cached report for `fingerprint` if it is still fresh. */
   get(fingerprint: string): AttestationReport | undefined {
-    const report = this.#reports.get(fingerprint);
-    if (report === undefined) return undefined;
-    if (!this.#fresh(report)) {
-      this.#reports.delete(fingerprint);
-      return undefined;
-    }
-    return report;
+    return this.#lookup(fingerprint, this.#scope());
   }
 
-  /** A fresh cached report, else the in-flight run for the fingerprint, else `run()` (stored on success). */
-  async verify(
+  /**
+   * A fresh cached report, else the in-flight run for the fingerprint, else
+   * `run()` (stored on success). The scope is read once, when called: `run`
+   * must judge under what that scope names.
+   */
+  verify(fingerprint: string, run: () => Promise<AttestationReport>): Promise<CachedVerification> {
+    return this.#verifyIn(this.#scope(), fingerprint, run);
+  }
+
+  async #verifyIn(
+    scope: string,
     fingerprint: string,
     run: () => Promise<AttestationReport>,
   ): Promise<CachedVerification> {
-    const cached = this.get(fingerprint);
+    const cached = this.#lookup(fingerprint, scope);
     if (cached !== undefined) return { report: cached, cacheHit: true };
-    const pending = this.#inflight.get(fingerprint);
-    if (pending !== undefined) return { report: await pending, cacheHit: true };
+    const key = `${scope}\n${fingerprint}`;
+    const pending = inflight.get(key);
+    if (pending !== undefined) {
+      if (pending.owner === this) return { report: await pending.promise, cacheHit: true };
+      try {
+        return { report: await pending.promise, cacheHit: true };
+      } catch {
+        // Another cache's run failed for its own reasons (its pool ended, its
+        // verifyTimeout): this cache's verdict is its own to reach.
+        if (inflight.get(key) === pending) inflight.delete(key);
+        return this.#verifyIn(scope, fingerprint, run);
+      }
+    }
 
-    const generation = this.#generation;
+    const started = generation;
     const promise = run();
-    this.#inflight.set(fingerprint, promise);
+    inflight.set(key, { promise, owner: this });
     try {
       const report = await promise;
-      if (generation === this.#generation && this.#fresh(report)) {
-        this.#reports.set(fingerprint, report);
-      }
+      if (started === generation) this.#store(fingerprint, scope, report);
       return { report, cacheHit: false };
     } finally {
-      if (this.#inflight.get(fingerprint) === promise) this.#inflight.delete(fingerprint);
+      if (inflight.get(key)?.promise === promise) inflight.delete(key);
     }
   }
 
-  /** Forgets one fingerprint (e.g. after its re-attestation failed). */
+  /**
+   * Forgets one fingerprint in this cache's scope (e.g. after its
+   * re-attestation failed), for every cache sharing that scope.
+   */
   delete(fingerprint: string): void {
-    this.#reports.delete(fingerprint);
-    this.#inflight.delete(fingerprint);
+    const scope = this.#scope();
+    const byScope = verdicts.get(fingerprint);
+    byScope?.delete(scope);
+    if (byScope?.size === 0) verdicts.delete(fingerprint);
+    inflight.delete(`${scope}\n${fingerprint}`);
   }
 
-  /** Forgets everything, including runs in flight (they still settle for their callers). */
-  clear(): void {
-    this.#generation++;
-    this.#reports.clear();
-    this.#inflight.clear();
-  }
-
-  /** Reusable until min(verifiedAt + maxAgeMs, validUntil). */
-  #fresh(report: AttestationReport): boolean {
-    const now = this.#now();
-    if (now - report.verifiedAt >= this.#maxAgeMs) return false;
-    return report.validUntil === undefined || now < report.validUntil;
-  }
-
-  /** Number of cached reports (fresh or not yet evicted). */
+  /** Number of fresh reports this cache's scope holds. */
   get size(): number {
-    return this.#reports.size;
+    const scope = this.#scope();
+    let count = 0;
+    for (const fingerprint of verdicts.keys()) {
+      if (this.#lookup(fingerprint, scope) !== undefined) count++;
+    }
+    return count;
+  }
+
+  #lookup(fingerprint: string, scope: string): AttestationReport | undefined {
+    const byScope = verdicts.get(fingerprint);
+    const stored = byScope?.get(scope);
+    if (byScope === undefined || stored === undefined) return undefined;
+    if (this.#now() >= stored.expiresAt) {
+      byScope.delete(scope);
+      if (byScope.size === 0) verdicts.delete(fingerprint);
+      return undefined;
+    }
+    // Too old for this cache's reattestEvery, perhaps not for another's.
+    return this.#fresh(stored) ? stored.report : undefined;
+  }
+
+  #store(fingerprint: string, scope: string, report: AttestationReport): void {
+    const expiresAt = Math.min(
+      report.verifiedAt + this.#maxAgeMs,
+      report.validUntil ?? Number.POSITIVE_INFINITY,
+    );
+    const stored = { report, expiresAt };
+    if (!this.#fresh(stored)) return;
+    let byScope = verdicts.get(fingerprint);
+    if (byScope === undefined) {
+      byScope = new Map();
+      verdicts.set(fingerprint, byScope);
+    }
+    byScope.set(scope, stored);
+    if (++storesSinceSweep >= SWEEP_EVERY) this.#sweep();
+  }
+
+  /** Reusable until min(verifiedAt + maxAgeMs, validUntil), and the storing cache's limit. */
+  #fresh(stored: StoredVerdict): boolean {
+    const now = this.#now();
+    const { report } = stored;
+    if (now - report.verifiedAt >= this.#maxAgeMs) return false;
+    if (report.validUntil !== undefined && now >= report.validUntil) return false;
+    return now < stored.expiresAt;
+  }
+
+  /** Drops expired verdicts of every scope, so certificates seen once do not accumulate. */
+  #sweep(): void {
+    storesSinceSweep = 0;
+    const now = this.#now();
+    for (const [fingerprint, byScope] of verdicts) {
+      for (const [scope, stored] of byScope) {
+        if (now >= stored.expiresAt) byScope.delete(scope);
+      }
+      if (byScope.size === 0) verdicts.delete(fingerprint);
+    }
   }
 }

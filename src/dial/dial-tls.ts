@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { connect, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
+import type { SecureContext, TLSSocket } from 'node:tls';
 import { describeCause, type ErrorCode, RaTlsError } from '../errors.js';
 import { abortError } from '../util/deadline.js';
 
@@ -42,6 +42,11 @@ export type DialCredential = NonNullable<DialOptions['clientCertificate']>;
 const contexts = new WeakMap<DialCredential, SecureContext>();
 let anonymousContext: SecureContext | undefined;
 
+/** node:tls, loaded at the first dial rather than when pg-ra-tls is imported. */
+function tls(): typeof import('node:tls') {
+  return process.getBuiltinModule('node:tls');
+}
+
 /**
  * The TLS context every dial presenting `credential` uses (one without a client
  * certificate when undefined), built on first use. Throws
@@ -51,13 +56,13 @@ let anonymousContext: SecureContext | undefined;
  */
 export function secureContextFor(credential: DialCredential | undefined): SecureContext {
   if (credential === undefined) {
-    anonymousContext ??= createSecureContext({});
+    anonymousContext ??= tls().createSecureContext({});
     return anonymousContext;
   }
   let context = contexts.get(credential);
   if (context === undefined) {
     try {
-      context = createSecureContext({ key: credential.key, cert: credential.cert });
+      context = tls().createSecureContext({ key: credential.key, cert: credential.cert });
     } catch (cause) {
       throw new RaTlsError(
         'CLIENT_CERT_UNAVAILABLE',
@@ -94,7 +99,7 @@ export function dialTls(options: DialOptions): Promise<DialedSocket> {
   return new Promise((resolve, reject) => {
     let phase: 'connect' | 'handshake' = 'connect';
     let timer: NodeJS.Timeout | undefined;
-    const socket = connect({
+    const socket = tls().connect({
       host: options.host,
       port: options.port,
       ...(servername === undefined ? {} : { servername }),

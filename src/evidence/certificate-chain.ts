@@ -1,6 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate } from '@peculiar/asn1-x509';
+import { asn1Schema, asn1X509 } from '../util/asn1.js';
 import { sha256, toHex } from '../util/bytes.js';
 import { pemBlocks } from '../util/pem.js';
 import { RA_TLS_OIDS, unwrapOctetString } from './certificate.js';
@@ -143,10 +142,12 @@ interface Parsed {
 }
 
 function parse(der: Uint8Array): Parsed | undefined {
+  const { AsnConvert } = asn1Schema();
+  const schema = asn1X509().Certificate;
   try {
     const x509 = x509FromDer(der);
     if (x509 === undefined) return undefined;
-    const asn = AsnConvert.parse(der, Certificate).tbsCertificate;
+    const asn = AsnConvert.parse(der, schema).tbsCertificate;
     const extensions = new Map<string, Uint8Array>();
     for (const extension of asn.extensions ?? []) {
       // RFC 5280 §4.2: one extension of each type; two app-id claims would be ambiguous.

@@ -1,6 +1,6 @@
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate, type Name, type TBSCertificate } from '@peculiar/asn1-x509';
+import type { Certificate, Name, TBSCertificate } from '@peculiar/asn1-x509';
 import { RaTlsError } from '../errors.js';
+import { asn1Schema, asn1X509 } from '../util/asn1.js';
 import { sha256, toHex } from '../util/bytes.js';
 import { type DerElement, readDerElement } from '../util/der.js';
 import { pemBlocks } from '../util/pem.js';
@@ -91,7 +91,7 @@ function parseCertificate(der: Uint8Array): { tbs: TBSCertificate; facts: Certif
   checkSize(der);
   let certificate: Certificate;
   try {
-    certificate = AsnConvert.parse(der, Certificate);
+    certificate = asn1Schema().AsnConvert.parse(der, asn1X509().Certificate);
   } catch (cause) {
     throw badCertificate('it is not a DER X.509 certificate', cause);
   }

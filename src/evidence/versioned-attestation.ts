@@ -1,6 +1,7 @@
-import { decode as decodeMsgpack } from '@msgpack/msgpack';
+import type * as Msgpack from '@msgpack/msgpack';
 import { RaTlsError } from '../errors.js';
 import { normalizeHex } from '../util/bytes.js';
+import { lazyRequire } from '../util/lazy-require.js';
 import { ScaleReader } from './scale-reader.js';
 import type { DecodedAttestation, EventLogEntry, RuntimeEvent } from './types.js';
 
@@ -103,10 +104,14 @@ function decodeV0(bytes: Uint8Array): DecodedAttestation {
  * `Vec<u8>` fields as arrays of integers and `serde_human_bytes` fields as bin,
  * so byte fields accept both forms.
  */
+/** `@msgpack/msgpack`, loaded at the first V1 attestation decoded. */
+const msgpack = lazyRequire<typeof Msgpack>('@msgpack/msgpack');
+
 function decodeV1(bytes: Uint8Array): DecodedAttestation {
+  const { decode } = msgpack();
   let root: unknown;
   try {
-    root = decodeMsgpack(bytes, {
+    root = decode(bytes, {
       maxStrLength: bytes.byteLength,
       maxBinLength: bytes.byteLength,
       maxArrayLength: bytes.byteLength,

@@ -5,8 +5,7 @@
  * size limit and keeps reading after its caller gave up; this client bounds
  * both the time and the bytes of every call, and leaves no socket behind.
  */
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import type { IncomingMessage } from 'node:http';
 import { describeCause } from '../errors.js';
 import { BodyTooLargeError, readMessageBody } from '../util/http-body.js';
 
@@ -85,6 +84,9 @@ export function callGuestAgent(
           ),
       );
     };
+    // Loaded here, not at import (node:https alone is a few ms of `import 'pg-ra-tls'`).
+    const { request: httpRequest } = process.getBuiltinModule('node:http');
+    const { request: httpsRequest } = process.getBuiltinModule('node:https');
     // agent: false: one connection per call, closed after it, so no keep-alive socket outlives close().
     const req = endpoint.startsWith('/')
       ? httpRequest(

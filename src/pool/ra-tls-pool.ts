@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { AttestationReport } from '../attest/report.js';
 import type { LeaderChangedEvent } from '../cluster/leader-follower.js';
 import {
@@ -7,6 +7,7 @@ import {
   PG_POOL_OPTION_KEYS,
 } from '../config/connection-settings.js';
 import type { AttestedConnector } from '../connection/attested-connector.js';
+import { linkPgBase, pgBase } from '../connection/pg-base.js';
 import { type PoolInternals, poolInternals } from '../connection/pg-internals.js';
 import {
   CONNECTOR_OWNED,
@@ -86,7 +87,7 @@ export const POOL_OPTION_KEYS: readonly string[] = Object.freeze([
  * `leaderChanged` ({@link LeaderChangedEvent}) and `discoveryFailed`
  * ({@link DiscoveryFailedEvent}).
  */
-export class RaTlsPool extends pg.Pool {
+export class RaTlsPool extends pgBase('Pool') {
   /** The resolved connection settings (password not enumerable). */
   readonly settings: ConnectionSettings;
   /** The connector shared by this pool's clients (verification cache, client identity). */
@@ -94,6 +95,7 @@ export class RaTlsPool extends pg.Pool {
   readonly #attestation: PoolAttestation<PooledClient>;
 
   constructor(options: RaTlsPoolOptions) {
+    linkPgBase(RaTlsPool, 'Pool');
     if (options !== null && typeof options === 'object') {
       if ((options as { Client?: unknown }).Client !== undefined) {
         throw new RaTlsError(

@@ -1,8 +1,8 @@
-import { createRequire } from 'node:module';
 import type { Attributes, Span, Tracer } from '@opentelemetry/api';
 import type { AttestationReport } from '../attest/report.js';
 import { maskConnectionString } from '../config/connection-string.js';
 import { RaTlsError } from '../errors.js';
+import { lazyRequire } from '../util/lazy-require.js';
 import { PACKAGE_VERSION } from './version.js';
 
 /** Name of the OpenTelemetry tracer pg-ra-tls uses. */
@@ -32,16 +32,24 @@ export const SpanAttributes = {
 
 type OtelApi = typeof import('@opentelemetry/api');
 
-/** The API is an optional peer dependency: load it if installed, else trace nothing. */
-function loadApi(): OtelApi | undefined {
-  try {
-    return createRequire(import.meta.url)('@opentelemetry/api') as OtelApi;
-  } catch {
-    return undefined;
-  }
-}
+const requireApi = lazyRequire<OtelApi>('@opentelemetry/api');
+/** undefined: not looked for yet; null: not installed. */
+let api: OtelApi | null | undefined;
 
-const api = loadApi();
+/**
+ * The API is an optional peer dependency: loaded at the first span (not at
+ * import, see lazyRequire) if installed, else nothing is traced.
+ */
+function otelApi(): OtelApi | undefined {
+  if (api === undefined) {
+    try {
+      api = requireApi();
+    } catch {
+      api = null;
+    }
+  }
+  return api ?? undefined;
+}
 
 /** The subset of a span pg-ra-tls writes to; a no-op stand-in when OpenTelemetry is absent. */
 export interface SpanHandle {
@@ -52,7 +60,7 @@ const NOOP_SPAN: SpanHandle = { setAttribute() {} };
 
 /** The pg-ra-tls tracer from the global provider (a no-op one without an SDK), or undefined without @opentelemetry/api. */
 export function getTracer(): Tracer | undefined {
-  return api?.trace.getTracer(TRACER_NAME, PACKAGE_VERSION);
+  return otelApi()?.trace.getTracer(TRACER_NAME, PACKAGE_VERSION);
 }
 
 /** Spans during which pg-ra-tls dials the server: kind CLIENT. */
@@ -73,9 +81,9 @@ export async function withSpan<T>(
   attributes: Attributes,
   fn: (span: SpanHandle) => Promise<T>,
 ): Promise<T> {
-  const tracer = getTracer();
-  if (tracer === undefined || api === undefined) return fn(NOOP_SPAN);
-  const otel = api;
+  const otel = otelApi();
+  const tracer = otel?.trace.getTracer(TRACER_NAME, PACKAGE_VERSION);
+  if (tracer === undefined || otel === undefined) return fn(NOOP_SPAN);
   const kind = NETWORK_SPANS.has(name) ? otel.SpanKind.CLIENT : otel.SpanKind.INTERNAL;
   return tracer.startActiveSpan(name, { attributes, kind }, async (span: Span) => {
     try {

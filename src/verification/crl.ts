@@ -15,9 +15,9 @@
  * and looks serial numbers up.
  */
 import { createVerify, X509Certificate } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { CertificateList } from '@peculiar/asn1-x509';
+import type { CertificateList } from '@peculiar/asn1-x509';
 import { RaTlsError } from '../errors.js';
+import { asn1Schema, asn1X509 } from '../util/asn1.js';
 import { bytesEqual, toHex } from '../util/bytes.js';
 import { readCertificateFields, readCrlIssuer } from '../util/certificate-fields.js';
 
@@ -60,9 +60,11 @@ const DIGEST_BY_SIGNATURE_OID: Readonly<Record<string, string>> = {
 
 /** Parses a DER CRL; throws CRL_INVALID naming `label` when it cannot be decoded. */
 export function parseCrl(der: Uint8Array, label: string): ParsedCrl {
+  const { AsnConvert } = asn1Schema();
+  const schema = asn1X509().CertificateList;
   let crl: CertificateList;
   try {
-    crl = AsnConvert.parse(der, CertificateList);
+    crl = AsnConvert.parse(der, schema);
   } catch (cause) {
     throw new RaTlsError(
       'CRL_INVALID',

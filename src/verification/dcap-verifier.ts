@@ -5,7 +5,6 @@
  * (statuses, debug, MRTD): pg-ra-tls does that around every verifier.
  */
 import { X509Certificate } from 'node:crypto';
-import { constants as qvlConstants } from '@phala/dcap-qvl';
 import { describeCause, RaTlsError } from '../errors.js';
 import { fromHex } from '../util/bytes.js';
 import { abortError, raceSignal } from '../util/deadline.js';
@@ -21,6 +20,7 @@ import {
 } from './collateral.js';
 import { CollateralCache, DEFAULT_COLLATERAL_MAX_AGE_MS } from './collateral-cache.js';
 import { checkPckChain, type PreparedCrls, prepareCrls } from './crl.js';
+import { dcapQvl } from './dcap-qvl.js';
 import type { DcapEngine, EngineVerdict, TdReportFields } from './engines/engine.js';
 import { ThreadedEngine, warmUpEngines } from './engines/engine-worker.js';
 import { INTEL_PCS_URL, PccsClient } from './pccs-client.js';
@@ -210,8 +210,11 @@ interface EngineSetup {
   readonly wasm: DcapEngine | undefined;
   /** Always present: the JS engine is the one that checks the QE identity. */
   readonly js: DcapEngine;
-  /** DER of the root every chain must end in (Intel's unless a test root was passed). */
-  readonly trustedRootCa: Uint8Array;
+  /**
+   * DER of the test root every chain must end in, when one was passed;
+   * undefined: Intel's SGX Root CA (read from dcap-qvl at first use).
+   */
+  readonly trustedRootCa: Uint8Array | undefined;
   /**
    * The strict CRL check's collateral half, done once per collateral set (a
    * fetch or the fixed set): its result, or the error it failed with.
@@ -238,7 +241,7 @@ function engineSetup(options: OfflineVerifyOptions): EngineSetup {
       { details: { option: 'engine' } },
     );
   }
-  let trustedRootCa = new Uint8Array(qvlConstants.TRUSTED_ROOT_CA_DER);
+  let trustedRootCa: Uint8Array | undefined;
   let rootCaDer: Uint8Array | undefined;
   if (options.rootCa !== undefined) {
     // docs/protocol.md §8: a test root is accepted only when passed explicitly, and only by the JS engine.
@@ -444,7 +447,8 @@ function strictCrlCheck(
         rootCaCrl: fromHex(collateral.root_ca_crl),
         pckCrl: fromHex(collateral.pck_crl),
         pckCrlIssuerChain: issuerChain(collateral.pck_crl_issuer_chain),
-        trustedRootCa: setup.trustedRootCa,
+        trustedRootCa:
+          setup.trustedRootCa ?? new Uint8Array(dcapQvl().constants.TRUSTED_ROOT_CA_DER),
       });
     } catch (error) {
       if (!(error instanceof RaTlsError)) throw error;

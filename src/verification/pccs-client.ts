@@ -4,13 +4,8 @@
  * is untrusted transport: every request is timed out and size-capped, and
  * what it serves is verified by the engines, never believed.
  */
-import { AsnConvert } from '@peculiar/asn1-schema';
-import {
-  Certificate,
-  CRLDistributionPoints,
-  id_ce_cRLDistributionPoints,
-} from '@peculiar/asn1-x509';
 import { describeCause, RaTlsError } from '../errors.js';
+import { asn1Schema, asn1X509 } from '../util/asn1.js';
 import { fromHex, normalizeHex } from '../util/bytes.js';
 import { parseDuration } from '../util/duration.js';
 import { BodyTooLargeError, readResponseBody } from '../util/http-body.js';
@@ -278,6 +273,8 @@ function rawMember(body: string, key: string): string | undefined {
 }
 
 function crlDistributionPoint(rootDer: Uint8Array): string | undefined {
+  const { AsnConvert } = asn1Schema();
+  const { Certificate, CRLDistributionPoints, id_ce_cRLDistributionPoints } = asn1X509();
   try {
     const cert = AsnConvert.parse(rootDer, Certificate);
     const ext = cert.tbsCertificate.extensions?.find(

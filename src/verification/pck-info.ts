@@ -4,12 +4,12 @@
  * extension, and which PCK CA issued it.
  */
 import { X509Certificate } from 'node:crypto';
-import { Quote } from '@phala/dcap-qvl';
 import { describeCause, RaTlsError } from '../errors.js';
 import { toHex } from '../util/bytes.js';
 import { readCertificateFields } from '../util/certificate-fields.js';
 import { DER_TAG, derValue, readDerElement } from '../util/der.js';
 import { pemBlocks } from '../util/pem.js';
+import { dcapQvl } from './dcap-qvl.js';
 
 /** Which PCK CA issued a platform's PCK certificate (selects the PCK CRL). */
 export type PckCa = 'platform' | 'processor';
@@ -32,6 +32,7 @@ const FMSPC_OID_HEX = '2a864886f84d010d0104';
  * FMSPC and CA that select its collateral. Throws MALFORMED_QUOTE.
  */
 export function readPckInfo(quote: Uint8Array): PckInfo {
+  const { Quote } = dcapQvl();
   let pem: string;
   try {
     pem = Buffer.from(Quote.parse(quote).rawCertChain()).toString('utf8');

@@ -11,7 +11,7 @@
  * with ENGINE_UNAVAILABLE: never a silent fallback to one engine. The next
  * verification starts a fresh thread.
  */
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { describeCause, type ErrorCode, RaTlsError } from '../../errors.js';
 import type { NormalizedCollateral } from '../collateral.js';
 import type { DcapEngine, EngineName, EngineVerdict } from './engine.js';
@@ -60,6 +60,8 @@ const LABEL: Record<EngineName, string> = {
 
 /** Starts the worker running engine-thread. */
 function startWorker(engine: EngineName): Worker {
+  // Loaded at the first thread started, not when pg-ra-tls is imported.
+  const { Worker } = process.getBuiltinModule('node:worker_threads');
   const workerData = { engine };
   if (!import.meta.url.endsWith('.ts')) {
     return new Worker(new URL('./engine-thread.js', import.meta.url), { workerData });
