@@ -43,6 +43,7 @@ test('every subpath of the exports map loads from dist by the package name', asy
     'pg-ra-tls/sequelize': ['sequelizeOptions'],
     'pg-ra-tls/pg-promise': ['usePgRaTls', 'attestedPool'],
     'pg-ra-tls/mikro-orm': ['mikroOrmOptions'],
+    'pg-ra-tls/slonik': ['createRaTlsDriverFactory'],
   };
   for (const [specifier, names] of Object.entries(subpaths)) {
     const out = await importInFreshProcess(

@@ -59,6 +59,7 @@ const SHIM_FOR: Readonly<Record<string, string>> = {
   'pg-ra-tls/sequelize': 'sequelize.ts',
   'pg-ra-tls/pg-promise': 'pg-promise.ts',
   'pg-ra-tls/mikro-orm': 'mikro-orm.ts',
+  'pg-ra-tls/slonik': 'slonik.ts',
   './generated/prisma/client.js': 'generated-prisma-client.ts',
 };
 
