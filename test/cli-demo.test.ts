@@ -108,9 +108,28 @@ test('pg-ra-tls demo runs end to end, exits 0 and leaves no process or temp dir 
       stdout,
       /replayed with another key: refused before any SQL with PUBKEY_MISMATCH; bytes forwarded to Postgres: 0\n/,
     );
+    // The failover act: the pool follows the new leader, no acknowledged write is lost,
+    // and every error callers saw during the switch carried a code.
+    assert.match(
+      stdout,
+      /\[6\/7\] a replicated cluster fails over: leader stopped, standby promoted, manifest republished/,
+    );
+    assert.match(stdout, /cluster up in .*: a leader and a synchronous hot standby/);
+    assert.match(
+      stdout,
+      /4 writers, one pool following the manifest: 20 rows on leader [0-9a-f]{12}…/,
+    );
+    assert.match(
+      stdout,
+      /manifest epoch 2 published; the pool attested [0-9a-f]{12}… and wrote there \d+ ms later\n/,
+    );
+    assert.match(
+      stdout,
+      /all (\d+) acknowledged writes are on the new leader; \d+ failed during the switch, each typed: (none|[A-Z0-9_]+ ×\d+(, [A-Z0-9_]+ ×\d+)*)\n/,
+    );
     assert.match(stdout, /^done in /m);
     const lines = stdout.trimEnd().split('\n');
-    assert.ok(lines.length <= 30, `compact output, got ${lines.length} lines`);
+    assert.ok(lines.length <= 32, `compact output, got ${lines.length} lines`);
     assert.doesNotMatch(stderr, /error/i);
 
     const left = await leftovers(scratch);
@@ -130,7 +149,24 @@ test('Ctrl-C during the demo stops the stack, exits 130 and leaves nothing behin
     },
     (stdout, child) => {
       // Interrupt once the stack is up and the first connection is being made.
-      if (stdout.includes('[2/6]') && child.exitCode === null) child.kill('SIGINT');
+      if (stdout.includes('[2/7]') && child.exitCode === null) child.kill('SIGINT');
+    },
+  );
+});
+
+test('Ctrl-C during the failover act stops the cluster too, exits 130 and leaves nothing behind', async () => {
+  await runDemo(
+    async ({ code, stdout, stderr, scratch }) => {
+      assert.equal(code, 130, `stdout:\n${stdout}\nstderr:\n${stderr}`);
+      assert.match(stdout, /cluster up in /);
+      assert.match(stderr, /pg-ra-tls demo: SIGINT: stopped; temporary files removed/);
+      assert.doesNotMatch(stdout, /^done in /m);
+      assert.deepEqual(await leftovers(scratch), [], 'every temp dir was removed');
+      assert.deepEqual(await processesMentioning(scratch), [], 'no Postgres is left running');
+    },
+    (stdout, child) => {
+      // Interrupt once the cluster (a primary and a standby) is up.
+      if (stdout.includes('cluster up in ') && child.exitCode === null) child.kill('SIGINT');
     },
   );
 });
@@ -147,7 +183,7 @@ test('a closed stdout (pg-ra-tls demo | head) stops the stack and leaves nothing
     },
     (stdout, child) => {
       // What `head -3` does: read a few lines, then close the pipe.
-      if (!closed && stdout.includes('[2/6]')) {
+      if (!closed && stdout.includes('[2/7]')) {
         closed = true;
         child.stdout.destroy();
       }
