@@ -27,7 +27,7 @@ export const unused = {
   pgClient: (options: RaTlsPoolOptions) => createClient(options),
   postgresJs: (options: RaTlsPoolOptions) => postgresOptions(options),
   prisma: (options: RaTlsPoolOptions) => prismaAdapter(options),
-  slonik: (policy: RaTlsPoolOptions['policy']) => createRaTlsDriverFactory({ policy }),
+  slonik: (policy: NonNullable<RaTlsPoolOptions['policy']>) => createRaTlsDriverFactory({ policy }),
   verifier: () => new DcapVerifier({ engine: 'both' }),
   authority: createTestAuthority,
 };
