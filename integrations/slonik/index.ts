@@ -1,6 +1,6 @@
 /**
- * pg-ra-tls/slonik: Slonik (47 on Node 20 and 22, 48 and later on Node 24)
- * over attested connections.
+ * pg-ra-tls/slonik: Slonik (47.3 or later; 48 and later need Node 22 and
+ * declare Node 24) over attested connections.
  *
  * Slonik opens connections through a driver factory (`driverFactory` in
  * `createPool`'s configuration), whose stock pg driver builds a plain
