@@ -38,7 +38,7 @@ for major in "${versions[@]}"; do
   slonik="$("$node_bin" -p "require('$work/project/node_modules/slonik/package.json').version")"
   echo "test-node-versions: Node $("$node_bin" --version), Kysely $kysely, Slonik $slonik"
   if ! (cd "$work/project" && "$node_bin" --import tsx --test --test-concurrency=2 \
-    --test-timeout=180000 test/integration-*.test.ts test/readme.test.ts); then
+    --test-timeout=180000 test/integration-*.test.ts test/readme*.test.ts); then
     echo "test-node-versions: FAILED on Node $major" >&2
     status=1
   fi
