@@ -57,6 +57,7 @@ export const ErrorCodes = {
   HANDSHAKE_FAILED: 'TLS handshake failed',
   VERIFY_TIMEOUT: 'Attestation verification timed out',
   CONNECTION_ENDED: 'The connection was ended before it was attested',
+  CONNECTION_LOST: 'The connection to the server was lost during the session',
   SERVER_CHANGED: 'The server presented a different certificate than the pinned one',
   REATTEST_FAILED: 'Re-attestation of a pooled connection failed',
   POOL_ENDED: 'The pool has been ended',

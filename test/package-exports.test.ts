@@ -38,11 +38,12 @@ test('every subpath of the exports map loads from dist by the package name', asy
     'pg-ra-tls/drizzle': ['drizzle', 'createPool'],
     'pg-ra-tls/prisma': ['prismaAdapter'],
     'pg-ra-tls/postgres-js': ['postgresOptions'],
-    'pg-ra-tls/knex': ['knex', 'attestedPool'],
+    'pg-ra-tls/knex': ['knex', 'knexConfig', 'attestedPool'],
     'pg-ra-tls/typeorm': ['typeormOptions', 'attestedPool'],
     'pg-ra-tls/sequelize': ['sequelizeOptions'],
     'pg-ra-tls/pg-promise': ['usePgRaTls', 'attestedPool'],
     'pg-ra-tls/mikro-orm': ['mikroOrmOptions'],
+    'pg-ra-tls/slonik': ['createRaTlsDriverFactory'],
   };
   for (const [specifier, names] of Object.entries(subpaths)) {
     const out = await importInFreshProcess(

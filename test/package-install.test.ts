@@ -35,6 +35,8 @@ const PEERS = [
   'drizzle-orm',
   '@prisma/adapter-pg',
   'postgres',
+  // Slonik 48+ need Promise.withResolvers (Node 22); on Node 20 the user stays on 47.
+  Number(process.versions.node.split('.')[0]) >= 22 ? 'slonik' : 'slonik@47',
   '@opentelemetry/api',
   // The user's own tools, for the type check.
   'typescript@5.9',
@@ -150,6 +152,7 @@ test('CommonJS code can require() every subpath', async () => {
   assert.ok(exported['pg-ra-tls/drizzle']?.includes('drizzle'));
   assert.ok(exported['pg-ra-tls/prisma']?.includes('prismaAdapter'));
   assert.ok(exported['pg-ra-tls/postgres-js']?.includes('postgresOptions'));
+  assert.ok(exported['pg-ra-tls/slonik']?.includes('createRaTlsDriverFactory'));
 });
 
 test('the package ships its license and source maps that carry their sources', async () => {
@@ -176,7 +179,7 @@ test('the package ships its license and source maps that carry their sources', a
 test('only pg-ra-tls/testing loads the test-certificate libraries; jose waits for a token', async () => {
   // jose is a dependency, loaded by the first IntelApiVerifier token check only.
   const testOnly = ['@peculiar/x509', 'reflect-metadata', 'tsyringe', 'jose'];
-  const subpaths = ['', '/kysely', '/pg', '/drizzle', '/prisma', '/postgres-js'];
+  const subpaths = ['', '/kysely', '/pg', '/drizzle', '/prisma', '/postgres-js', '/slonik'];
   for (const subpath of subpaths) {
     const { stdout } = await exec(
       process.execPath,

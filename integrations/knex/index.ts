@@ -52,6 +52,57 @@ const REFUSED_KEYS = ['client', 'pool', 'acquireConnectionTimeout'] as const;
 export function knex<TRecord extends {} = Record<string, unknown>, TResult = unknown[]>(
   config: RaTlsKnexConfig,
 ): Knex<TRecord, TResult> {
+  const { knexOptions, connectionPool, owned } = checkConfig(config);
+  const instance = knexFactory<TRecord, TResult>({ ...knexOptions, client: 'pg', connectionPool });
+  pools.set(instance, connectionPool);
+  if (!owned) return instance;
+  const pool = connectionPool;
+  // Knex leaves an external pool alone on destroy(); this one is ours to end.
+  const client = instance.client as { destroy(callback?: (error?: unknown) => void): unknown };
+  const destroyKnex = client.destroy.bind(client);
+  client.destroy = (callback?: (error?: unknown) => void) => {
+    const done = (async () => {
+      try {
+        await destroyKnex();
+      } finally {
+        if (!pool.ending) await pool.end();
+      }
+    })();
+    if (callback === undefined) return done;
+    done.then(
+      () => callback(),
+      (error: unknown) => callback(error),
+    );
+    return undefined;
+  };
+  return instance;
+}
+
+/**
+ * The configuration a knexfile exports for the `knex` CLI
+ * (`npx knex migrate:latest --knexfile knexfile.mjs`):
+ * `export default knexConfig({ connection: { connectionString, policy }, migrations })`.
+ * It is Knex's `pg` client over a {@link RaTlsPool} given as `connectionPool`,
+ * so every connection the CLI opens is attested before its first byte and
+ * re-attested at checkout like {@link knex}'s. Checks as {@link knex} does
+ * (BAD_CONFIG before any I/O). The CLI exits without ending the pool; a program
+ * that gives the result to Knex itself ends `connectionPool` after `destroy()`.
+ */
+export function knexConfig(config: RaTlsKnexConfig): Knex.Config & {
+  readonly client: 'pg';
+  readonly connectionPool: RaTlsPool;
+} {
+  const { knexOptions, connectionPool } = checkConfig(config);
+  return { ...knexOptions, client: 'pg', connectionPool };
+}
+
+/** The Knex options and the attested pool of a configuration; throws BAD_CONFIG. */
+function checkConfig(config: RaTlsKnexConfig): {
+  readonly knexOptions: KnexOptions;
+  readonly connectionPool: RaTlsPool;
+  /** True when the pool was made here from `connection` (ours to end). */
+  readonly owned: boolean;
+} {
   if (config === null || typeof config !== 'object') {
     throw new RaTlsError('BAD_CONFIG', 'knex needs { connection: { connectionString, ... } }', {
       details: { option: 'config' },
@@ -78,13 +129,7 @@ export function knex<TRecord extends {} = Record<string, unknown>, TResult = unk
         { details: { option: 'connectionPool' } },
       );
     }
-    const instance = knexFactory<TRecord, TResult>({
-      ...knexOptions,
-      client: 'pg',
-      connectionPool,
-    });
-    pools.set(instance, connectionPool);
-    return instance;
+    return { knexOptions, connectionPool, owned: false };
   }
   const { connection, ...knexOptions } = config as KnexOptions & {
     connection?: RaTlsPoolOptions;
@@ -97,30 +142,5 @@ export function knex<TRecord extends {} = Record<string, unknown>, TResult = unk
       { details: { option: 'connection' } },
     );
   }
-  const pool = createPool(connection);
-  const instance = knexFactory<TRecord, TResult>({
-    ...knexOptions,
-    client: 'pg',
-    connectionPool: pool,
-  });
-  pools.set(instance, pool);
-  // Knex leaves an external pool alone on destroy(); this one is ours to end.
-  const client = instance.client as { destroy(callback?: (error?: unknown) => void): unknown };
-  const destroyKnex = client.destroy.bind(client);
-  client.destroy = (callback?: (error?: unknown) => void) => {
-    const done = (async () => {
-      try {
-        await destroyKnex();
-      } finally {
-        if (!pool.ending) await pool.end();
-      }
-    })();
-    if (callback === undefined) return done;
-    done.then(
-      () => callback(),
-      (error: unknown) => callback(error),
-    );
-    return undefined;
-  };
-  return instance;
+  return { knexOptions, connectionPool: createPool(connection), owned: true };
 }

@@ -2,8 +2,9 @@
  * `pg-ra-tls demo`: the whole story in a few seconds, on this machine. Starts
  * the local stack (src/testing/local-stack.ts), connects with the Kysely
  * dialect through the gateway, writes and reads rows, shows the read-only role
- * refused by Postgres and two tampered servers refused before any SQL, prints
- * what was verified and how long each step took, and stops everything.
+ * refused by Postgres and tampered servers refused before any SQL, then a
+ * replicated cluster failing over under writes (demo-failover.ts), prints what
+ * was verified and how long each step took, and stops everything.
  */
 
 import { generateKeyPairSync } from 'node:crypto';
@@ -18,6 +19,7 @@ import { type LocalStack, startLocalStack } from '../testing/local-stack.js';
 import type { TeesqlRole } from '../testing/stack/postgres.js';
 import type { SidecarMisbehaviour } from '../testing/stack/sidecar.js';
 import { type CliCommand, type CliIo, ExitCode, parseArgsError } from './command.js';
+import { failoverAct } from './demo-failover.js';
 import { StopSignals } from './stop-signals.js';
 
 const HELP = `Usage: pg-ra-tls demo
@@ -34,6 +36,10 @@ everything (exit 0) in a few seconds:
   5. shows tampered servers (foreign MRTD; the same firmware booting a foreign
      kernel that forges the app's events; a replayed quote) refused before any
      SQL, with the bytes the sidecar forwarded to Postgres: 0
+  6. starts a replicated cluster (a leader and a synchronous standby, a signed
+     leader manifest on DNS): writers keep writing through one pool while the
+     leader is stopped, the standby promoted and the manifest republished; the
+     pool attests the new leader and follows it, losing no acknowledged write
 
 The stack uses a TEST root of trust, not Intel's: the demo shows every check
 pg-ra-tls makes, but nothing here proves anything about real hardware.
@@ -51,7 +57,7 @@ interface DemoDatabase {
   demo_notes: Notes;
 }
 
-const STEPS = 6;
+const STEPS = 7;
 const ROWS = ['attested', 'before', 'the first byte'];
 const INDENT = '      ';
 
@@ -74,6 +80,11 @@ class Progress {
     if (this.#signals?.received !== undefined) throw new Interrupted();
     this.#step++;
     this.#io.stdout(`[${this.#step}/${STEPS}] ${text}\n`);
+  }
+
+  /** Stops the demo here if it was interrupted (for long steps). */
+  checkpoint(): void {
+    if (this.#signals?.received !== undefined) throw new Interrupted();
   }
 
   /** A result line under the current step. */
@@ -240,6 +251,11 @@ async function demo(io: CliIo, signals: StopSignals): Promise<number> {
         cert: replayed.certificateChain.join('\n'),
       },
     });
+
+    out.step(
+      'a replicated cluster fails over: leader stopped, standby promoted, manifest republished...',
+    );
+    await failoverAct({ detail: (text) => out.detail(text), checkpoint: () => out.checkpoint() });
 
     out.step('stopping Postgres, sidecar, gateway and guest agent...');
     stepStarted = performance.now();

@@ -6,6 +6,7 @@ import { RaTlsError } from '../errors.js';
 import { PACKAGE_VERSION } from '../telemetry/version.js';
 import { closestName } from '../util/did-you-mean.js';
 import { type CliCommand, type CliIo, ExitCode, formatError, isUsageError } from './command.js';
+import { STDOUT_CLOSED } from './stop-signals.js';
 
 /** Every command, by name: a loader, so nothing is imported until it runs. */
 const COMMANDS: Readonly<Record<string, () => Promise<CliCommand>>> = {
@@ -71,7 +72,7 @@ export function processIo(): CliIo {
     if (closed) return;
     closed = true;
     process.exitCode ??= 1;
-    process.emit('SIGPIPE', 'SIGPIPE');
+    (process as NodeJS.EventEmitter).emit(STDOUT_CLOSED);
   });
   return {
     stdout: (text) => {

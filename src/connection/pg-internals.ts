@@ -4,9 +4,10 @@ import { RaTlsError } from '../errors.js';
 
 /**
  * The only module that touches node-postgres and pg-pool internals. pg-ra-tls
- * needs five of them: pg-pool's idle list and removal (to drain connections to
+ * needs a handful: pg-pool's idle list and removal (to drain connections to
  * a replaced or stale server), pg's connection stream (to hand it the attested
- * socket) and the backend key (for an attested cancel). Their shape is checked
+ * socket), the backend key (for an attested cancel) and the two paths by which
+ * pg reports a session's errors (to type a lost connection). Their shape is checked
  * once, when a pool or client is created, so an incompatible pg release fails
  * there with PG_UNSUPPORTED_VERSION instead of in a timer later.
  * Supported: the `pg` peer range in package.json (pg 8.11+, pg-pool 3.x).
@@ -22,6 +23,8 @@ interface PgClientPrivates {
   connection: { stream: unknown };
   processID: number | null;
   secretKey: number | null;
+  _errorAllQueries(error: Error): void;
+  _handleErrorEvent(error: Error): void;
 }
 
 /** The pg-pool internals the pool uses, checked. */
@@ -40,6 +43,11 @@ export interface ClientInternals {
   setStream(socket: Socket): void;
   /** The BackendKeyData of the session, once Postgres sent it. */
   backendKey(): { processID: number; secretKey: number } | undefined;
+  /**
+   * Passes every error pg is about to give the session's queries or emit as
+   * `error` (a lost connection, a socket error) through `map` first.
+   */
+  mapSessionErrors(map: (error: Error) => Error): void;
 }
 
 function unsupported(what: string): RaTlsError {
@@ -79,6 +87,12 @@ export function clientInternals(client: pg.Client): ClientInternals {
   if (!('processID' in privates) || !('secretKey' in privates)) {
     throw unsupported('Client#processID/secretKey');
   }
+  if (typeof privates._errorAllQueries !== 'function') {
+    throw unsupported('Client#_errorAllQueries()');
+  }
+  if (typeof privates._handleErrorEvent !== 'function') {
+    throw unsupported('Client#_handleErrorEvent()');
+  }
   return {
     stream: () => connection.stream as Socket,
     setStream: (socket) => {
@@ -89,6 +103,15 @@ export function clientInternals(client: pg.Client): ClientInternals {
       return typeof processID === 'number' && typeof secretKey === 'number'
         ? { processID, secretKey }
         : undefined;
+    },
+    mapSessionErrors: (map) => {
+      // pg fails queries through _errorAllQueries and reports the session's
+      // errors through _handleErrorEvent (bound as the connection's error
+      // listener at connect, so this must run before connect()).
+      const errorAllQueries = privates._errorAllQueries;
+      const handleErrorEvent = privates._handleErrorEvent;
+      privates._errorAllQueries = (error) => errorAllQueries.call(client, map(error));
+      privates._handleErrorEvent = (error) => handleErrorEvent.call(client, map(error));
     },
   };
 }

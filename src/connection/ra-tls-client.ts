@@ -119,6 +119,8 @@ export class RaTlsClient extends pgBase('Client') {
   #attestation: AttestationReport | undefined;
   #certificateDer: Uint8Array | undefined;
   #issuersDer: readonly Uint8Array[] = [];
+  /** pg reports one loss through two paths: both give callers the same RaTlsError. */
+  readonly #lost = new WeakMap<Error, RaTlsError>();
 
   /**
    * @param options where to connect and how to attest.
@@ -134,6 +136,7 @@ export class RaTlsClient extends pgBase('Client') {
     this.#hooks = bound.hooks;
     this.#endpointOf = bound.endpoint;
     this.#pg = clientInternals(this);
+    this.#pg.mapSessionErrors((error) => this.#sessionError(error));
     // pg's placeholder stream must never open a plaintext connection: only the
     // attested socket may carry the session.
     Object.defineProperty(this.#pg.stream(), 'connect', {
@@ -298,6 +301,29 @@ export class RaTlsClient extends pgBase('Client') {
     );
   }
 
+  /**
+   * pg's own report of a connection gone under the session (its plain
+   * "Connection terminated unexpectedly" Error, a socket reset) as the typed
+   * CONNECTION_LOST, with pg's error as `cause`; other errors (Postgres's own,
+   * with their SQLSTATE) pass as they are.
+   */
+  #sessionError(error: Error): Error {
+    if (error instanceof RaTlsError || !isConnectionLoss(error)) return error;
+    let typed = this.#lost.get(error);
+    if (typed === undefined) {
+      const { host, port } = this.#target ?? this.settings.endpoint;
+      typed = new RaTlsError(
+        'CONNECTION_LOST',
+        `the connection to ${host}:${port} was lost (${error.message}): the server closed it or ` +
+          'went away, as in a leader switch; retry on a new connection (a statement in flight ' +
+          'may or may not have committed)',
+        { cause: error, details: { host, port } },
+      );
+      this.#lost.set(error, typed);
+    }
+    return typed;
+  }
+
   async #attest(target: EndpointTarget): Promise<AttestedSocket> {
     const abort = new AbortController();
     this.#abort = abort;
@@ -362,4 +388,14 @@ function prepareBinding(options: RaTlsClientOptions): RaTlsClientBinding {
         : {}),
     });
   return { settings, connector };
+}
+
+/** Socket errors that mean the peer or the path went away. */
+const LOST_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED']);
+
+/** pg's error for a stream that ended under the session, or a socket that broke. */
+function isConnectionLoss(error: Error): boolean {
+  if (error.message === 'Connection terminated unexpectedly') return true;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && LOST_SOCKET_CODES.has(code);
 }

@@ -17,6 +17,7 @@ import { raTlsDialect } from 'pg-ra-tls/kysely';
 import { createClient, createPool as createPgPool } from 'pg-ra-tls/pg';
 import { postgresOptions } from 'pg-ra-tls/postgres-js';
 import { prismaAdapter } from 'pg-ra-tls/prisma';
+import { createRaTlsDriverFactory } from 'pg-ra-tls/slonik';
 import { createTestAuthority, startLocalStack } from 'pg-ra-tls/testing';
 
 // Type-level uses of the subpaths this program does not run.
@@ -26,6 +27,7 @@ export const unused = {
   pgClient: (options: RaTlsPoolOptions) => createClient(options),
   postgresJs: (options: RaTlsPoolOptions) => postgresOptions(options),
   prisma: (options: RaTlsPoolOptions) => prismaAdapter(options),
+  slonik: (policy: NonNullable<RaTlsPoolOptions['policy']>) => createRaTlsDriverFactory({ policy }),
   verifier: () => new DcapVerifier({ engine: 'both' }),
   authority: createTestAuthority,
 };

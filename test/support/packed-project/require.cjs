@@ -7,6 +7,7 @@ const subpaths = [
   'pg-ra-tls/drizzle',
   'pg-ra-tls/prisma',
   'pg-ra-tls/postgres-js',
+  'pg-ra-tls/slonik',
 ];
 const out = {};
 for (const subpath of subpaths) out[subpath] = Object.keys(require(subpath)).sort();
