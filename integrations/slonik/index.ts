@@ -52,7 +52,8 @@ import {
   RaTlsError,
   resolveConnectionSettings,
 } from '../../src/index.js';
-import { attestationIsFresh, CONNECTION_KEYS } from '../shared/pg-module.js';
+import { pinHooks, type ServerPin, serverPinFor } from '../../src/pool/server-pin.js';
+import { CONNECTION_KEYS } from '../shared/pg-module.js';
 
 export { RaTlsClient } from '../../src/index.js';
 
@@ -77,6 +78,9 @@ type SessionOptions = Pick<ConnectionSettingsInput, (typeof SESSION_KEYS)[number
  * connect is the URI given to Slonik's `createPool`.
  */
 export interface RaTlsDriverOptions extends AttestationOptions, SessionOptions {}
+
+/** The pin of the pool each connection belongs to. */
+const pins = new WeakMap<RaTlsClient, ServerPin>();
 
 /** Calls back, inside one `createClient`, with the RaTlsClient the driver made for it. */
 const creating = new AsyncLocalStorage<(client: RaTlsClient) => void>();
@@ -118,18 +122,31 @@ export function createRaTlsDriverFactory(options: RaTlsDriverOptions = {}): Driv
   for (const key of SESSION_KEYS) if (options[key] !== undefined) session[key] = options[key];
   const attested = createDriverFactory(async ({ driverConfiguration }) => {
     const settings = clientSettings(driverConfiguration, session);
+    // Slonik's pool keeps these clients: they obey one pin per pool, as a RaTlsPool's do.
+    const pin = serverPinFor(connector, {
+      mode: 'reverify',
+      description: resolveConnectionSettings(settings as ConnectionSettingsInput).description,
+    });
+    const hooks = pinHooks(pin);
     const types = await typesOf(
       await connectOne(settings, connector, driverConfiguration),
       driverConfiguration.typeParsers,
     );
     return {
       createPoolClient: async ({ clientEventEmitter }) => {
-        const client = new RaTlsClient({
-          ...settings,
-          password: await passwordOf(driverConfiguration),
-          types,
-          connector,
-        } as never);
+        const client = new RaTlsClient(
+          {},
+          {
+            settings: resolveConnectionSettings({
+              ...settings,
+              password: await passwordOf(driverConfiguration),
+              types,
+            } as ConnectionSettingsInput),
+            connector,
+            hooks,
+          },
+        );
+        pins.set(client, pin);
         creating.getStore()?.(client);
         client.on('error', (error: Error) => clientEventEmitter.emit('error', slonikError(error)));
         client.on('notice', (notice: { message?: string }) => {
@@ -182,7 +199,10 @@ export function createRaTlsDriverFactory(options: RaTlsDriverOptions = {}): Driv
           },
           () => driver.createClient(),
         );
-        return boundedLifetime(client, () => attestationIsFresh(made, connector));
+        return boundedLifetime(client, () => {
+          const pin = made === undefined ? undefined : pins.get(made);
+          return pin !== undefined && pin.refusal === undefined && pin.freshness(made!) === 'fresh';
+        });
       },
     };
   };
