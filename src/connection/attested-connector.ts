@@ -223,7 +223,11 @@ export class AttestedConnector {
             // under the version read here.
             const policyVersion = this.#policyVersion;
             const result = await scope.race(
-              this.cache.verify(fingerprint, () => this.#attest(der, issuers, fingerprint)),
+              this.cache.verify(
+                fingerprint,
+                (runSignal) => this.#attest(der, issuers, fingerprint, runSignal),
+                scope.signal,
+              ),
             );
             if (policyVersion === this.#policyVersion) {
               span.setAttribute(SpanAttributes.CACHE_HIT, result.cacheHit);
@@ -349,8 +353,10 @@ export class AttestedConnector {
     der: Uint8Array,
     issuers: readonly Uint8Array[],
     fingerprint: string,
+    signal: AbortSignal,
   ): Promise<AttestationReport> {
-    const scope = new Scope(this.#lifetime.signal).deadline(
+    // `signal` aborts once no caller waits for this run any more (VerificationCache).
+    const scope = new Scope(this.#lifetime.signal, signal).deadline(
       this.verifyTimeoutMs,
       () =>
         new RaTlsError(

@@ -15,6 +15,13 @@ export interface CachedVerification {
   readonly cacheHit: boolean;
 }
 
+/** One verification run and how many callers wait for it. */
+interface Flight {
+  promise: Promise<AttestationReport>;
+  readonly controller: AbortController;
+  waiters: number;
+}
+
 /**
  * Attestation reports keyed by certificate fingerprint (SHA-256 of the DER).
  * A report is reused while younger than `maxAgeMs` (its `verifiedAt` counts)
@@ -28,7 +35,7 @@ export class VerificationCache {
   readonly #maxAgeMs: number;
   readonly #now: () => number;
   readonly #reports = new Map<string, AttestationReport>();
-  readonly #inflight = new Map<string, Promise<AttestationReport>>();
+  readonly #inflight = new Map<string, Flight>();
   #generation = 0;
 
   constructor(options: VerificationCacheOptions) {
@@ -47,28 +54,76 @@ export class VerificationCache {
     return report;
   }
 
-  /** A fresh cached report, else the in-flight run for the fingerprint, else `run()` (stored on success). */
+  /**
+   * A fresh cached report, else the in-flight run for the fingerprint, else
+   * `run()` (stored on success). A caller whose `signal` aborts stops waiting
+   * (rejecting with its reason); once no caller waits for a run, the run's
+   * own signal aborts and later callers start a fresh run instead of joining
+   * one that already outlasted a caller's patience (e.g. behind a stalled
+   * PCCS).
+   */
   async verify(
     fingerprint: string,
-    run: () => Promise<AttestationReport>,
+    run: (signal: AbortSignal) => Promise<AttestationReport>,
+    signal?: AbortSignal,
   ): Promise<CachedVerification> {
+    signal?.throwIfAborted();
     const cached = this.get(fingerprint);
     if (cached !== undefined) return { report: cached, cacheHit: true };
     const pending = this.#inflight.get(fingerprint);
-    if (pending !== undefined) return { report: await pending, cacheHit: true };
+    if (pending !== undefined) {
+      return { report: await this.#wait(fingerprint, pending, signal), cacheHit: true };
+    }
 
     const generation = this.#generation;
-    const promise = run();
-    this.#inflight.set(fingerprint, promise);
-    try {
-      const report = await promise;
-      if (generation === this.#generation && this.#fresh(report)) {
-        this.#reports.set(fingerprint, report);
+    const controller = new AbortController();
+    const flight: Flight = { controller, waiters: 0, promise: Promise.resolve() as never };
+    flight.promise = (async () => {
+      try {
+        const report = await run(controller.signal);
+        if (generation === this.#generation && this.#fresh(report)) {
+          this.#reports.set(fingerprint, report);
+        }
+        return report;
+      } finally {
+        if (this.#inflight.get(fingerprint) === flight) this.#inflight.delete(fingerprint);
       }
-      return { report, cacheHit: false };
-    } finally {
-      if (this.#inflight.get(fingerprint) === promise) this.#inflight.delete(fingerprint);
-    }
+    })();
+    // Waiters that gave up no longer observe the run; it must not reject unhandled.
+    flight.promise.catch(() => undefined);
+    this.#inflight.set(fingerprint, flight);
+    return { report: await this.#wait(fingerprint, flight, signal), cacheHit: false };
+  }
+
+  #wait(fingerprint: string, flight: Flight, signal: AbortSignal | undefined) {
+    flight.waiters++;
+    return new Promise<AttestationReport>((resolve, reject) => {
+      let left = false;
+      const leave = (): boolean => {
+        if (left) return false;
+        left = true;
+        signal?.removeEventListener('abort', onAbort);
+        flight.waiters--;
+        return true;
+      };
+      const onAbort = (): void => {
+        if (!leave()) return;
+        if (flight.waiters === 0) {
+          if (this.#inflight.get(fingerprint) === flight) this.#inflight.delete(fingerprint);
+          flight.controller.abort(signal!.reason);
+        }
+        reject(signal!.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      flight.promise.then(
+        (report) => {
+          if (leave()) resolve(report);
+        },
+        (error: unknown) => {
+          if (leave()) reject(error);
+        },
+      );
+    });
   }
 
   /** Forgets one fingerprint (e.g. after its re-attestation failed). */

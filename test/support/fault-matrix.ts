@@ -155,6 +155,8 @@ export async function socketsBackTo(baseline: number): Promise<void> {
 export interface ScenarioKit {
   /** A pool against the stack (its options, quiet) plus `extra`; ended after the scenario. */
   pool(extra?: Partial<RaTlsPoolOptions>): RaTlsPool;
+  /** A cold verifier of its own ({@link freshVerifier}); closed after the scenario. */
+  verifier(extra?: Partial<DcapVerifierOptions>): DcapVerifier;
   /** Errors pools emitted for idle clients (pg-pool's 'error' event), by code. */
   readonly idleErrors: string[];
   /** A superuser client on the application database; ended after the scenario. */
@@ -172,6 +174,7 @@ export async function runScenario(
   const baseline = openSockets();
   const pools: RaTlsPool[] = [];
   const admins: pg.Client[] = [];
+  const verifiers: DcapVerifier[] = [];
   const idleErrors: string[] = [];
   const kit: ScenarioKit = {
     pool: (extra = {}) => {
@@ -185,6 +188,11 @@ export async function runScenario(
       pool.on('error', (error: Error) => idleErrors.push(codeOf(error)));
       pools.push(pool);
       return pool;
+    },
+    verifier: (extra = {}) => {
+      const verifier = freshVerifier(stack, extra);
+      verifiers.push(verifier);
+      return verifier;
     },
     idleErrors,
     admin: async () => {
@@ -207,6 +215,8 @@ export async function runScenario(
     stack.guestAgent.setDown(false);
     await Promise.all(pools.map((pool) => (pool.ending ? undefined : pool.end())));
     await Promise.all(admins.map((client) => client.end().catch(() => {})));
+    // Aborts collateral fetches still waiting on a stalled PCCS.
+    for (const verifier of verifiers) verifier.close();
   }
   await socketsBackTo(baseline);
 }
