@@ -15,6 +15,7 @@ import {
   recoversWithin,
   rejectsAllWith,
   runScenario,
+  testClock,
 } from './support/fault-matrix.js';
 import { useLocalStack } from './support/integration-stack.js';
 
@@ -58,6 +59,30 @@ describe('fault matrix: transport', () => {
       assert.ok(
         connectionsBetween(stack(), watermark, end).every((c) => c.state !== 'established'),
       );
+      stack().sidecar.reset();
+      await recoversWithin(TRANSPORT_RECOVERY_MS, () => pool.query('select 1'));
+      assertNoBytesToPostgres(stack(), watermark, end);
+    });
+  });
+
+  test('black hole at re-attestation (the probe handshake never answers): HANDSHAKE_TIMEOUT, 0 bytes, recovery at once', {
+    timeout: 60_000,
+  }, async () => {
+    await runScenario(stack(), async (kit) => {
+      const clock = testClock();
+      // Long enough for the warm-up handshakes on a loaded machine.
+      const pool = kit.pool({
+        now: clock.now,
+        reattestEvery: '1m',
+        handshakeTimeout: '1500ms',
+        max: 2,
+      });
+      await Promise.all([pool.query('select 1'), pool.query('select 2')]);
+      const watermark = stack().sidecar.stats.accepted;
+      stack().sidecar.misbehave({ stallHandshake: true });
+      clock.advance(61_000);
+      await rejectsAllWith('HANDSHAKE_TIMEOUT', [pool.query('select 1'), pool.query('select 2')]);
+      const end = stack().sidecar.stats.accepted;
       stack().sidecar.reset();
       await recoversWithin(TRANSPORT_RECOVERY_MS, () => pool.query('select 1'));
       assertNoBytesToPostgres(stack(), watermark, end);
