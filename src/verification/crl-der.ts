@@ -187,16 +187,21 @@ function readRevokedEntry(bytes: Uint8Array, entry: DerElement): Uint8Array {
 }
 
 /** Extensions ::= SEQUENCE SIZE (1..MAX) OF SEQUENCE { OID, BOOLEAN DEFAULT FALSE, OCTET STRING }. */
-function readExtensions(bytes: Uint8Array, element: DerElement, what: string): void {
+function readExtensions(
+  bytes: Uint8Array,
+  element: DerElement,
+  what: string,
+): Map<string, Uint8Array> {
   expectTag(element, TAG.sequence, what);
   const extensions = children(bytes, element);
   if (extensions.length === 0) throw new Error(`${what} is empty`);
+  const values = new Map<string, Uint8Array>();
   for (const extension of extensions) {
     expectTag(extension, TAG.sequence, `${what} entry`);
     const parts = children(bytes, extension);
     if (parts.length < 2 || parts.length > 3) throw new Error(`an entry of ${what} is malformed`);
     expectTag(parts[0]!, TAG.oid, `${what} id`);
-    oidText(derValue(bytes, parts[0]!));
+    const id = oidText(derValue(bytes, parts[0]!));
     if (parts.length === 3) {
       expectTag(parts[1]!, TAG.boolean, `${what} critical`);
       const critical = derValue(bytes, parts[1]!);
@@ -205,7 +210,11 @@ function readExtensions(bytes: Uint8Array, element: DerElement, what: string): v
       }
     }
     expectTag(parts.at(-1)!, TAG.octetString, `${what} value`);
+    // RFC 5280 §4.2: an extension appears at most once.
+    if (values.has(id)) throw new Error(`${what} holds ${id} twice`);
+    values.set(id, derValue(bytes, parts.at(-1)!));
   }
+  return values;
 }
 
 /** Dotted text of an OID's content bytes (X.690 §8.19), refusing non-minimal arcs. */
@@ -286,6 +295,23 @@ export interface CertificateNames {
  * parser (OpenSSL) to judge.
  */
 export function readCertificateNames(der: Uint8Array): CertificateNames {
+  return readTbsCertificate(der).names;
+}
+
+/**
+ * The value (the OCTET STRING's content) of the certificate's extension
+ * `oid`, or undefined when it has none. The extensions are read strictly
+ * (each once, well-formed); the rest of the certificate is for the caller's
+ * X.509 parser (OpenSSL) to judge.
+ */
+export function readCertificateExtension(der: Uint8Array, oid: string): Uint8Array | undefined {
+  return readTbsCertificate(der).extensions.get(oid);
+}
+
+function readTbsCertificate(der: Uint8Array): {
+  readonly names: CertificateNames;
+  readonly extensions: ReadonlyMap<string, Uint8Array>;
+} {
   const outer = expect(der, 0, TAG.sequence, 'Certificate');
   if (outer.end !== der.byteLength) throw new Error('bytes follow the Certificate');
   const parts = exactly(der, outer, 3, 'Certificate');
@@ -309,9 +335,25 @@ export function readCertificateNames(der: Uint8Array): CertificateNames {
   checkName(der, issuer);
   expectTag(validity, TAG.sequence, 'validity');
   checkName(der, subject);
+  const publicKey = fields[at++];
+  if (publicKey === undefined) throw new Error('tbsCertificate has no subjectPublicKeyInfo');
+  expectTag(publicKey, TAG.sequence, 'subjectPublicKeyInfo');
+  // issuerUniqueID [1] and subjectUniqueID [2] (IMPLICIT, primitive or constructed) may follow.
+  const uniqueIdTags = [0x81, 0xa1, 0x82, 0xa2];
+  while (fields[at] !== undefined && uniqueIdTags.includes(fields[at]!.tag)) at++;
+  let extensions: ReadonlyMap<string, Uint8Array> = new Map();
+  if (fields[at]?.tag === 0xa3) {
+    const [list] = exactly(der, fields[at]!, 1, 'extensions');
+    extensions = readExtensions(der, list!, 'extensions');
+    at++;
+  }
+  if (at !== fields.length) throw new Error('unexpected element in tbsCertificate');
   return {
-    subject: der.subarray(subject.start, subject.end),
-    issuer: der.subarray(issuer.start, issuer.end),
-    serial: derValue(der, serial),
+    names: {
+      subject: der.subarray(subject.start, subject.end),
+      issuer: der.subarray(issuer.start, issuer.end),
+      serial: derValue(der, serial),
+    },
+    extensions,
   };
 }
