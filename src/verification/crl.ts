@@ -17,7 +17,7 @@
 import { createVerify, X509Certificate } from 'node:crypto';
 import { RaTlsError } from '../errors.js';
 import { bytesEqual, toHex } from '../util/bytes.js';
-import { type CrlFields, readCertificateNames, readCrlDer } from './crl-der.js';
+import { type CrlFields, readCertificateNames, readCrlDer } from './x509-der.js';
 
 /** The fields of a CRL that the strict check relies on. */
 export interface ParsedCrl {
@@ -56,7 +56,7 @@ const DIGEST_BY_SIGNATURE_OID: Readonly<Record<string, string>> = {
   '1.2.840.10045.4.3.3': 'SHA384',
 };
 
-/** Parses a DER CRL strictly (crl-der.ts); throws CRL_INVALID naming `label` when it cannot be decoded. */
+/** Parses a DER CRL strictly (x509-der.ts); throws CRL_INVALID naming `label` when it cannot be decoded. */
 export function parseCrl(der: Uint8Array, label: string): ParsedCrl {
   let crl: CrlFields;
   try {
@@ -298,7 +298,7 @@ interface CertificateFacts {
 }
 
 // The Names and serial come from a strict DER read of tbsCertificate
-// (crl-der.ts); OpenSSL parses the whole certificate, so a malformed one is
+// (x509-der.ts); OpenSSL parses the whole certificate, so a malformed one is
 // refused as before, at a fraction of a schema decoder's cost (measured).
 function readCertificate(der: Uint8Array, label: string): CertificateFacts {
   try {

@@ -1,12 +1,14 @@
 /**
- * A strict DER reader for X.509 v2 CRLs (RFC 5280 §5.1), the shape of Intel's
- * root CA CRL and PCK CRL (docs/protocol.md §3). Hand-written on the one DER
- * header reader (util/der.ts) instead of a generic schema decoder: measured,
- * the generic decoder spent ~4 ms on Intel's 2.6 KiB PCK CRL, which made
- * every collateral check (and the CRL fuzz target) slow. Strict because the
- * bytes come from an untrusted PCCS: definite minimal lengths, every element
- * where RFC 5280 puts it, nothing after the CRL. Pure code; throws plain
- * Errors that crl.ts turns into CRL_INVALID.
+ * A strict DER reader for the X.509 structures of DCAP collateral and quotes:
+ * v2 CRLs (RFC 5280 §5.1), the shape of Intel's root CA CRL and PCK CRL
+ * (docs/protocol.md §3), and the serial, Names and extensions of a
+ * certificate (RFC 5280 §4.1). Hand-written on the one DER header reader
+ * (util/der.ts) instead of a generic schema decoder: measured, the generic
+ * decoder spent ~4 ms on Intel's 2.6 KiB PCK CRL and ~5 ms on a PCK
+ * certificate, which made every collateral check (and the fuzz targets) slow.
+ * Strict because the bytes come from an untrusted PCCS or quote: definite
+ * minimal lengths, every element where RFC 5280 puts it, nothing after the
+ * structure. Pure code; throws plain Errors that callers turn into their code.
  */
 import { DER_TAG, type DerElement, derValue, readDerElement } from '../util/der.js';
 
