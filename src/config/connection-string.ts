@@ -281,6 +281,16 @@ function parseKeywords(dsn: string): ParsedConnectionString {
         value += dsn[i];
         i++;
       }
+      // `host= password=…`: as in libpq, spaces after `=` are skipped, so an empty
+      // value swallows the next pair, which may be the password: refuse, unseen.
+      const swallowed = /^([A-Za-z0-9_]+)\s*=/.exec(value)?.[1];
+      if (swallowed !== undefined && (KEYWORDS.has(swallowed) || isPasswordKey(swallowed))) {
+        const name = KEYWORDS.has(key) ? key : 'a setting';
+        throw badDsn(
+          `gives ${name} an empty value, so the next key=value pair was read as its value: ` +
+            `write ${KEYWORDS.has(key) ? key : 'it'}='' or leave it out`,
+        );
+      }
     }
     values[key] = value;
   }
