@@ -75,6 +75,12 @@ function malformedDsns(): string[] {
     `host=127.0.0.1 user=teesql_read password=${A} ${B}=1`,
     `host=127.0.0.1 user=teesql_read password=${A} ${B}`,
     `password=${A}${B}`,
+    // An empty value swallows the next pair (found by the dsn-secrets fuzz target).
+    `host= password=${A}${B}`,
+    `host=127.0.0.1 user= password=${A}${B}`,
+    `host=127.0.0.1 dbname= pasword=${A}${B}`,
+    `dbname=app host==aassword=${A}${B}`,
+    `dbname=app host= p=aassword=${A}${B}`,
     `password = '${A}${B}' host=h,i`,
     `postgres://teesql_read:${A}${B}@h1:1,h2:2/app`,
     `postgres://teesql_read:${A}${B}@${HOST}/app?pasword=${A}${B}`,

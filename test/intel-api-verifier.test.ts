@@ -240,6 +240,45 @@ describe('IntelApiVerifier against a local Trust Authority', () => {
     );
   });
 
+  test('an endless answer is INTEL_API_ERROR, and reading stops just past 1 MiB', async () => {
+    let pulled = 0;
+    const endless: typeof fetch = async () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          pull(controller) {
+            pulled += 64 * 1024;
+            controller.enqueue(new Uint8Array(64 * 1024));
+          },
+        }),
+        { status: 200, headers: { 'content-type': 'application/json' } },
+      );
+    await assert.rejects(
+      verifierFor({ fetch: endless }).verify(QUOTE),
+      rejectsWith('INTEL_API_ERROR', /more than 1048576 bytes/),
+    );
+    assert.ok(pulled <= 2 * 1024 * 1024, `read ${pulled} bytes`);
+  });
+
+  test('an answer announcing more than 1 MiB is refused before its body is read', async () => {
+    let pulled = 0;
+    const announced: typeof fetch = async () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          pull(controller) {
+            pulled++;
+            controller.enqueue(new Uint8Array(16));
+            controller.close();
+          },
+        }),
+        { status: 200, headers: { 'content-length': String(2 * 1024 * 1024) } },
+      );
+    await assert.rejects(
+      verifierFor({ fetch: announced }).verify(QUOTE),
+      rejectsWith('INTEL_API_ERROR', /more than 1048576 bytes/),
+    );
+    assert.ok(pulled <= 1, 'at most the first chunk was produced');
+  });
+
   test('the API key never appears in an error message, even when the API echoes it', async () => {
     // Given an API that echoes the key back in its error text
     server.configure({ status: 403, errorBody: `{"error":"key ${SECRET_KEY} is disabled"}` });

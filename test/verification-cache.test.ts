@@ -149,3 +149,41 @@ describe('VerificationCache sharing', () => {
     assert.equal(cache.get('fp'), undefined);
   });
 });
+
+describe('VerificationCache runs nobody waits for', () => {
+  /** A run that settles only when its signal aborts, recording why. */
+  function hangingRun(aborted: unknown[]) {
+    return (signal?: AbortSignal) =>
+      new Promise<AttestationReport>((_, reject) => {
+        signal?.addEventListener('abort', () => {
+          aborted.push(signal.reason);
+          reject(signal.reason);
+        });
+      });
+  }
+
+  it('aborts a run once its last waiter gives up, and the next call starts a fresh one', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE });
+    const aborted: unknown[] = [];
+    const first = new AbortController();
+    const second = new AbortController();
+    const waiting = [
+      cache.verify('fp', hangingRun(aborted), first.signal),
+      cache.verify('fp', hangingRun(aborted), second.signal),
+    ];
+    first.abort(new Error('first gave up'));
+    await assert.rejects(waiting[0]!, /first gave up/);
+    assert.deepEqual(aborted, [], 'another caller still waits for the run');
+    second.abort(new Error('second gave up'));
+    await assert.rejects(waiting[1]!, /second gave up/);
+    assert.equal(aborted.length, 1, 'the run is aborted once nobody waits for it');
+    // A later caller must not join the abandoned run (a stalled PCCS fetch behind it).
+    let fresh = 0;
+    const result = await cache.verify('fp', async () => {
+      fresh++;
+      return report(Date.now());
+    });
+    assert.equal(fresh, 1);
+    assert.equal(result.cacheHit, false);
+  });
+});

@@ -88,6 +88,8 @@ function isPasswordKey(key: string): boolean {
   return closestName(key, ['password'], 3) !== undefined;
 }
 const NEXT_KEYWORD = /^\s+([A-Za-z0-9_]+)\s*=/;
+/** Keyword fields whose values messages and descriptions show. */
+const ECHOED_FIELDS = new Set(['host', 'hostaddr', 'port', 'user', 'dbname']);
 /** libpq's keywords and node-postgres's own: the only names that can follow a password. */
 const KEYWORDS = new Set(
   (
@@ -280,6 +282,22 @@ function parseKeywords(dsn: string): ParsedConnectionString {
         if (dsn[i] === '\\' && i + 1 < n) i++;
         value += dsn[i];
         i++;
+      }
+      // `host= password=…`: as in libpq, spaces after `=` are skipped, so an empty
+      // value swallows the next pair, which may be the password: refuse, unseen.
+      // A host, port, user or database name never holds `=` unquoted; other
+      // values may, but not a `keyword=` or `password=`-like pair.
+      const swallowed =
+        (ECHOED_FIELDS.has(key) && value.includes('=')) ||
+        [...value.matchAll(/([A-Za-z0-9_]+)\s*=/g)].some(
+          ([, name]) => KEYWORDS.has(name!) || isPasswordKey(name!),
+        );
+      if (swallowed) {
+        const name = KEYWORDS.has(key) ? key : 'a setting';
+        throw badDsn(
+          `gives ${name} an empty value, so the next key=value pair was read as its value: ` +
+            `write ${KEYWORDS.has(key) ? key : 'it'}='' or leave it out`,
+        );
       }
     }
     values[key] = value;

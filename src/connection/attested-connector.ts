@@ -262,7 +262,11 @@ export class AttestedConnector {
             const policyVersion = this.#policyVersion;
             const policy = this.#policy;
             const result = await scope.race(
-              this.cache.verify(fingerprint, () => this.#attest(der, issuers, fingerprint, policy)),
+              this.cache.verify(
+                fingerprint,
+                (runSignal) => this.#attest(der, issuers, fingerprint, policy, runSignal),
+                scope.signal,
+              ),
             );
             if (policyVersion === this.#policyVersion) {
               span.setAttribute(SpanAttributes.CACHE_HIT, result.cacheHit);
@@ -415,8 +419,10 @@ export class AttestedConnector {
     issuers: readonly Uint8Array[],
     fingerprint: string,
     policy: NormalizedPolicy,
+    signal: AbortSignal,
   ): Promise<AttestationReport> {
-    const scope = new Scope(this.#lifetime.signal).deadline(
+    // `signal` aborts once no caller waits for this run any more (VerificationCache).
+    const scope = new Scope(this.#lifetime.signal, signal).deadline(
       this.verifyTimeoutMs,
       () =>
         new RaTlsError(

@@ -29,9 +29,12 @@ interface StoredVerdict {
   readonly expiresAt: number;
 }
 
+/** One verification run, whose cache started it, and how many callers wait for it. */
 interface Run {
-  readonly promise: Promise<AttestationReport>;
+  promise: Promise<AttestationReport>;
   readonly owner: VerificationCache;
+  readonly controller: AbortController;
+  waiters: number;
 }
 
 /**
@@ -89,43 +92,63 @@ export class VerificationCache {
   /**
    * A fresh cached report, else the in-flight run for the fingerprint, else
    * `run()` (stored on success). The scope is read once, when called: `run`
-   * must judge under what that scope names.
+   * must judge under what that scope names. A caller whose `signal` aborts
+   * stops waiting (rejecting with its reason); once no caller waits for a
+   * run, the run's own signal aborts and later callers start a fresh run
+   * instead of joining one that already outlasted a caller's patience (e.g.
+   * behind a stalled PCCS).
    */
-  verify(fingerprint: string, run: () => Promise<AttestationReport>): Promise<CachedVerification> {
-    return this.#verifyIn(this.#scope(), fingerprint, run);
+  verify(
+    fingerprint: string,
+    run: (signal: AbortSignal) => Promise<AttestationReport>,
+    signal?: AbortSignal,
+  ): Promise<CachedVerification> {
+    return this.#verifyIn(this.#scope(), fingerprint, run, signal);
   }
 
   async #verifyIn(
     scope: string,
     fingerprint: string,
-    run: () => Promise<AttestationReport>,
+    run: (signal: AbortSignal) => Promise<AttestationReport>,
+    signal: AbortSignal | undefined,
   ): Promise<CachedVerification> {
+    signal?.throwIfAborted();
     const cached = this.#lookup(fingerprint, scope);
     if (cached !== undefined) return { report: cached, cacheHit: true };
     const key = `${scope}\n${fingerprint}`;
     const pending = inflight.get(key);
     if (pending !== undefined) {
-      if (pending.owner === this) return { report: await pending.promise, cacheHit: true };
       try {
-        return { report: await pending.promise, cacheHit: true };
-      } catch {
+        return { report: await wait(key, pending, signal), cacheHit: true };
+      } catch (error) {
+        if (pending.owner === this || signal?.aborted === true) throw error;
         // Another cache's run failed for its own reasons (its pool ended, its
         // verifyTimeout): this cache's verdict is its own to reach.
         if (inflight.get(key) === pending) inflight.delete(key);
-        return this.#verifyIn(scope, fingerprint, run);
+        return this.#verifyIn(scope, fingerprint, run, signal);
       }
     }
 
     const started = generation;
-    const promise = run();
-    inflight.set(key, { promise, owner: this });
-    try {
-      const report = await promise;
-      if (started === generation) this.#store(fingerprint, scope, report);
-      return { report, cacheHit: false };
-    } finally {
-      if (inflight.get(key)?.promise === promise) inflight.delete(key);
-    }
+    const flight: Run = {
+      owner: this,
+      controller: new AbortController(),
+      waiters: 0,
+      promise: undefined as never,
+    };
+    flight.promise = (async () => {
+      try {
+        const report = await run(flight.controller.signal);
+        if (started === generation) this.#store(fingerprint, scope, report);
+        return report;
+      } finally {
+        if (inflight.get(key) === flight) inflight.delete(key);
+      }
+    })();
+    // Waiters that gave up no longer observe the run; it must not reject unhandled.
+    flight.promise.catch(() => undefined);
+    inflight.set(key, flight);
+    return { report: await wait(key, flight, signal), cacheHit: false };
   }
 
   /**
@@ -199,4 +222,44 @@ export class VerificationCache {
       if (byScope.size === 0) verdicts.delete(fingerprint);
     }
   }
+}
+
+/**
+ * Waits for `flight` on behalf of one caller. When the caller's `signal`
+ * aborts it stops waiting; the last waiter to leave aborts the run itself and
+ * removes it, so nobody joins a run nobody is waiting for.
+ */
+function wait(
+  key: string,
+  flight: Run,
+  signal: AbortSignal | undefined,
+): Promise<AttestationReport> {
+  flight.waiters++;
+  return new Promise<AttestationReport>((resolve, reject) => {
+    let left = false;
+    const leave = (): boolean => {
+      if (left) return false;
+      left = true;
+      signal?.removeEventListener('abort', onAbort);
+      flight.waiters--;
+      return true;
+    };
+    const onAbort = (): void => {
+      if (!leave()) return;
+      if (flight.waiters === 0) {
+        if (inflight.get(key) === flight) inflight.delete(key);
+        flight.controller.abort(signal!.reason);
+      }
+      reject(signal!.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    flight.promise.then(
+      (report) => {
+        if (leave()) resolve(report);
+      },
+      (error: unknown) => {
+        if (leave()) reject(error);
+      },
+    );
+  });
 }

@@ -9,6 +9,7 @@ import { parseQuote } from '../evidence/quote.js';
 import type { ParsedQuote } from '../evidence/types.js';
 import { bytesEqual, normalizeHex } from '../util/bytes.js';
 import { parseDuration } from '../util/duration.js';
+import { BodyTooLargeError, readResponseBody } from '../util/http-body.js';
 import { assertKnownOptions } from '../util/known-options.js';
 import { loadJose, readJwks, type TokenKeys, verifyAttestationToken } from './jwt.js';
 import {
@@ -249,20 +250,15 @@ function assertSameQuote(result: VerificationResult, quote: ParsedQuote): void {
 }
 
 async function readCapped(response: Response, what: string): Promise<string> {
-  if (response.body === null) return '';
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of response.body) {
-    total += chunk.byteLength;
-    if (total > MAX_RESPONSE_BYTES) {
-      throw new RaTlsError(
-        'INTEL_API_ERROR',
-        `${what} answered more than ${MAX_RESPONSE_BYTES} bytes; check baseUrl/jwksUrl point at Intel Trust Authority`,
-      );
-    }
-    chunks.push(chunk);
+  try {
+    return Buffer.from(await readResponseBody(response, MAX_RESPONSE_BYTES)).toString('utf8');
+  } catch (error) {
+    if (!(error instanceof BodyTooLargeError)) throw error;
+    throw new RaTlsError(
+      'INTEL_API_ERROR',
+      `${what} answered more than ${MAX_RESPONSE_BYTES} bytes; check baseUrl/jwksUrl point at Intel Trust Authority`,
+    );
   }
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 /**

@@ -318,8 +318,27 @@ function slots(root: unknown): Slot[] {
   return out;
 }
 
+/**
+ * A copy of a decoded tree (plain objects, arrays, byte arrays, primitives:
+ * what JSON.parse and msgpack decode make) that shares nothing with it.
+ * Measured: structuredClone of the V1 envelope's tree was ~40 % of that
+ * target's time per case. Keys are defined, not assigned, so a JSON
+ * `"__proto__"` key stays an own property as in the original.
+ */
 function deepCopy<T>(value: T): T {
-  return structuredClone(value);
+  if (value instanceof Uint8Array) return value.slice() as T;
+  if (Array.isArray(value)) return value.map(deepCopy) as T;
+  if (value === null || typeof value !== 'object') return value;
+  const copy: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) {
+    Object.defineProperty(copy, key, {
+      value: deepCopy((value as Record<string, unknown>)[key]),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return copy as T;
 }
 
 /**

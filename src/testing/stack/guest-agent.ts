@@ -99,6 +99,11 @@ export interface GuestAgent {
   readonly socketPath: string | undefined;
   /** Every request so far, in arrival order. */
   readonly requests: readonly GuestAgentRequest[];
+  /**
+   * While true, every request is answered HTTP 503 (logged with that status):
+   * an agent that is down or restarting, for fault tests.
+   */
+  setDown(down: boolean): void;
   /** Closes both listeners and every open connection, and removes the socket file. */
   close(): Promise<void>;
 }
@@ -128,7 +133,15 @@ class UnknownMethod extends Error {}
  */
 export async function startGuestAgent(options: GuestAgentOptions): Promise<GuestAgent> {
   const requests: GuestAgentRequest[] = [];
+  let down = false;
   const handler = (request: IncomingMessage, response: ServerResponse) => {
+    if (down) {
+      const method = (request.url ?? '/').replace(/^\/+/, '').split('?')[0] ?? '';
+      requests.push(Object.freeze({ method, body: undefined, status: 503 }));
+      request.resume();
+      send(response, 503, { error: 'the guest agent is down (test switch)' });
+      return;
+    }
     handle(options, request, response, requests).catch((error: unknown) => {
       // Last resort: handle() answers every failure itself; never crash the process.
       if (!response.headersSent) send(response, 500, { error: describeCause(error) });
@@ -157,6 +170,9 @@ export async function startGuestAgent(options: GuestAgentOptions): Promise<Guest
     endpoint,
     socketPath: options.socketPath,
     requests,
+    setDown: (value: boolean) => {
+      down = value;
+    },
     close: () => {
       closing ??= (async () => {
         await Promise.all(servers.map(stopServer));

@@ -84,6 +84,13 @@ export interface LocalPostgres {
   readonly dataDirectory: string | undefined;
   /** `postgres://<role>:<clusterSecret>@<host>:<port>/<database>`; default role `teesql_readwrite`. */
   databaseUrl(role?: TeesqlRole): string;
+  /**
+   * A Postgres restart (embedded server only; LOCAL_STACK_FAILED for an
+   * existing one): a fast shutdown (every backend is terminated, its client
+   * gets 57P01), `whileDown` runs while connects are refused, then the server
+   * starts again on the same port and data. `pid` names the new postmaster.
+   */
+  restart(whileDown?: () => Promise<void> | void): Promise<void>;
   /** Stops the server, waits for its process to exit and removes its data. Idempotent. */
   stop(): Promise<void>;
 }
@@ -184,6 +191,12 @@ async function provisionExisting(
     dataDirectory: undefined,
     databaseUrl: (role: TeesqlRole = 'teesql_readwrite') =>
       roleUrl(role, clusterSecret, host, port, database),
+    restart: async () => {
+      throw new RaTlsError(
+        'LOCAL_STACK_FAILED',
+        'an existing Postgres (databaseUrl) is not restarted by the stack; restart it yourself',
+      );
+    },
     stop: async () => {},
   });
 }
@@ -277,11 +290,40 @@ async function startEmbedded(
       clusterSecret,
       database,
       timings: Object.freeze({ initdbMs, startMs, provisionMs }),
-      pid: childOf(running)?.pid,
-      watchdogPid: watchdog?.pid,
+      get pid() {
+        return childOf(running)?.pid;
+      },
+      get watchdogPid() {
+        return watchdog?.pid;
+      },
       dataDirectory: databaseDir,
       databaseUrl: (role: TeesqlRole = 'teesql_readwrite') =>
         roleUrl(role, clusterSecret, host, port, database),
+      restart: async (whileDown?: () => Promise<void> | void) => {
+        if (stopping !== undefined) throw new Error('this Postgres has been stopped');
+        await stopEmbedded(running);
+        await watchdog?.release();
+        watchdog = undefined;
+        // The server starts again even when whileDown fails; its failure wins.
+        const down = await Promise.resolve()
+          .then(whileDown)
+          .then(
+            () => undefined,
+            (error: unknown) => ({ error }),
+          );
+        log.clear();
+        try {
+          await running.start();
+        } catch {
+          throw new RaTlsError(
+            'LOCAL_STACK_FAILED',
+            `Postgres did not start again on ${host}:${port}. Last server output:\n${log.text()}`,
+          );
+        }
+        const restarted = childOf(running)?.pid;
+        if (restarted !== undefined) watchdog = await startWatchdog(restarted, root);
+        if (down !== undefined) throw down.error;
+      },
       stop: () => {
         stopping ??= stopEmbedded(running)
           .finally(() => rm(root, { recursive: true, force: true }))

@@ -107,6 +107,12 @@ export interface Sidecar {
   misbehave(misbehaviour: SidecarMisbehaviour): void;
   /** Back to normal behaviour for new connections. */
   reset(): void;
+  /**
+   * A sidecar restart: stops listening and drops every connection, pending
+   * or piped (connects are refused meanwhile), runs `whileDown`, then listens
+   * again on the same port. Counters and misbehaviour switches survive.
+   */
+  restart(whileDown?: () => Promise<void> | void): Promise<void>;
   /** Stops listening and destroys every connection, pending or piped. */
   close(): Promise<void>;
 }
@@ -245,7 +251,9 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 
     if (misbehaviour.stallHandshake) {
       connection.state = 'stalled';
-      socket.pause();
+      // Read and drop: never answered, yet a client that gives up is seen to
+      // leave (a paused socket would hold its handle until the sidecar closes).
+      socket.on('data', () => {});
       return;
     }
     if (misbehaviour.closeDuringHandshake) {
@@ -358,6 +366,17 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     },
     reset() {
       misbehaviour = {};
+    },
+    async restart(whileDown) {
+      if (closed) throw new Error('the sidecar is closed');
+      const stopped = closeServer(server);
+      for (const connection of [...live]) finish(connection, 'closed', 'the sidecar restarted');
+      await stopped;
+      try {
+        await whileDown?.();
+      } finally {
+        if (!closed) await listen(server, port, host);
+      }
     },
     async close() {
       closed = true;
