@@ -287,7 +287,12 @@ export class RaTlsClient extends pgBase('Client') {
           throw error;
         }
         this.#pg.setStream(prepareSocketForPg(attested.socket));
-        await super.connect();
+        try {
+          await super.connect();
+        } catch (error) {
+          // Attested, then lost before the session started (Postgres down behind the sidecar).
+          throw error instanceof Error ? this.#sessionError(error) : error;
+        }
         const ready = this.#hooks?.ready;
         if (ready !== undefined) {
           try {

@@ -372,6 +372,10 @@ function resolveDsnSecretly({ dsn, password: secret, strict }: DsnInput): void {
     { connectionString: dsn, allowCustomRoles: !strict },
     {},
   );
+  // A DSN that lost its user:password colon has no password: by its own grammar
+  // the text is the (custom) role's name, which the settings must show to be
+  // useful. Only a password that is still a password must stay hidden.
+  if (settings.password === undefined && settings.user?.includes(secret)) return;
   for (const shown of [settings.description, JSON.stringify(settings)]) {
     if (shown.includes(secret)) {
       throw new RaTlsError(

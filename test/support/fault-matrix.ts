@@ -52,12 +52,6 @@ export function codeOf(error: unknown): string {
   return `no code: ${error instanceof Error ? error.message : String(error)}`;
 }
 
-/**
- * What node-postgres says, without a code, when the socket under a client
- * ends: pg-ra-tls hands the attested socket to pg and does not wrap what
- * happens to it afterwards.
- */
-export const PG_CONNECTION_LOST = 'no code: Connection terminated unexpectedly';
 /** node-postgres' answer to a query on a client whose connection already failed. */
 export const PG_NOT_QUERYABLE =
   'no code: Client has encountered a connection error and is not queryable';
