@@ -74,3 +74,29 @@ test('when the watchdog died too, the next start reaps the orphan', async () => 
   assert.equal(isAlive(started.pid), false, 'the orphan was stopped');
   assert.equal(existsSync(started.dataDirectory), false, 'its files were removed');
 });
+
+test('a SIGKILLed owner takes a replication standby and its files with it too', async () => {
+  const script = `
+    import { startPostgres } from './src/testing/stack/postgres.ts';
+    import { REPLICATION_SETTINGS, startStandby } from './src/testing/cluster/replication.ts';
+    const primary = await startPostgres({ settings: REPLICATION_SETTINGS });
+    const standby = await startStandby({
+      superuserUrl: primary.superuserUrl,
+      primaryDataDirectory: primary.dataDirectory,
+      applicationName: 'watchdog_test',
+    });
+    console.log(JSON.stringify({ pid: standby.pid, dataDirectory: standby.dataDirectory, primaryPid: primary.pid }));
+    setInterval(() => {}, 1 << 30);
+  `;
+  const owner = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const [line] = (await once(createInterface({ input: owner.stdout! }), 'line')) as [string];
+  const standby = JSON.parse(line) as { pid: number; dataDirectory: string; primaryPid: number };
+  assert.ok(isAlive(standby.pid), 'the standby runs');
+  await kill(owner);
+  await until(() => !isAlive(standby.pid) && !isAlive(standby.primaryPid));
+  await until(() => !existsSync(standby.dataDirectory));
+  assert.equal(isAlive(standby.pid), false, 'the standby is gone');
+});

@@ -12,6 +12,7 @@ import { userInfo } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import pg from 'pg';
 import { findFreePort } from '../stack/net-utils.js';
+import { SERVER_DIR_PREFIX, startWatchdog, type Watchdog } from '../stack/watchdog.js';
 
 /** Settings every member runs with (on top of the local stack's fast, throw-away ones). */
 export const REPLICATION_SETTINGS = [
@@ -82,7 +83,8 @@ export async function startStandby(options: {
   readonly onLog?: (line: string) => void;
 }): Promise<MemberProcess> {
   const parent = dirname(dirname(options.primaryDataDirectory));
-  const root = await mkdtemp(join(parent, 'pg-ra-tls-standby-'));
+  // Named like the stack's own servers, so a later start reaps it if its owner died.
+  const root = await mkdtemp(join(parent, `${SERVER_DIR_PREFIX}standby-`));
   const dataDirectory = join(root, 'data');
   try {
     if (userInfo().uid === 0) await chmod(root, 0o755);
@@ -209,7 +211,11 @@ async function startMember(
         resolve(false);
       });
     });
-    if (ready) return member(root, host, port, dataDirectory, child);
+    if (ready) {
+      // The standby must not outlive its owner either (a crash, a killed test).
+      const watchdog = child.pid === undefined ? undefined : await startWatchdog(child.pid, root);
+      return member(root, host, port, dataDirectory, child, watchdog);
+    }
     await stopChild(child, 'immediate');
     const text = log.join('\n');
     if (!text.includes('Address already in use') || attempt === 3) {
@@ -225,6 +231,7 @@ function member(
   port: number,
   dataDirectory: string,
   child: ChildProcess,
+  watchdog: Watchdog | undefined,
 ): MemberProcess {
   let stopping: Promise<void> | undefined;
   return {
@@ -236,7 +243,9 @@ function member(
       return child.exitCode !== null || child.signalCode !== null;
     },
     stop: (mode = 'fast') => {
-      stopping ??= stopChild(child, mode).finally(() => rm(root, { recursive: true, force: true }));
+      stopping ??= stopChild(child, mode)
+        .finally(() => watchdog?.release())
+        .finally(() => rm(root, { recursive: true, force: true }));
       return stopping;
     },
   };
