@@ -18,6 +18,7 @@ import { prismaAdapter } from '../integrations/prisma/index.js';
 import { sequelizeOptions } from '../integrations/sequelize/index.js';
 import { typeormOptions } from '../integrations/typeorm/index.js';
 import { isRaTlsError } from '../src/errors.js';
+import { inspectServer, pgConnectOptsRaTls, verifyServer } from '../src/index.js';
 import { normalizePolicy } from '../src/policy/policy.js';
 import { type LocalStack, startLocalStack } from '../src/testing/index.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
@@ -50,6 +51,21 @@ describe('misspelled options are BAD_CONFIG with a suggestion, before any I/O', 
     assert.throws(
       () => createPool({ config: { hots: 'db' } } as never),
       refusedNaming('config.hots', 'config.host'),
+    );
+  });
+
+  test('verifyServer, inspectServer and pgConnectOptsRaTls, before any dial', async () => {
+    await assert.rejects(
+      verifyServer('db.example.com:5433', { reattesEvery: '5m' } as never),
+      refusedNaming('reattesEvery', 'reattestEvery'),
+    );
+    await assert.rejects(
+      inspectServer('db.example.com:5433', { handshakeTimout: '1s' } as never),
+      refusedNaming('handshakeTimout', 'handshakeTimeout'),
+    );
+    await assert.rejects(
+      pgConnectOptsRaTls(connectionString, { verifyTimout: '1s' } as never),
+      refusedNaming('verifyTimout', 'verifyTimeout'),
     );
   });
 

@@ -66,6 +66,20 @@ export interface AttestedConnectorOptions extends AttestationOptions {
   readonly presentClientCertificate?: boolean;
 }
 
+/** AttestationOptions a shared connector owns (the connector's own options). */
+export const CONNECTOR_OWNED = [
+  'verifier',
+  'policy',
+  'reattestEvery',
+  'verifyTimeout',
+  'now',
+  'dstackEndpoint',
+  'clientCertOverride',
+  'clientIdentity',
+  'clientCertLifetime',
+  'logger',
+] as const satisfies readonly (keyof AttestationOptions)[];
+
 /** One server endpoint and the transport timeouts to reach it (see ConnectionSettings.endpoint). */
 export type EndpointTarget = Endpoint;
 

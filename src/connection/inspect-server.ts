@@ -20,8 +20,13 @@ import {
 import { sha256, toHex } from '../util/bytes.js';
 import { Scope } from '../util/deadline.js';
 import { parseTimeout } from '../util/duration.js';
+import { assertKnownOptions } from '../util/known-options.js';
 import { TCB_STATUSES } from '../verification/verifier.js';
-import { AttestedConnector, type AttestedConnectorOptions } from './attested-connector.js';
+import {
+  AttestedConnector,
+  type AttestedConnectorOptions,
+  CONNECTOR_OWNED,
+} from './attested-connector.js';
 import { sharedClientIdentity } from './shared-defaults.js';
 
 /** A server to verify: `host`, `host:port`, `[v6]:port`, a postgres:// URL, or fields. */
@@ -102,6 +107,7 @@ export async function inspectServer(
   target: ServerTarget,
   options: InspectServerOptions,
 ): Promise<ServerInspection> {
+  assertInspectOptions(options, 'inspectServer');
   const endpoint = resolveTarget(target, options);
   const connector = createConnector(options);
   let inspection: ServerInspection | undefined;
@@ -236,6 +242,22 @@ function asRaTlsError(error: unknown): RaTlsError {
 }
 
 /**
+/** Every option {@link inspectServer} (and verifyServer) knows. */
+const INSPECT_OPTION_KEYS: readonly string[] = Object.freeze([
+  ...CONNECTOR_OWNED,
+  'presentClientCertificate',
+  'connectTimeout',
+  'handshakeTimeout',
+  'signal',
+]);
+
+/** BAD_CONFIG (with a did-you-mean) for a misspelled option of a one-shot check. */
+export function assertInspectOptions(options: InspectServerOptions, where: string): void {
+  if (options !== null && typeof options === 'object') {
+    assertKnownOptions(options, INSPECT_OPTION_KEYS, where);
+  }
+}
+
 /**
  * A connector for one check: the shared client identity unless one is given
  * (or none is to be presented). It verifies for itself, as these checks

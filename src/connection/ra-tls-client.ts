@@ -21,6 +21,7 @@ import {
   type AttestationOptions,
   type AttestedConnector,
   type AttestedSocket,
+  CONNECTOR_OWNED,
   AttestedConnector as Connector,
   type EndpointTarget,
 } from './attested-connector.js';
@@ -65,19 +66,7 @@ export interface RaTlsClientBinding {
   readonly endpoint?: () => EndpointTarget | Promise<EndpointTarget>;
 }
 
-/** AttestationOptions a shared connector owns (see AttestedConnector). */
-export const CONNECTOR_OWNED = [
-  'verifier',
-  'policy',
-  'reattestEvery',
-  'verifyTimeout',
-  'now',
-  'dstackEndpoint',
-  'clientCertOverride',
-  'clientIdentity',
-  'clientCertLifetime',
-  'logger',
-] as const satisfies readonly (keyof AttestationOptions)[];
+export { CONNECTOR_OWNED };
 
 /**
  * Every option a standalone {@link RaTlsClient} knows: node-postgres's

@@ -2,6 +2,7 @@ import type { Duplex } from 'node:stream';
 import type { ClientConfig } from 'pg';
 import type { AttestationReport } from '../attest/report.js';
 import {
+  CONNECTION_OPTION_KEYS,
   type ConnectionSettingsInput,
   resolveConnectionSettings,
   toPgClientConfig,
@@ -14,8 +15,10 @@ import {
   setAttributes,
   withSpan,
 } from '../telemetry/tracing.js';
-import type { AttestationOptions } from './attested-connector.js';
+import { assertKnownOptions } from '../util/known-options.js';
+import { type AttestationOptions, CONNECTOR_OWNED } from './attested-connector.js';
 import {
+  assertInspectOptions,
   createConnector,
   type InspectServerOptions,
   inspectServer,
@@ -38,10 +41,18 @@ export async function verifyServer(
   target: ServerTarget,
   options: VerifyServerOptions,
 ): Promise<AttestationReport> {
+  assertInspectOptions(options, 'verifyServer');
   const inspection = await inspectServer(target, options);
   if (inspection.error !== undefined) throw inspection.error;
   return inspection.report!;
 }
+
+/** Every option {@link pgConnectOptsRaTls} knows (the DSN is its first argument). */
+const PG_CONNECT_OPTS_KEYS: readonly string[] = Object.freeze([
+  ...CONNECTION_OPTION_KEYS.filter((key) => key !== 'connectionString'),
+  ...CONNECTOR_OWNED,
+  'signal',
+]);
 
 /** Options of {@link pgConnectOptsRaTls}. */
 export interface PgConnectOptsOptions
@@ -62,6 +73,9 @@ export async function pgConnectOptsRaTls(
   dsn: string,
   options: PgConnectOptsOptions,
 ): Promise<ClientConfig & { readonly attestation: AttestationReport }> {
+  if (options !== null && typeof options === 'object') {
+    assertKnownOptions(options, PG_CONNECT_OPTS_KEYS, 'pgConnectOptsRaTls');
+  }
   const settings = resolveConnectionSettings({ ...options, connectionString: dsn });
   const connector = createConnector(options);
   try {
