@@ -41,9 +41,12 @@ function boundCertificate(runtimeEvents: readonly RuntimeEvent[] = sample.runtim
   });
 }
 
-/** A verifier reporting the quote it was given, with `edit` applied to its result. */
+/**
+ * A verifier reporting the quote it was given, with `edit` applied to its
+ * result; it names no `verifier` unless `edit` adds one (a JavaScript verifier may omit it).
+ */
 function reporting(
-  edit: (honest: VerificationResult) => unknown = (honest) => honest,
+  edit: (honest: Omit<VerificationResult, 'verifier'>) => unknown = (honest) => honest,
   extra: Partial<RaTlsVerifier> = {},
 ): RaTlsVerifier & { calls: number } {
   const verifier = {
