@@ -178,6 +178,10 @@ describe('signatures: only PS384 and RS256 with RSA keys', () => {
 
   test('a non-RSA key never verifies, and a garbage signature is false, not a throw', () => {
     assert.equal(verifyJwtSignature(signed('RS256'), 'RS256', ec.publicKey), false);
+    // An ECDSA signature by an EC key would verify under "sha256" if the key type were not checked.
+    const input = `${b64({ alg: 'RS256' })}.${b64({ exp: 1 })}`;
+    const ecdsa = sign('sha256', Buffer.from(input), ec.privateKey).toString('base64url');
+    assert.equal(verifyJwtSignature(decodeJwt(`${input}.${ecdsa}`), 'RS256', ec.publicKey), false);
     const garbage = decodeJwt(`${b64({ alg: 'PS384' })}.${b64({})}.AQID`);
     assert.equal(verifyJwtSignature(garbage, 'PS384', rsa.publicKey), false);
   });
