@@ -215,6 +215,12 @@ describe('policyWarnings names exactly the weak pins', () => {
         warnings[0],
       );
       assert.match(warnings[0]!, /Pin the boot chain \(MRTD \+ RTMR0-2\) or the KMS root\.$/);
+      assert.ok(
+        warnings[0]!.includes(
+          'MRTD measures only the firmware, and app-id and compose-hash are written into RTMR3 by the booted OS, which nothing pins, so a foreign kernel',
+        ),
+        warnings[0],
+      );
     }
   });
 
@@ -425,6 +431,10 @@ describe('allowedMeasurements: normalisation and the closest set', () => {
       ],
     });
     failsWith(() => normalizeMeasurementSets(['x']), { code: 'BAD_CONFIG' });
+    failsWith(() => normalizeMeasurementSets([5]), {
+      code: 'BAD_CONFIG',
+      mentions: [/^policy\.allowedMeasurements\[0\] must be an object/],
+    });
     failsWith(() => normalizeMeasurementSets([{ ...bootChain, rtmr3: bootChain.mrtd }]), {
       code: 'BAD_CONFIG',
       mentions: [
@@ -585,6 +595,7 @@ describe('trustedKmsRoots: pins and the KMS rule', () => {
       code: 'KMS_NOT_TRUSTED',
       mentions: [
         `ends in the KMS root with SPKI SHA-256 ${foreign}, which is not in policy.trustedKmsRoots`,
+        'another KMS issued its keys. Add that root only if it is your KMS.',
       ],
       details: { kmsRoot: foreign },
     });
@@ -610,6 +621,7 @@ describe('trustedKmsRoots: pins and the KMS rule', () => {
       code: 'APP_ID_MISMATCH',
       mentions: [
         `app CA for app-id ${claimed}, but its verified RTMR3 events say app-id ${app.appId}`,
+        'the OS claims an app the KMS did not give it keys for. Do not connect.',
       ],
       details: { kmsAppId: claimed, appId: app.appId },
     });
