@@ -1,0 +1,383 @@
+/**
+ * Tests that kill the mutants of src/evidence that survived `npm run mutate`
+ * (issue 10): exact boundaries of the SCALE reader and the quote parser, the
+ * identity read from RTMR3 events, and the codes, messages and details of the
+ * binding check. Pure: the real dstack and Intel fixtures, no I/O.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, test } from 'node:test';
+import { isRaTlsError } from '../src/errors.js';
+import { checkBinding, expectedReportData } from '../src/evidence/binding.js';
+import { readRaTlsCertificate } from '../src/evidence/certificate.js';
+import { parseQuote, quoteReportDataOffset } from '../src/evidence/quote.js';
+import { replayRtmr3, verifyAppIdentity } from '../src/evidence/rtmr3.js';
+import { ScaleReader } from '../src/evidence/scale-reader.js';
+import type { RuntimeEvent } from '../src/evidence/types.js';
+import { decodeVersionedAttestation } from '../src/evidence/versioned-attestation.js';
+import {
+  createRaTlsCertificate,
+  generateRaTlsKeyPair,
+  withReportData,
+} from '../src/testing/ra-tls-certificate.js';
+import { toHex } from '../src/util/bytes.js';
+
+const FIXTURES = new URL('./fixtures/', import.meta.url);
+const fixture = (path: string) => new Uint8Array(readFileSync(new URL(path, FIXTURES)));
+const v4 = fixture('intel-tdx-v4/quote.bin');
+const v5 = fixture('intel-tdx-v5/quote.bin');
+const sample = decodeVersionedAttestation(fixture('dstack-attestation-v0/attestation.bin'));
+
+interface Expected {
+  readonly code: string;
+  readonly message?: RegExp;
+  readonly details?: Record<string, unknown>;
+}
+
+function failsWith(run: () => unknown, expected: Expected): void {
+  assert.throws(run, (error: unknown) => {
+    assert.ok(isRaTlsError(error), `expected a RaTlsError, got ${String(error)}`);
+    assert.equal(error.code, expected.code, error.message);
+    if (expected.message !== undefined) assert.match(error.message, expected.message);
+    if (expected.details !== undefined) assert.deepEqual(error.details, expected.details);
+    return true;
+  });
+}
+
+const reader = (bytes: number[], code?: 'MALFORMED_EVENT_LOG') =>
+  new ScaleReader(new Uint8Array(bytes), 'Thing', code);
+
+describe('ScaleReader: exact boundaries', () => {
+  test('u32 is little-endian over all four bytes, up to 0xffffffff', () => {
+    assert.equal(reader([0x78, 0x56, 0x34, 0x12]).u32('n'), 0x12345678);
+    assert.equal(reader([0xff, 0xff, 0xff, 0xff]).u32('n'), 0xffffffff);
+    assert.equal(reader([0, 0, 0, 0x80]).u32('n'), 0x80000000);
+  });
+
+  test('each compact mode decodes its smallest canonical value and refuses the one below', () => {
+    // Single byte: value << 2.
+    assert.equal(reader([63 << 2]).compact('n'), 63);
+    // Two bytes: 64 is the smallest that needs them.
+    assert.equal(reader([0x01, 0x01]).compact('n'), 64);
+    failsWith(() => reader([0xfd, 0x00]).compact('len'), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /^Thing is malformed: len: non-canonical compact integer$/,
+    });
+    // Four bytes: 2^14 is the smallest.
+    const four = (value: number) => {
+      const raw = value * 4 + 2;
+      return [raw & 0xff, (raw >>> 8) & 0xff, (raw >>> 16) & 0xff, raw >>> 24];
+    };
+    assert.equal(reader(four(1 << 14)).compact('n'), 1 << 14);
+    assert.equal(reader(four(2 ** 30 - 1)).compact('n'), 2 ** 30 - 1);
+    failsWith(() => reader(four((1 << 14) - 1)).compact('len'), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /len: non-canonical compact integer/,
+    });
+    // Big-integer mode with a 4-byte payload: 2^30 is the smallest.
+    assert.equal(reader([0b11, 0, 0, 0, 0x40]).compact('n'), 2 ** 30);
+    assert.equal(reader([0b11, 0xff, 0xff, 0xff, 0xff]).compact('n'), 0xffffffff);
+    failsWith(() => reader([0b11, 0xff, 0xff, 0xff, 0x3f]).compact('len'), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /len: non-canonical compact integer/,
+    });
+    failsWith(() => reader([0b111, 0, 0, 0, 0x40, 0]).compact('len'), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /len: compact integer larger than u32/,
+    });
+  });
+
+  test('count accepts exactly as many elements as can fit, and no more', () => {
+    const fits = reader([3 << 2, 1, 2, 3, 4, 5, 6]);
+    assert.equal(fits.count('items', 2), 3);
+    assert.equal(fits.remaining, 6);
+    failsWith(() => reader([4 << 2, 1, 2, 3, 4, 5, 6, 7]).count('items', 2), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /items: 4 elements cannot fit in the 7 bytes left/,
+      details: { offset: 1 },
+    });
+  });
+
+  test('reads need exactly their length: the last byte is readable, one more is not', () => {
+    const r = reader([2 << 2, 0xaa, 0xbb]);
+    assert.deepEqual(r.vecU8('v'), new Uint8Array([0xaa, 0xbb]));
+    assert.equal(r.remaining, 0);
+    r.end();
+    failsWith(() => r.u8('next'), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /next: needs 1 bytes at offset 3, only 0 left \(truncated\?\)/,
+      details: { offset: 3 },
+    });
+    failsWith(() => reader([1, 2, 3]).u32('n'), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /n: needs 4 bytes at offset 0, only 3 left/,
+    });
+    failsWith(() => reader([1, 2]).fixed(3, 'f'), { code: 'MALFORMED_ATTESTATION' });
+  });
+
+  test('fixed returns a copy as a plain Uint8Array, and moves past it', () => {
+    const input = Buffer.from([1, 2, 3, 4]);
+    const r = new ScaleReader(input, 'Thing');
+    const out = r.fixed(2, 'f');
+    assert.equal(Object.getPrototypeOf(out), Uint8Array.prototype);
+    input[0] = 9;
+    assert.deepEqual(out, new Uint8Array([1, 2]));
+    assert.equal(r.u8('g'), 3);
+  });
+
+  test('strings must be UTF-8; trailing bytes are counted; the code is the one given', () => {
+    assert.equal(reader([3 << 2, 0x61, 0x62, 0x63]).string('s'), 'abc');
+    failsWith(() => reader([1 << 2, 0xff], 'MALFORMED_EVENT_LOG').string('name'), {
+      code: 'MALFORMED_EVENT_LOG',
+      message: /^Thing is malformed: name: not valid UTF-8$/,
+    });
+    const r = reader([1, 2, 3]);
+    r.u8('a');
+    failsWith(() => r.end(), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /^Thing is malformed: 2 trailing bytes after the last field$/,
+      details: { offset: 1 },
+    });
+  });
+});
+
+describe('parseQuote: exact boundaries and refusals', () => {
+  const signatureEnd = (bytes: Uint8Array, bodyEnd: number) =>
+    bodyEnd + 4 + new DataView(bytes.buffer, bytes.byteOffset).getUint32(bodyEnd, true);
+
+  test('a quote ending exactly after its signature data parses; one byte less does not', () => {
+    const end = signatureEnd(v4, 48 + 584);
+    assert.equal(parseQuote(v4.subarray(0, end)).mrtd, parseQuote(v4).mrtd);
+    failsWith(() => parseQuote(v4.subarray(0, end - 1)), {
+      code: 'MALFORMED_QUOTE',
+      message: new RegExp(
+        `^The server's TDX quote is malformed: the signature data needs \\d+ bytes at offset ${48 + 584 + 4}, but the quote is ${end - 1} bytes \\(truncated\\?\\)\\.$`,
+      ),
+    });
+    const end5 = signatureEnd(v5, 48 + 6 + 648);
+    assert.equal(parseQuote(v5.subarray(0, end5)).bodyType, 'td15');
+    failsWith(() => parseQuote(v5.subarray(0, 48 + 6 + 648 + 3)), {
+      code: 'MALFORMED_QUOTE',
+      message: /the signature data length needs 4 bytes/,
+    });
+  });
+
+  test('the header, the v5 descriptor and each body are needed whole', () => {
+    failsWith(() => parseQuote(v4.subarray(0, 47)), {
+      code: 'MALFORMED_QUOTE',
+      message: /it is 47 bytes, shorter than the 48-byte header/,
+    });
+    failsWith(() => parseQuote(v5.subarray(0, 53)), {
+      code: 'MALFORMED_QUOTE',
+      message: /the v5 body descriptor needs 6 bytes at offset 48/,
+    });
+    failsWith(() => parseQuote(v4.subarray(0, 48 + 583)), {
+      code: 'MALFORMED_QUOTE',
+      message: /the TD report 1\.0 needs 584 bytes at offset 48/,
+    });
+    failsWith(() => parseQuote(v5.subarray(0, 54 + 647)), {
+      code: 'MALFORMED_QUOTE',
+      message: /the TD report 1\.5 needs 648 bytes at offset 54/,
+    });
+  });
+
+  test('TEE types other than TDX are NOT_TDX with the type and version in details', () => {
+    const sgx = new Uint8Array(v4);
+    new DataView(sgx.buffer).setUint32(4, 0, true);
+    failsWith(() => parseQuote(sgx), {
+      code: 'NOT_TDX',
+      message: /^The server's quote is an SGX enclave quote, not an Intel TDX/,
+      details: { teeType: 0, version: 4 },
+    });
+    const other = new Uint8Array(v4);
+    new DataView(other.buffer).setUint32(4, 0xab, true);
+    failsWith(() => parseQuote(other), {
+      code: 'NOT_TDX',
+      message: /quote is TEE type 0xab, not an Intel TDX/,
+      details: { teeType: 0xab, version: 4 },
+    });
+  });
+
+  test('v5 body types: SGX is NOT_TDX, TD 1.0 is read as td10, anything else is malformed', () => {
+    const withBody = (type: number, size: number) => {
+      const bytes = new Uint8Array(v5);
+      const view = new DataView(bytes.buffer);
+      view.setUint16(48, type, true);
+      view.setUint32(50, size, true);
+      return bytes;
+    };
+    failsWith(() => parseQuote(withBody(1, 384)), {
+      code: 'NOT_TDX',
+      message: /v5 carries an SGX enclave report/,
+      details: { teeType: 0x81, version: 5 },
+    });
+    failsWith(() => parseQuote(withBody(4, 648)), {
+      code: 'MALFORMED_QUOTE',
+      message: /unknown v5 body type 4/,
+    });
+    failsWith(() => parseQuote(withBody(3, 584)), {
+      code: 'MALFORMED_QUOTE',
+      message: /the v5 body descriptor says 584 bytes, a td15 report is 648/,
+    });
+    // A v5 quote carrying a TD report 1.0: the 1.5 report without its last 64 bytes.
+    const td10 = new Uint8Array(
+      Buffer.concat([withBody(2, 584).subarray(0, 54 + 584), v5.subarray(54 + 648)]),
+    );
+    failsWith(() => parseQuote(withBody(2, 648)), {
+      code: 'MALFORMED_QUOTE',
+      message: /says 648 bytes, a td10 report is 584/,
+    });
+    const parsed = parseQuote(td10);
+    assert.equal(parsed.bodyType, 'td10');
+    assert.equal(parsed.version, 5);
+    assert.equal(parsed.mrServiceTd, undefined);
+    assert.equal(parsed.teeTcbSvn2, undefined);
+  });
+
+  test('versions other than 4 and 5 are malformed, naming the version', () => {
+    for (const version of [3, 6]) {
+      const bytes = new Uint8Array(v4);
+      new DataView(bytes.buffer).setUint16(0, version, true);
+      failsWith(() => parseQuote(bytes), {
+        code: 'MALFORMED_QUOTE',
+        message: new RegExp(`version ${version} is not a TDX quote version \\(4 or 5\\)`),
+      });
+    }
+    assert.equal(quoteReportDataOffset(5), 574);
+    assert.equal(quoteReportDataOffset(3), undefined);
+  });
+
+  test('fields are read at their offsets in the TD report, and only bit 0 of td_attributes is debug', () => {
+    const quote = parseQuote(v4);
+    assert.equal(quote.attestationKeyType, 2);
+    assert.equal(quote.teeTcbSvn, toHex(v4.subarray(48, 64)));
+    assert.equal(quote.mrSeam, toHex(v4.subarray(64, 112)));
+    assert.equal(quote.seamAttributes, toHex(v4.subarray(160, 168)));
+    assert.equal(quote.xfam, toHex(v4.subarray(176, 184)));
+    assert.equal(quote.mrConfigId, toHex(v4.subarray(232, 280)));
+    assert.equal(quote.mrOwner, toHex(v4.subarray(280, 328)));
+    assert.equal(quote.mrOwnerConfig, toHex(v4.subarray(328, 376)));
+    assert.equal(quote.rtmr1, toHex(v4.subarray(424, 472)));
+    assert.equal(quote.rtmr2, toHex(v4.subarray(472, 520)));
+    const v5quote = parseQuote(v5);
+    assert.equal(v5quote.teeTcbSvn2, toHex(v5.subarray(54 + 584, 54 + 600)));
+    assert.equal(v5quote.mrServiceTd, toHex(v5.subarray(54 + 600, 54 + 648)));
+    const flip = (value: number) => {
+      const bytes = new Uint8Array(v4);
+      bytes[168] = value;
+      return parseQuote(bytes);
+    };
+    assert.equal(flip(0x01).isDebug, true);
+    assert.equal(flip(0xff).isDebug, true);
+    assert.equal(flip(0xfe).isDebug, false);
+    assert.equal(flip(0x10).tdAttributes, `10${quote.tdAttributes.slice(2)}`);
+    assert.ok(Object.isFrozen(quote));
+  });
+});
+
+describe('RTMR3 identity: exact reading rules', () => {
+  const event = (name: string, payload: number[] | string): RuntimeEvent => ({
+    event: name,
+    payload:
+      typeof payload === 'string' ? new TextEncoder().encode(payload) : new Uint8Array(payload),
+  });
+  const identityOf = (events: RuntimeEvent[]) =>
+    verifyAppIdentity(events, toHex(replayRtmr3(events)));
+
+  test('the first occurrence of an event defines it; empty payloads define nothing', () => {
+    const app = identityOf([
+      event('app-id', [0xaa]),
+      event('app-id', [0xbb]),
+      event('compose-hash', []),
+      event('instance-id', [0x01, 0x02]),
+      event('key-provider', []),
+      event('os-image-hash', [0x0f]),
+    ]);
+    assert.equal(app.appId, 'aa');
+    assert.equal(app.composeHash, undefined);
+    assert.equal(app.instanceId, '0102');
+    assert.equal(app.keyProvider, undefined);
+    assert.equal(app.osImageHash, '0f');
+  });
+
+  test('key-provider is text; the events are kept, frozen, copies', () => {
+    const events = [event('key-provider', '{"name":"kms"}'), event('system-ready', [])];
+    const app = identityOf(events);
+    assert.equal(app.keyProvider, '{"name":"kms"}');
+    assert.equal(app.events.length, 2);
+    assert.notEqual(app.events[0], events[0]);
+    assert.deepEqual(app.events[0], events[0]);
+    assert.ok(
+      Object.isFrozen(app) && Object.isFrozen(app.events) && Object.isFrozen(app.events[0]),
+    );
+  });
+
+  test('an event before system-ready still counts; one after it does not', () => {
+    const app = identityOf([
+      event('app-id', [0x01]),
+      event('system-ready', []),
+      event('compose-hash', [0x02]),
+    ]);
+    assert.equal(app.appId, '01');
+    assert.equal(app.composeHash, undefined);
+  });
+
+  test('an RTMR3 that is not hex is RTMR_MISMATCH naming both values', () => {
+    const events = [event('app-id', [0x01])];
+    const replayed = toHex(replayRtmr3(events));
+    failsWith(() => verifyAppIdentity(events, 'not hex'), {
+      code: 'RTMR_MISMATCH',
+      message: new RegExp(
+        `^The 1 runtime events replay to RTMR3 ${replayed}, but the quote says not hex: the event log was altered`,
+      ),
+      details: { replayed, quote: 'not hex' },
+    });
+  });
+
+  test('a replay matching a 0x-prefixed RTMR3 passes', () => {
+    const events = [event('app-id', [0x01])];
+    assert.equal(verifyAppIdentity(events, `0x${toHex(replayRtmr3(events))}`).appId, '01');
+  });
+});
+
+describe('binding: details an operator can act on', () => {
+  test('PUBKEY_MISMATCH carries the fingerprint and the quote report_data', () => {
+    const keyPair = generateRaTlsKeyPair();
+    const wrong = new Uint8Array(64).fill(3);
+    const built = createRaTlsCertificate({
+      privateKey: keyPair.privateKey,
+      attestation: { quote: withReportData(sample.quote, wrong), runtimeEvents: [] },
+    });
+    const certificate = readRaTlsCertificate(built.certificateDer);
+    const expected = toHex(expectedReportData(keyPair.spki));
+    failsWith(() => checkBinding(certificate, parseQuote(certificate.attestation.quote)), {
+      code: 'PUBKEY_MISMATCH',
+      message: new RegExp(
+        `^The quote's report_data ${toHex(wrong)} is not SHA-512\\("ratls-cert:" ‖ SPKI\\) of the certificate key \\(${expected}\\)`,
+      ),
+      details: { fingerprint: certificate.fingerprint, reportData: toHex(wrong) },
+    });
+  });
+
+  test('an envelope report_data that differs is PUBKEY_MISMATCH naming both, with the fingerprint', () => {
+    const keyPair = generateRaTlsKeyPair();
+    const expected = expectedReportData(keyPair.spki);
+    const other = new Uint8Array(64).fill(9);
+    const built = createRaTlsCertificate({
+      privateKey: keyPair.privateKey,
+      attestation: {
+        quote: withReportData(sample.quote, expected),
+        runtimeEvents: sample.runtimeEvents,
+        reportData: other,
+      },
+    });
+    const certificate = readRaTlsCertificate(built.certificateDer);
+    failsWith(() => checkBinding(certificate, parseQuote(certificate.attestation.quote)), {
+      code: 'PUBKEY_MISMATCH',
+      message: new RegExp(
+        `^The attestation envelope's report_data ${toHex(other)} differs from the quote's ${toHex(expected)}`,
+      ),
+      details: { fingerprint: certificate.fingerprint },
+    });
+  });
+});
