@@ -96,14 +96,22 @@ describe('normalizePolicy: what is accepted and what is BAD_CONFIG', () => {
     }
   });
 
-  test('an unknown option names itself and lists every real option', () => {
+  test('an unknown option names itself and the option probably meant', () => {
     failsWith(() => normalizePolicy({ allowedMrtd: [] } as never), {
       code: 'BAD_CONFIG',
+      mentions: ['policy has no option "policy.allowedMrtd": did you mean "policy.allowedMrtds"?'],
+      details: { option: 'policy.allowedMrtd', suggestion: 'policy.allowedMrtds' },
+    });
+  });
+
+  test('an option far from every real one lists them all', () => {
+    failsWith(() => normalizePolicy({ somethingElse: true } as never), {
+      code: 'BAD_CONFIG',
       mentions: [
-        'policy.allowedMrtd is not a policy option',
-        'allowedMrtds, allowedAppIds, allowedComposeHashes, allowedMeasurements, trustedKmsRoots, allowDebugMode, acceptableTcbStatuses',
+        'policy has no option "policy.somethingElse"; its options are acceptableTcbStatuses, allowDebugMode, allowedAppIds, allowedComposeHashes, allowedMeasurements, allowedMrtds',
+        'trustedKmsRoots',
       ],
-      details: { option: 'policy.allowedMrtd' },
+      details: { option: 'policy.somethingElse' },
     });
   });
 
