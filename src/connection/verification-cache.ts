@@ -1,4 +1,5 @@
 import type { AttestationReport } from '../attest/report.js';
+import { type SharedRun, waitForRun } from '../util/shared-run.js';
 
 /** Options of {@link VerificationCache}. */
 export interface VerificationCacheOptions {
@@ -30,11 +31,10 @@ interface StoredVerdict {
 }
 
 /** One verification run, whose cache started it, and how many callers wait for it. */
-interface Run {
+interface Run extends SharedRun<AttestationReport> {
   promise: Promise<AttestationReport>;
   readonly owner: VerificationCache;
   readonly controller: AbortController;
-  waiters: number;
 }
 
 /**
@@ -225,41 +225,18 @@ export class VerificationCache {
 }
 
 /**
- * Waits for `flight` on behalf of one caller. When the caller's `signal`
- * aborts it stops waiting; the last waiter to leave aborts the run itself and
- * removes it, so nobody joins a run nobody is waiting for.
+ * Waits for `flight` on behalf of one caller; the last waiter to give up
+ * aborts the run itself and removes it, so nobody joins a run nobody is
+ * waiting for.
  */
 function wait(
   key: string,
   flight: Run,
   signal: AbortSignal | undefined,
 ): Promise<AttestationReport> {
-  flight.waiters++;
-  return new Promise<AttestationReport>((resolve, reject) => {
-    let left = false;
-    const leave = (): boolean => {
-      if (left) return false;
-      left = true;
-      signal?.removeEventListener('abort', onAbort);
-      flight.waiters--;
-      return true;
-    };
-    const onAbort = (): void => {
-      if (!leave()) return;
-      if (flight.waiters === 0) {
-        if (inflight.get(key) === flight) inflight.delete(key);
-        flight.controller.abort(signal!.reason);
-      }
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    flight.promise.then(
-      (report) => {
-        if (leave()) resolve(report);
-      },
-      (error: unknown) => {
-        if (leave()) reject(error);
-      },
-    );
+  return waitForRun(flight, signal, (waitersLeft) => {
+    if (waitersLeft > 0) return;
+    if (inflight.get(key) === flight) inflight.delete(key);
+    flight.controller.abort(signal!.reason);
   });
 }

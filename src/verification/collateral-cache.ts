@@ -6,6 +6,7 @@
  */
 import { describeCause, RaTlsError } from '../errors.js';
 import { Backoff } from '../util/backoff.js';
+import { type SharedRun, waitForRun } from '../util/shared-run.js';
 import {
   type CollateralWindow,
   collateralWindow,
@@ -48,10 +49,9 @@ export interface CollateralCacheOptions {
   readonly backoffMaxMs?: number;
 }
 
-interface InFlight {
+interface InFlight extends SharedRun<CachedCollateral> {
   promise: Promise<CachedCollateral>;
   readonly controller: AbortController;
-  waiters: number;
   settled: boolean;
 }
 
@@ -162,32 +162,10 @@ export class CollateralCache {
   }
 
   #wait(key: string, flight: InFlight, signal: AbortSignal | undefined): Promise<CachedCollateral> {
-    flight.waiters++;
-    return new Promise<CachedCollateral>((resolve, reject) => {
-      let left = false;
-      const leave = (): boolean => {
-        if (left) return false;
-        left = true;
-        signal?.removeEventListener('abort', onAbort);
-        flight.waiters--;
-        return true;
-      };
-      const onAbort = (): void => {
-        if (!leave()) return;
-        // Whoever comes next must not join a fetch that already outlasted a caller's patience.
-        if (this.#inFlight.get(key) === flight) this.#inFlight.delete(key);
-        if (flight.waiters === 0 && !flight.settled) flight.controller.abort();
-        reject(signal!.reason);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      flight.promise.then(
-        (entry) => {
-          if (leave()) resolve(entry);
-        },
-        (error: unknown) => {
-          if (leave()) reject(error);
-        },
-      );
+    return waitForRun(flight, signal, (waitersLeft) => {
+      // Whoever comes next must not join a fetch that already outlasted a caller's patience.
+      if (this.#inFlight.get(key) === flight) this.#inFlight.delete(key);
+      if (waitersLeft === 0 && !flight.settled) flight.controller.abort();
     });
   }
 
