@@ -99,12 +99,37 @@ describe('attestCertificate: aborts', () => {
   test('a signal aborted with a plain reason is VERIFY_TIMEOUT, before the verifier runs', async () => {
     const verifier = reporting();
     const controller = new AbortController();
-    controller.abort(new Error('caller gave up'));
+    const reason = new Error('caller gave up');
+    controller.abort(reason);
     await assert.rejects(
       attest(boundCertificate().certificateDer, verifier, {}, { signal: controller.signal }),
-      rejectsWith('VERIFY_TIMEOUT', /^Attestation verification was aborted before it finished\.$/),
+      (error: unknown) => {
+        rejectsWith(
+          'VERIFY_TIMEOUT',
+          /^Attestation verification was aborted before it finished\.$/,
+        )(error);
+        assert.equal((error as Error).cause, reason, 'the abort reason is kept as the cause');
+        return true;
+      },
     );
     assert.equal(verifier.calls, 0);
+  });
+
+  test("the verifier is given the judging time and the caller's signal", async () => {
+    const controller = new AbortController();
+    const seen: { now?: Date; signal?: AbortSignal }[] = [];
+    const verifier = reporting();
+    const recording: RaTlsVerifier = {
+      name: 'recording',
+      verify(quote, options) {
+        seen.push({ ...options });
+        return verifier.verify(quote, options);
+      },
+    };
+    await attest(boundCertificate().certificateDer, recording, {}, { signal: controller.signal });
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0]?.now?.getTime(), NOW.getTime(), "judged at the caller's time");
+    assert.equal(seen[0]?.signal, controller.signal, "the caller's signal reaches the verifier");
   });
 
   test('an abort while the verifier runs wins over its verdict, accepted or failed', async () => {
