@@ -9,6 +9,7 @@
  * which cannot carry an attested socket, so it is always `null` here.
  */
 import pg from 'pg';
+import { SESSION_KEYS as PG_SESSION_KEYS } from '../../src/config/connection-settings.js';
 import { sharedClientIdentity } from '../../src/identity/shared-identity.js';
 import {
   AttestedConnector,
@@ -69,19 +70,13 @@ const POOL_KEYS = [
   'maxLifetimeSeconds',
   'connectionTimeoutMillis',
 ] as const;
-const SESSION_KEYS = [
-  'application_name',
-  'fallback_application_name',
-  'options',
-  'client_encoding',
-  'statement_timeout',
-  'query_timeout',
-  'lock_timeout',
-  'idle_in_transaction_session_timeout',
-  'keepAlive',
-  'keepAliveInitialDelayMillis',
-  'types',
-] as const;
+/**
+ * Session settings an ORM may set: pg's own (connectionTimeoutMillis is a pool
+ * key here; `pipeline` stays pg-ra-tls's own option).
+ */
+const SESSION_KEYS = PG_SESSION_KEYS.filter(
+  (key) => key !== 'connectionTimeoutMillis' && key !== 'pipeline',
+);
 /** Where and as whom to connect, and the transport: only pg-ra-tls's own options decide these. */
 export const CONNECTION_KEYS = [
   'connectionString',

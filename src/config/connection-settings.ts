@@ -34,7 +34,8 @@ export type PgSessionOptions = Pick<
   | 'pipeline'
 >;
 
-const SESSION_KEYS = [
+/** node-postgres's session settings, passed through to pg as given. */
+export const SESSION_KEYS = [
   'application_name',
   'fallback_application_name',
   'options',
