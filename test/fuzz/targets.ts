@@ -374,8 +374,16 @@ function resolveDsnSecretly({ dsn, password: secret, strict }: DsnInput): void {
   );
   // A DSN that lost its user:password colon has no password: by its own grammar
   // the text is the (custom) role's name, which the settings must show to be
-  // useful. Only a password that is still a password must stay hidden.
-  if (settings.password === undefined && settings.user?.includes(secret)) return;
+  // useful. Only that case is exempt: the DSN itself has no password field, and
+  // the secret shows in the role name and nowhere else.
+  if (
+    !hasPasswordField(dsn) &&
+    settings.password === undefined &&
+    settings.user?.includes(secret) &&
+    !settings.description.replace(settings.user, '').includes(secret)
+  ) {
+    return;
+  }
   for (const shown of [settings.description, JSON.stringify(settings)]) {
     if (shown.includes(secret)) {
       throw new RaTlsError(
@@ -384,6 +392,18 @@ function resolveDsnSecretly({ dsn, password: secret, strict }: DsnInput): void {
       );
     }
   }
+}
+
+/**
+ * Whether `dsn` carries a password field at all: a `:` in a URL's userinfo
+ * (everything before its last `@`), or a `password` keyword.
+ */
+function hasPasswordField(dsn: string): boolean {
+  const url = /^[a-z][a-z0-9+.-]*:\/\//i.exec(dsn);
+  if (url === null) return /(^|\s)password\s*=/i.test(dsn);
+  const rest = dsn.slice(url[0].length);
+  const at = rest.lastIndexOf('@');
+  return at >= 0 && rest.slice(0, at).includes(':');
 }
 
 /** The password must appear in no message, details or cause of a refused DSN. */
