@@ -5,7 +5,8 @@
  * error) that callers could only recognise by its message.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
+import { type EventEmitter, once } from 'node:events';
+import { createRequire } from 'node:module';
 import { test } from 'node:test';
 import pg from 'pg';
 import { createClient } from '../integrations/pg/index.js';
@@ -13,6 +14,10 @@ import { createPool, isRaTlsError, type RaTlsError } from '../src/index.js';
 import { useLocalStack } from './support/integration-stack.js';
 
 const stack = useLocalStack();
+/** pg-cursor (a real submittable; the package ships no types). */
+const Cursor = createRequire(import.meta.url)('pg-cursor') as new (
+  text: string,
+) => EventEmitter & pg.Submittable;
 
 /** CONNECTION_LOST whose cause is what pg or the socket reported. */
 const lost = (cause: RegExp) => (error: unknown) =>
@@ -75,4 +80,40 @@ test('a backend that goes away: its error stays Postgres’s, what was queued an
     await admin.end();
     await client.end().catch(() => {});
   }
+});
+
+test('a query on a client whose connection was lost, or that was ended, is typed in every form pg offers', async () => {
+  const client = createClient({ connectionString: stack().databaseUrl, ...stack().clientOptions });
+  await client.connect();
+  const emitted = once(client, 'error') as Promise<[RaTlsError]>;
+  try {
+    const active = client.query('select pg_sleep(30)');
+    stack().sidecar.misbehave({ dropEstablished: true });
+    await assert.rejects(active, lost(/ECONNRESET/));
+    await emitted;
+    // pg itself would answer these with its untyped "Client has encountered a
+    // connection error and is not queryable".
+    const lostEarlier = (error: unknown) =>
+      lost(/ECONNRESET/)(error) && /lost earlier/.test((error as Error).message);
+    await assert.rejects(client.query('select 1'), lostEarlier);
+    const viaCallback = await new Promise<unknown>((resolve) => {
+      client.query('select 1', (error: Error | null) => resolve(error));
+    });
+    assert.ok(lostEarlier(viaCallback), `callback form: ${String(viaCallback)}`);
+    const cursor = client.query(new Cursor('select 1'));
+    const [viaCursor] = (await once(cursor, 'error')) as [unknown];
+    assert.ok(lostEarlier(viaCursor), `submittable (pg-cursor): ${String(viaCursor)}`);
+  } finally {
+    stack().sidecar.reset();
+    await client.end().catch(() => {});
+  }
+  // Ended by its owner: CONNECTION_ENDED, not pg's "Client was closed and is not queryable".
+  const ended = createClient({ connectionString: stack().databaseUrl, ...stack().clientOptions });
+  await ended.connect();
+  await ended.end();
+  await assert.rejects(
+    ended.query('select 1'),
+    (error: unknown) =>
+      isRaTlsError(error, 'CONNECTION_ENDED') && /check out a new connection/.test(error.message),
+  );
 });

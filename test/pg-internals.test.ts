@@ -74,7 +74,7 @@ describe('pg internals', () => {
     }
   });
 
-  test('a pg Client without connection.stream or the backend key fields fails RaTlsClient with PG_UNSUPPORTED_VERSION', () => {
+  test('a pg Client without connection.stream, the backend key fields or its queryable state fails RaTlsClient with PG_UNSUPPORTED_VERSION', () => {
     const streamless = new pg.Client();
     (streamless as unknown as { connection: { stream: unknown } }).connection.stream = undefined;
     assert.throws(
@@ -87,5 +87,16 @@ describe('pg internals', () => {
       () => clientInternals(keyless),
       (error: unknown) => isRaTlsError(error, 'PG_UNSUPPORTED_VERSION'),
     );
+    // Without its queryable/ending state a lost or ended client could not be told apart.
+    for (const state of ['_queryable', '_ending']) {
+      const stateless = new pg.Client();
+      delete (stateless as unknown as Record<string, unknown>)[state];
+      assert.throws(
+        () => clientInternals(stateless),
+        (error: unknown) =>
+          isRaTlsError(error, 'PG_UNSUPPORTED_VERSION') &&
+          error.message.includes('_queryable/_ending'),
+      );
+    }
   });
 });

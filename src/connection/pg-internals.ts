@@ -25,7 +25,12 @@ interface PgClientPrivates {
   secretKey: number | null;
   _errorAllQueries(error: Error): void;
   _handleErrorEvent(error: Error): void;
+  _queryable: boolean;
+  _ending: boolean;
 }
+
+/** Why pg would refuse a new query on a client at once, without sending it. */
+export type UnusableState = 'broken' | 'ending';
 
 /** The pg-pool internals the pool uses, checked. */
 export interface PoolInternals {
@@ -48,7 +53,22 @@ export interface ClientInternals {
    * `error` (a lost connection, a socket error) through `map` first.
    */
   mapSessionErrors(map: (error: Error) => Error): void;
+  /**
+   * Where pg would fail a new query at once with its untyped "not queryable"
+   * Error (after a connection error, or once end() was called), fails it with
+   * `refusal(state)` instead, through the same path pg would use: the
+   * submittable's handleError, the callback, or the returned promise. Nothing
+   * is written in either case.
+   */
+  refuseQueriesWhenUnusable(refusal: (state: UnusableState) => Error): void;
 }
+
+type QueryCallback = (error: Error) => void;
+type Submittable = {
+  submit: unknown;
+  callback?: QueryCallback;
+  handleError(error: Error, connection: unknown): void;
+};
 
 function unsupported(what: string): RaTlsError {
   return new RaTlsError(
@@ -93,6 +113,9 @@ export function clientInternals(client: pg.Client): ClientInternals {
   if (typeof privates._handleErrorEvent !== 'function') {
     throw unsupported('Client#_handleErrorEvent()');
   }
+  if (typeof privates._queryable !== 'boolean' || typeof privates._ending !== 'boolean') {
+    throw unsupported('Client#_queryable/_ending state');
+  }
   return {
     stream: () => connection.stream as Socket,
     setStream: (socket) => {
@@ -112,6 +135,48 @@ export function clientInternals(client: pg.Client): ClientInternals {
       const handleErrorEvent = privates._handleErrorEvent;
       privates._errorAllQueries = (error) => errorAllQueries.call(client, map(error));
       privates._handleErrorEvent = (error) => handleErrorEvent.call(client, map(error));
+    },
+    refuseQueriesWhenUnusable: (refusal) => {
+      const query = client.query as (...args: unknown[]) => unknown;
+      const guarded = function (this: pg.Client, ...args: unknown[]): unknown {
+        const [config, values, callback] = args;
+        // pg's own checks, in pg's order: a missing query is its TypeError.
+        const state: UnusableState | undefined =
+          config == null
+            ? undefined
+            : privates._queryable === false
+              ? 'broken'
+              : privates._ending
+                ? 'ending'
+                : undefined;
+        if (state === undefined) return query.apply(this, args);
+        const error = refusal(state);
+        if (typeof (config as Partial<Submittable>).submit === 'function') {
+          const submittable = config as Submittable;
+          if (submittable.callback === undefined) {
+            const done = typeof values === 'function' ? values : callback;
+            if (typeof done === 'function') submittable.callback = done as QueryCallback;
+          }
+          process.nextTick(() => submittable.handleError(error, connection));
+          return submittable;
+        }
+        const done =
+          typeof values === 'function'
+            ? values
+            : typeof callback === 'function'
+              ? callback
+              : typeof (config as { callback?: unknown }).callback === 'function'
+                ? (config as { callback: unknown }).callback
+                : undefined;
+        if (done === undefined) return Promise.reject(error);
+        process.nextTick(() => (done as QueryCallback)(error));
+        return undefined;
+      };
+      Object.defineProperty(client, 'query', {
+        value: guarded,
+        configurable: true,
+        writable: true,
+      });
     },
   };
 }

@@ -26,7 +26,7 @@ import {
   type EndpointTarget,
 } from './attested-connector.js';
 import { linkPgBase, pgBase } from './pg-base.js';
-import { type ClientInternals, clientInternals } from './pg-internals.js';
+import { type ClientInternals, clientInternals, type UnusableState } from './pg-internals.js';
 import { sharedClientIdentity } from './shared-defaults.js';
 import { prepareSocketForPg } from './socket-hand-off.js';
 
@@ -110,6 +110,8 @@ export class RaTlsClient extends pgBase('Client') {
   #issuersDer: readonly Uint8Array[] = [];
   /** pg reports one loss through two paths: both give callers the same RaTlsError. */
   readonly #lost = new WeakMap<Error, RaTlsError>();
+  /** The last error pg gave this session (what made it unusable, if it is). */
+  #brokenBy: Error | undefined;
 
   /**
    * @param options where to connect and how to attest.
@@ -126,6 +128,7 @@ export class RaTlsClient extends pgBase('Client') {
     this.#endpointOf = bound.endpoint;
     this.#pg = clientInternals(this);
     this.#pg.mapSessionErrors((error) => this.#sessionError(error));
+    this.#pg.refuseQueriesWhenUnusable((state) => this.#unusable(state));
     // pg's placeholder stream must never open a plaintext connection: only the
     // attested socket may carry the session.
     Object.defineProperty(this.#pg.stream(), 'connect', {
@@ -302,6 +305,7 @@ export class RaTlsClient extends pgBase('Client') {
    * with their SQLSTATE) pass as they are.
    */
   #sessionError(error: Error): Error {
+    this.#brokenBy = error;
     if (error instanceof RaTlsError || !isConnectionLoss(error)) return error;
     let typed = this.#lost.get(error);
     if (typed === undefined) {
@@ -316,6 +320,32 @@ export class RaTlsClient extends pgBase('Client') {
       this.#lost.set(error, typed);
     }
     return typed;
+  }
+
+  /**
+   * A query on a client pg no longer sends queries on: typed, where pg would
+   * give its plain "not queryable" Error. Nothing is sent either way.
+   */
+  #unusable(state: UnusableState): RaTlsError {
+    const { host, port } = this.#target ?? this.settings.endpoint;
+    if (state === 'ending') {
+      return new RaTlsError(
+        'CONNECTION_ENDED',
+        `this connection to ${host}:${port} was ended (end() or release(true)) and sends no more ` +
+          'queries; check out a new connection from the pool',
+        { details: { host, port } },
+      );
+    }
+    // pg's own error (what a typed CONNECTION_LOST carries as its cause).
+    const broken = this.#brokenBy;
+    const original =
+      broken instanceof RaTlsError && broken.cause instanceof Error ? broken.cause : broken;
+    return new RaTlsError(
+      'CONNECTION_LOST',
+      `this connection to ${host}:${port} was lost earlier${original === undefined ? '' : ` (${original.message})`} ` +
+        'and sends no more queries; release it with release(true) and retry on a new connection',
+      { ...(original === undefined ? {} : { cause: original }), details: { host, port } },
+    );
   }
 
   async #attest(target: EndpointTarget): Promise<AttestedSocket> {
