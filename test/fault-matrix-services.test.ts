@@ -143,9 +143,10 @@ describe('fault matrix: guest agent', () => {
     timeout: 60_000,
   }, async () => {
     await runScenario(stack(), async (kit) => {
+      // Down before the pool exists: a pool fetches its certificate as soon as it is created.
+      stack().guestAgent.setDown(true);
       const pool = kit.pool();
       const watermark = stack().sidecar.stats.accepted;
-      stack().guestAgent.setDown(true);
       await rejectsAllWith('CLIENT_CERT_UNAVAILABLE', [
         pool.query('select 1'),
         pool.query('select 2'),

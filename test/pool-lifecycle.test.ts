@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { isRaTlsError } from '../src/errors.js';
 import { createPool, type RaTlsPoolOptions } from '../src/pool/ra-tls-pool.js';
@@ -38,6 +39,62 @@ describe('cold start', () => {
       assert.equal(pool.totalCount, 5);
     } finally {
       await pool.end();
+    }
+  });
+});
+
+describe('client certificate ahead of the first checkout', () => {
+  test('a new pool asks the guest agent for its certificate at once; the first checkout finds it', async () => {
+    const agentCalls = stack.issuer.requests.length;
+    const pool = createPool(options({ verifier: stack.newVerifier() }));
+    try {
+      const identity = pool.connector.identity;
+      await waitFor(() => identity.current !== undefined, 'a certificate before any checkout');
+      assert.equal(
+        stack.issuer.requests.length,
+        agentCalls + 1,
+        'one GetTlsKey, before any checkout',
+      );
+      const issued = identity.current;
+      await pool.query('select 1');
+      assert.equal(
+        stack.issuer.requests.length,
+        agentCalls + 1,
+        'the checkout used that certificate',
+      );
+      assert.equal(identity.current, issued);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  test('end() abandons a certificate fetch still in flight: its socket closes, nothing is left', async () => {
+    // An agent that reads the request and never answers.
+    const accepted: Socket[] = [];
+    const stalled = createServer((socket) => {
+      accepted.push(socket.resume());
+    });
+    await new Promise<void>((resolve) => stalled.listen(0, '127.0.0.1', resolve));
+    const { port } = stalled.address() as AddressInfo;
+    try {
+      const pool = createPool(
+        options({ verifier: stack.newVerifier(), dstackEndpoint: `http://127.0.0.1:${port}` }),
+      );
+      await waitFor(() => accepted.length > 0, 'the agent call');
+      const socket = accepted[0]!;
+      let closed = false;
+      socket.once('close', () => {
+        closed = true;
+      });
+      await pool.end();
+      await waitFor(() => closed, 'the agent connection closed');
+      const open = await new Promise<number>((resolve, reject) =>
+        stalled.getConnections((error, count) => (error ? reject(error) : resolve(count))),
+      );
+      assert.equal(open, 0, 'the agent call was abandoned by end()');
+    } finally {
+      for (const socket of accepted) socket.destroy();
+      await new Promise((resolve) => stalled.close(resolve));
     }
   });
 });

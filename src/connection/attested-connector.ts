@@ -390,6 +390,16 @@ export class AttestedConnector {
     }
   }
 
+  /**
+   * Starts obtaining the client certificate in the background, so that the
+   * first dial does not wait for the guest agent: called by a pool once it is
+   * fully constructed (close() abandons the call). An anonymous connector
+   * presents no certificate and fetches none.
+   */
+  prefetchClientCertificate(): void {
+    if (!this.#anonymous) this.identity.prefetch();
+  }
+
   /** Cancels pending dials and verifications and closes the identity if this connector created it. */
   close(reason?: RaTlsError): void {
     this.#lifetime.abort(

@@ -92,6 +92,8 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
   #timer: NodeJS.Timeout | undefined;
   #agentRequests = 0;
   #closed = false;
+  /** Aborted by close(): an agent call in flight then ends at once, leaving no socket. */
+  readonly #closing = new AbortController();
 
   constructor(options: ClientIdentityOptions = {}) {
     super();
@@ -172,9 +174,26 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
     }
   }
 
-  /** Stops the refresh timer; later `get()` calls fail (except with an override). */
+  /**
+   * Starts obtaining the certificate in the background when none is cached or
+   * being fetched, so that the first dial does not wait for the agent (a pool
+   * or client calls this when it is created). Never throws: a failure is what
+   * the next {@link get} reports (at once while the agent is backed off).
+   */
+  prefetch(): void {
+    if (this.#override !== undefined || this.#closed) return;
+    if (this.#current !== undefined || this.#inflight !== undefined) return;
+    if (this.#lastFailure !== undefined && !this.#backoff.ready()) return;
+    this.#refresh().catch(() => {});
+  }
+
+  /**
+   * Stops the refresh timer and abandons an agent call in flight; later
+   * `get()` calls fail (except with an override).
+   */
   close(): void {
     this.#closed = true;
+    this.#closing.abort();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
   }
@@ -239,7 +258,7 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
     };
     if (this.#validitySupported === undefined) {
       try {
-        await callGuestAgent(endpoint, 'Version', {}, remaining());
+        await callGuestAgent(endpoint, 'Version', {}, remaining(), this.#closing.signal);
         this.#validitySupported = true;
       } catch (error) {
         // Only an agent that refused the method (4xx) is old; no answer or a 5xx is a failure.
@@ -261,6 +280,7 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
           }
         : usage,
       remaining(),
+      this.#closing.signal,
     );
     return typeof answer === 'object' && answer !== null ? answer : {};
   }

@@ -31,15 +31,19 @@ export class GuestAgentCallError extends Error {
  * Calls `method` on the agent at `endpoint` (a socket path or an http(s) URL)
  * and returns the parsed JSON answer. Rejects with {@link GuestAgentCallError}
  * on a non-2xx status, a body over {@link MAX_GUEST_AGENT_RESPONSE_BYTES}, a
- * non-JSON answer, or no complete answer within `timeoutMs` (the connection is
- * destroyed then, so nothing keeps reading).
+ * non-JSON answer, no complete answer within `timeoutMs`, or `signal` aborted
+ * (the connection is destroyed then, so nothing keeps reading).
  */
 export function callGuestAgent(
   endpoint: string,
   method: string,
   payload: Readonly<Record<string, unknown>>,
   timeoutMs: number,
+  signal?: AbortSignal,
 ): Promise<unknown> {
+  if (signal?.aborted) {
+    return Promise.reject(new GuestAgentCallError(`${method}: abandoned before it was sent`));
+  }
   const body = JSON.stringify(payload);
   const headers = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
   return new Promise<unknown>((resolve, reject) => {
@@ -48,6 +52,7 @@ export function callGuestAgent(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       if (error === undefined) resolve(value);
       else {
         req.destroy();
@@ -103,6 +108,9 @@ export function callGuestAgent(
       timeoutMs,
     );
     timer.unref();
+    const onAbort = (): void =>
+      finish(new GuestAgentCallError(`${method}: abandoned by its caller`));
+    signal?.addEventListener('abort', onAbort, { once: true });
     req.on('error', (error) =>
       finish(new GuestAgentCallError(`${method}: ${describeCause(error)}`)),
     );

@@ -179,7 +179,10 @@ export class PoolAttestation<C extends PooledConnection> {
     return this.#topology.endpoint;
   }
 
-  /** Starts the background sweep and, in cluster mode, following the leader. */
+  /**
+   * Starts the background sweep, in cluster mode following the leader, and
+   * fetching the client certificate the first connection will present.
+   */
   start(): void {
     // Never more often than the floor; never past what a Node timer holds
     // (a longer interval would silently become 1 ms).
@@ -190,6 +193,7 @@ export class PoolAttestation<C extends PooledConnection> {
     this.#sweepTimer = setInterval(() => this.#sweep(), interval);
     this.#sweepTimer.unref();
     this.#topology.start();
+    this.connector.prefetchClientCertificate();
   }
 
   /** Stops the sweep and the topology; the first call also refuses what is in flight. */
