@@ -38,13 +38,24 @@ const clusterPool = (cluster: LocalCluster, extra: { refreshEvery?: string } = {
     logger: silent,
   });
 
-/** The next `discoveryFailed` of `pool`, after `act`. */
+/**
+ * The `discoveryFailed` of the first lookup that began after `act`. The pool
+ * looks up one at a time, so the lookup in flight when `act` runs (it read the
+ * old records) reports first, at most once: the next failure is the new one's.
+ */
 const nextDiscoveryFailure = async (pool: RaTlsPool, act: () => void): Promise<ErrorCode> => {
-  const failed = once(pool, 'discoveryFailed') as Promise<[DiscoveryFailedEvent]>;
-  act();
-  const [event] = await failed;
-  assert.ok(isRaTlsError(event.error));
-  return event.error.code;
+  const events: DiscoveryFailedEvent[] = [];
+  const onFailed = (event: DiscoveryFailedEvent) => events.push(event);
+  pool.on('discoveryFailed', onFailed);
+  try {
+    act();
+    while (events.length < 2) await once(pool, 'discoveryFailed');
+  } finally {
+    pool.off('discoveryFailed', onFailed);
+  }
+  const error = events[1]!.error;
+  assert.ok(isRaTlsError(error));
+  return error.code;
 };
 
 describe('a pool following the leader of a local replicated cluster', () => {
