@@ -9,7 +9,7 @@ import { toHex } from '../util/bytes.js';
 import { DER_TAG, derValue, readDerElement } from '../util/der.js';
 import { pemBlocks } from '../util/pem.js';
 import { dcapQvl } from './dcap-qvl.js';
-import { readCertificateExtension } from './x509-der.js';
+import { readCertificateExtension } from '../util/x509-der.js';
 
 /** Which PCK CA issued a platform's PCK certificate (selects the PCK CRL). */
 export type PckCa = 'platform' | 'processor';
