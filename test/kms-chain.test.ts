@@ -183,7 +183,8 @@ describe('policy.trustedKmsRoots: the chain [leaf, app CA, KMS root]', () => {
     assert.match(late.verified ? '' : late.reason, /valid from/);
     // The same app CA with one signature bit flipped is another certificate.
     const forged = appCa.slice();
-    forged[forged.length - 1] ^= 0x01;
+    const last = forged.length - 1;
+    forged[last] = forged[last]! ^ 0x01;
     const facts = inspectKmsChain(leaf, [forged, root], now);
     assert.equal(facts.verified, false);
     assert.equal(inspectKmsChain(leaf, [appCa, root], now).verified, true);
