@@ -72,7 +72,7 @@ export async function verificationSuite(
       unit: 'ms',
       median: median(firsts),
       samples: firsts.length,
-      note: `import of the built verifier module: ${median(fresh[engine].map((r) => r.importMs)).toFixed(0)} ms, not included`,
+      note: `import of the built package: ${median(fresh[engine].map((r) => r.importMs)).toFixed(0)} ms, not included`,
     });
   }
   const warm0 = fresh.warm0.map((result) => result.firstMs);
@@ -318,7 +318,7 @@ export async function verificationSuite(
     id: 'verification',
     title: 'Verification alone',
     method:
-      'First call: a fresh Node process per sample imports the built verifier and constructs a DcapVerifier with the fixture ' +
+      'First call: a fresh Node process per sample imports the built package and constructs a DcapVerifier with the fixture ' +
       'collateral and verifies once (WASM instantiation and JIT included, module import ' +
       'excluded). Steady state: after 20 warm-up calls, median of per-round medians. ' +
       'Collateral rows use the local stack’s test-root quote and PCCS (engine js). ' +
