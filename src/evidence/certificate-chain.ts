@@ -46,7 +46,8 @@ export function inspectKmsChain(
   const refuse = (reason: string): KmsChainFacts => {
     // Only a refusal names the last certificate's key (a verified chain names its root's).
     const last = issuersDer.at(-1);
-    const lastSpkiSha256 = last === undefined ? undefined : spkiSha256Of(last);
+    const parsedLast = last === undefined ? undefined : parseIssuer(last);
+    const lastSpkiSha256 = parsedLast === undefined ? undefined : pinOf(parsedLast);
     return Object.freeze({
       verified: false,
       reason,
@@ -110,11 +111,7 @@ export function inspectKmsChain(
       `the app CA carries no ${APP_ID_BYTES}-byte app-id claim (extension ${RA_TLS_OIDS.appId})`,
     );
   }
-  let rootSpkiSha256 = rootPins.get(root);
-  if (rootSpkiSha256 === undefined) {
-    rootSpkiSha256 = spkiSha256(root.publicKey);
-    if (rootSpkiSha256 !== undefined) rootPins.set(root, rootSpkiSha256);
-  }
+  const rootSpkiSha256 = pinOf(root);
   if (rootSpkiSha256 === undefined) return refuse('the KMS root has no exportable public key');
   return Object.freeze({
     verified: true,
@@ -173,7 +170,17 @@ interface Parsed {
  */
 const ISSUERS_KEPT = 16;
 const issuers = new Map<string, Parsed | undefined>();
-const rootPins = new WeakMap<Parsed, string>();
+const pins = new WeakMap<Parsed, string>();
+
+/** The SPKI SHA-256 of a kept issuer, exported once. */
+function pinOf(issuer: Parsed): string | undefined {
+  let pin = pins.get(issuer);
+  if (pin === undefined) {
+    pin = spkiSha256(issuer.publicKey);
+    if (pin !== undefined) pins.set(issuer, pin);
+  }
+  return pin;
+}
 
 function parseIssuer(der: Uint8Array): Parsed | undefined {
   const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('base64');
