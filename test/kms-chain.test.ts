@@ -168,6 +168,28 @@ describe('policy.trustedKmsRoots: the chain [leaf, app CA, KMS root]', () => {
     assert.equal(facts.verified, false);
   });
 
+  test('issuers seen before are still judged at each call: validity at its now, their exact bytes', () => {
+    const [leaf, appCa, root] = genuine.certificateChain.map(der) as [
+      Uint8Array,
+      Uint8Array,
+      Uint8Array,
+    ];
+    const now = new Date();
+    assert.equal(inspectKmsChain(leaf, [appCa, root], now).verified, true);
+    // The same issuers again, at a time after the root expired.
+    const rootExpiry = new Date(new X509Certificate(rootPem).validTo);
+    const late = inspectKmsChain(leaf, [appCa, root], new Date(rootExpiry.getTime() + 1000));
+    assert.equal(late.verified, false);
+    assert.match(late.verified ? '' : late.reason, /valid from/);
+    // The same app CA with one signature bit flipped is another certificate.
+    const forged = appCa.slice();
+    const last = forged.length - 1;
+    forged[last] = forged[last]! ^ 0x01;
+    const facts = inspectKmsChain(leaf, [forged, root], now);
+    assert.equal(facts.verified, false);
+    assert.equal(inspectKmsChain(leaf, [appCa, root], now).verified, true);
+  });
+
   test('careless pins are BAD_CONFIG', () => {
     for (const trustedKmsRoots of [
       [],

@@ -4,8 +4,8 @@ import { describe, it } from 'node:test';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate } from '@peculiar/asn1-x509';
 import { toHex } from '../src/util/bytes.js';
+import { readCertificateExtension, readCertificateNames } from '../src/util/x509-der.js';
 import { readPckInfo } from '../src/verification/pck-info.js';
-import { readCertificateExtension, readCertificateNames } from '../src/verification/x509-der.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);
 

@@ -1,7 +1,10 @@
 /**
  * Import: what `import('pg-ra-tls')` costs a fresh process (issue 11), the
- * built package as users get it. node-postgres alone is measured alongside
- * for context: pg-ra-tls loads it only when the first client or pool is made.
+ * built package as users get it (resolved by its name through the exports
+ * map: the bundle, dist/bundle/). For context, in the same interleaved
+ * processes: tsc's unbundled output of the same sources (module by module),
+ * and node-postgres alone, which pg-ra-tls loads only when the first client
+ * or pool is made.
  */
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -27,25 +30,34 @@ interface Sample {
   readonly cpuMs: number;
 }
 
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
 async function sample(specifier: string): Promise<Sample> {
+  // From the package's own directory, `pg-ra-tls` resolves to this package through its exports map.
   const { stdout } = await run(process.execPath, ['--input-type=module', '-e', SCRIPT, specifier], {
     timeout: 60_000,
+    cwd: ROOT,
     env: { ...process.env, NODE_OPTIONS: '' },
   });
   return JSON.parse(stdout) as Sample;
 }
 
-/** Measures `import('pg-ra-tls')` (dist/src/index.js; `npm run bench` builds it) and `import('pg')`. */
+/** Measures `import('pg-ra-tls')` (the built package; `npm run bench` builds it), its unbundled build and `import('pg')`. */
 export async function importSuite(
   settings: ImportSettings,
   progress: (line: string) => void,
 ): Promise<Section> {
-  const entry = fileURLToPath(new URL('../../dist/src/index.js', import.meta.url));
+  const unbundled = fileURLToPath(new URL('../../dist/src/index.js', import.meta.url));
   const modules = [
     {
       id: 'import.index',
-      specifier: entry,
-      label: "import('pg-ra-tls') in a fresh process (dist/src/index.js)",
+      specifier: 'pg-ra-tls',
+      label: "import('pg-ra-tls') in a fresh process (the built package: dist/bundle/index.js)",
+    },
+    {
+      id: 'import.unbundled',
+      specifier: unbundled,
+      label: 'the same sources unbundled (tsc output, dist/src/index.js), for context',
     },
     { id: 'import.pg', specifier: 'pg', label: "import('pg') in a fresh process, for context" },
   ];
@@ -74,7 +86,7 @@ export async function importSuite(
     method:
       'A fresh plain Node process per sample imports the module and reports the time the ' +
       '`await import()` took (and the process CPU time it used, which a busy machine inflates ' +
-      'less); pg-ra-tls and pg alternate. Median and p25–p75 over the samples.',
+      'less); the package, its unbundled build and pg alternate. Median and p25–p75 over the samples.',
     rows,
   };
 }

@@ -52,6 +52,12 @@ export async function attestCertificate(
 ): Promise<AttestationReport> {
   const { verifier, policy, signal } = options;
   throwIfAborted(signal);
+  // A connect reaches here in the turn of its TLS handshake, which already
+  // parsed and linked the server's certificates: the attestation's own work
+  // (parsing, RTMR3, the KMS chain, the verifier's) starts in a turn of its
+  // own, so that neither holds the event loop for both (issue 11).
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  throwIfAborted(signal);
   const cert =
     typeof certificate === 'string' || certificate instanceof Uint8Array
       ? readRaTlsCertificate(certificate)

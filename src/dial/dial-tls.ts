@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import type { SecureContext, TLSSocket } from 'node:tls';
+import type { DetailedPeerCertificate, SecureContext, TLSSocket } from 'node:tls';
 import { describeCause, type ErrorCode, RaTlsError } from '../errors.js';
 import { abortError } from '../util/deadline.js';
 
@@ -134,7 +134,10 @@ export function dialTls(options: DialOptions): Promise<DialedSocket> {
       arm(options.handshakeTimeoutMs, 'HANDSHAKE_TIMEOUT', 'the TLS handshake');
     };
     const onSecureConnect = () => {
-      const raw = socket.getPeerCertificate(false)?.raw;
+      // One detailed read gives the leaf and its issuers: each read converts every
+      // certificate to an object (fingerprints, names), ~0.3 ms for a 7 KiB leaf.
+      const peer = socket.getPeerCertificate(true);
+      const raw = peer?.raw;
       if (raw === undefined || raw.length === 0) {
         fail(
           new RaTlsError('HANDSHAKE_FAILED', `the server at ${target} presented no certificate`),
@@ -145,7 +148,7 @@ export function dialTls(options: DialOptions): Promise<DialedSocket> {
       resolve({
         socket,
         peerCertificateDer: new Uint8Array(raw),
-        peerIssuersDer: issuersOf(socket),
+        peerIssuersDer: issuersOf(peer),
       });
     };
     const onError = (error: Error) => {
@@ -183,9 +186,9 @@ const MAX_ISSUERS = 8;
  * self-issued; no dstack KMS root is in that store, so such a chain fails
  * the KMS pin, as it should.
  */
-function issuersOf(socket: TLSSocket): Uint8Array[] {
+function issuersOf(peer: DetailedPeerCertificate): Uint8Array[] {
   const issuers: Uint8Array[] = [];
-  let current = socket.getPeerCertificate(true);
+  let current = peer;
   while (issuers.length < MAX_ISSUERS) {
     const issuer = current?.issuerCertificate;
     // Node ends the chain with a certificate that is its own issuer.

@@ -1,9 +1,10 @@
-import type { Certificate, Name, TBSCertificate } from '@peculiar/asn1-x509';
+import type { Name } from '@peculiar/asn1-x509';
 import { RaTlsError } from '../errors.js';
 import { asn1Schema, asn1X509 } from '../util/asn1.js';
 import { sha256, toHex } from '../util/bytes.js';
 import { type DerElement, readDerElement } from '../util/der.js';
 import { pemBlocks } from '../util/pem.js';
+import { type CertificateFields, readCertificateDer } from '../util/x509-der.js';
 import type { DecodedAttestation, RaTlsCertificate } from './types.js';
 import {
   decodeLegacyAttestation,
@@ -45,22 +46,13 @@ export function readRaTlsCertificate(input: Uint8Array | string): RaTlsCertifica
   const der = typeof input === 'string' ? pemToDer(input) : new Uint8Array(input);
   checkSize(der);
   const spki = locateSpki(der);
-  const { tbs, facts } = parseCertificate(der);
-  const extensions = new Map<string, Uint8Array>();
-  for (const extension of tbs.extensions ?? []) {
-    // RFC 5280 §4.2: an extension appears at most once; two attestations would be ambiguous.
-    if (extensions.has(extension.extnID)) {
-      throw badCertificate(`extension ${extension.extnID} appears twice`);
-    }
-    extensions.set(extension.extnID, new Uint8Array(extension.extnValue.buffer));
-  }
-
+  const { fields, facts } = parseCertificate(der);
   return Object.freeze({
     der,
     fingerprint: toHex(sha256(der)),
     spki,
     ...facts,
-    attestation: readAttestation(extensions),
+    attestation: readAttestation(fields.extensions),
   });
 }
 
@@ -87,22 +79,24 @@ function checkSize(der: Uint8Array): void {
   }
 }
 
-function parseCertificate(der: Uint8Array): { tbs: TBSCertificate; facts: CertificateFacts } {
+// The whole certificate is read by the strict DER reader (util/x509-der.ts); only
+// the small subject Name goes through the schema decoder, for its text.
+function parseCertificate(der: Uint8Array): { fields: CertificateFields; facts: CertificateFacts } {
   checkSize(der);
-  let certificate: Certificate;
+  let fields: CertificateFields;
   try {
-    certificate = asn1Schema().AsnConvert.parse(der, asn1X509().Certificate);
+    fields = readCertificateDer(der);
   } catch (cause) {
-    throw badCertificate('it is not a DER X.509 certificate', cause);
+    throw badCertificate(`it is not a DER X.509 certificate (${describe(cause)})`, cause);
   }
-  const tbs = certificate.tbsCertificate;
   try {
+    const subject = asn1Schema().AsnConvert.parse(fields.subject.slice(), asn1X509().Name);
     const facts = Object.freeze({
-      subject: formatName(tbs.subject),
-      notBefore: tbs.validity.notBefore.getTime(),
-      notAfter: tbs.validity.notAfter.getTime(),
+      subject: formatName(subject),
+      notBefore: fields.notBefore,
+      notAfter: fields.notAfter,
     });
-    return { tbs, facts };
+    return { fields, facts };
   } catch (cause) {
     throw badCertificate('its subject or validity cannot be read', cause);
   }

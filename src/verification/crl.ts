@@ -17,7 +17,7 @@
 import { createVerify, X509Certificate } from 'node:crypto';
 import { RaTlsError } from '../errors.js';
 import { bytesEqual, toHex } from '../util/bytes.js';
-import { type CrlFields, readCertificateNames, readCrlDer } from './x509-der.js';
+import { type CrlFields, readCertificateNames, readCrlDer } from '../util/x509-der.js';
 
 /** The fields of a CRL that the strict check relies on. */
 export interface ParsedCrl {

@@ -8,8 +8,8 @@ import { describeCause, RaTlsError } from '../errors.js';
 import { toHex } from '../util/bytes.js';
 import { DER_TAG, derValue, readDerElement } from '../util/der.js';
 import { pemBlocks } from '../util/pem.js';
+import { readCertificateExtension } from '../util/x509-der.js';
 import { dcapQvl } from './dcap-qvl.js';
-import { readCertificateExtension } from './x509-der.js';
 
 /** Which PCK CA issued a platform's PCK certificate (selects the PCK CRL). */
 export type PckCa = 'platform' | 'processor';
@@ -58,6 +58,21 @@ export function readPckInfo(quote: Uint8Array): PckInfo {
     throw new RaTlsError('MALFORMED_QUOTE', 'The quote carries an empty PCK certificate chain');
   }
   const fmspc = readFmspc(leaf);
+  return { fmspc, ca: issuingCa(leaf), chain };
+}
+
+/**
+ * A platform's PCK leaf is the same in every quote it makes, and which CA
+ * issued it is a fact of its bytes: the last few answers are kept by DER, so
+ * OpenSSL parses a leaf once (~0.2 ms on the event loop of each verification).
+ */
+const LEAVES_KEPT = 16;
+const caOfLeaf = new Map<string, PckCa>();
+
+function issuingCa(leaf: Uint8Array): PckCa {
+  const key = Buffer.from(leaf.buffer, leaf.byteOffset, leaf.byteLength).toString('base64');
+  const known = caOfLeaf.get(key);
+  if (known !== undefined) return known;
   let issuer: string;
   try {
     issuer = new X509Certificate(leaf).issuer;
@@ -68,7 +83,9 @@ export function readPckInfo(quote: Uint8Array): PckInfo {
   }
   // Intel names the issuing CA in the issuer CN; the PCK CRL is fetched per CA.
   const ca: PckCa = /Platform CA/i.test(issuer) ? 'platform' : 'processor';
-  return { fmspc, ca, chain };
+  caOfLeaf.set(key, ca);
+  if (caOfLeaf.size > LEAVES_KEPT) caOfLeaf.delete(caOfLeaf.keys().next().value!);
+  return ca;
 }
 
 function readFmspc(leafDer: Uint8Array): string {
