@@ -14,6 +14,7 @@
 import type { Worker } from 'node:worker_threads';
 import { describeCause, type ErrorCode, RaTlsError } from '../../errors.js';
 import type { NormalizedCollateral } from '../collateral.js';
+import type { ParseCacheState } from './dcap-qvl-parse-cache.js';
 import type { DcapEngine, EngineName, EngineVerdict } from './engine.js';
 
 /**
@@ -35,14 +36,41 @@ export type EngineRequest =
       /** DER of a test root CA (JS engine only). */
       readonly rootCa: Uint8Array | undefined;
     }
-  | { readonly id: number; readonly kind: 'warmUp' };
+  | { readonly id: number; readonly kind: 'warmUp' }
+  /** The thread's {@link EngineThreadStatus}; with `afterWarmUp`, once its warm-up is over. */
+  | { readonly id: number; readonly kind: 'status'; readonly afterWarmUp: boolean };
+
+/**
+ * Verifications (warm-up or real) after which each engine runs at its steady
+ * cost, measured on the bundled quote: the JS engine's code is JIT-compiled
+ * after ~5 calls (its parse results are kept from the first,
+ * dcap-qvl-parse-cache.ts); the WASM engine's functions are optimised in the
+ * background after their first run (wasm-engine.ts) and that code is in place
+ * after ~6–10 calls. A margin on top: a round costs one steady verification.
+ */
+export const WARM_VERIFICATIONS: Readonly<Record<EngineName, number>> = { js: 15, wasm: 15 };
+
+/** What an engine thread reports about itself (diagnostics, tests, benchmarks). */
+export interface EngineThreadStatus {
+  /** Verifications its engine ran, warm-up and real. */
+  readonly verifications: number;
+  /** Whether its warm-up has run (to {@link WARM_VERIFICATIONS}, or failed). */
+  readonly warmedUp: boolean;
+  /** JS engine only: whether dcap-qvl's parse results are kept across calls, or why not. */
+  readonly parseCache?: ParseCacheState;
+}
 
 /** How many collateral sets a thread holds; a set used again after eviction is sent again. */
 export const COLLATERAL_SETS_PER_THREAD = 16;
 
 /** An engine thread's answer: the verdict, or the engine's typed error as plain data. */
 export type EngineReply =
-  | { readonly id: number; readonly ok: true; readonly verdict?: EngineVerdict }
+  | {
+      readonly id: number;
+      readonly ok: true;
+      readonly verdict?: EngineVerdict;
+      readonly status?: EngineThreadStatus;
+    }
   | {
       readonly id: number;
       readonly ok: false;
@@ -62,7 +90,7 @@ const LABEL: Record<EngineName, string> = {
 function startWorker(engine: EngineName): Worker {
   // Loaded at the first thread started, not when pg-ra-tls is imported.
   const { Worker } = process.getBuiltinModule('node:worker_threads');
-  const workerData = { engine };
+  const workerData = { engine, warmVerifications: WARM_VERIFICATIONS[engine] };
   if (!import.meta.url.endsWith('.ts')) {
     return new Worker(new URL('./engine-thread.js', import.meta.url), { workerData });
   }
@@ -258,9 +286,10 @@ export class ThreadedEngine implements DcapEngine {
 /**
  * Starts the threads of `engines` (if not running) and has each verify a
  * bundled quote in the background, so that the first real verification runs
- * at (or near) steady-state cost. Resolves after each thread's first such
- * verification; the thread goes on with a few more while idle and stops at the
- * first real one (engine-thread.ts). Never rejects: a thread that cannot start
+ * at steady-state cost. Resolves after each thread's first such verification;
+ * the thread goes on while idle until its engine has run
+ * {@link WARM_VERIFICATIONS} (real ones count), yielding to a real verification
+ * before each round (engine-thread.ts). Never rejects: a thread that cannot start
  * fails the verifications that need it instead. Like a verification, a warm-up
  * keeps the process alive until it resolves (one verification's time), never longer.
  */
@@ -274,6 +303,26 @@ export function warmUpEngines(engines: readonly EngineName[]): Promise<void> {
       }
     }),
   ).then(() => undefined);
+}
+
+/**
+ * The status of the running thread of `engine` (started if it is not); with
+ * `afterWarmUp`, answered once its warm-up is over (at once if none was asked for).
+ */
+export async function engineThreadStatus(
+  engine: EngineName,
+  options: { readonly afterWarmUp?: boolean } = {},
+): Promise<EngineThreadStatus> {
+  const reply = await threadFor(engine).request({
+    kind: 'status',
+    afterWarmUp: options.afterWarmUp ?? false,
+  });
+  if (!reply.ok || reply.status === undefined) {
+    throw new RaTlsError('ENGINE_UNAVAILABLE', `The ${LABEL[engine]} thread gave no status`, {
+      details: { engine },
+    });
+  }
+  return reply.status;
 }
 
 /**
