@@ -12,10 +12,16 @@ import type { DcapEngine, EngineName, EngineVerdict } from './engine.js';
 import { engineFailure } from './engine.js';
 import type { EngineReply, EngineRequest, EngineThreadStatus } from './engine-worker.js';
 
-const { engine: engineName, warmVerifications } = workerData as {
+const {
+  engine: engineName,
+  warmVerifications,
+  realInFlight,
+} = workerData as {
   engine: EngineName;
   /** engine-worker.ts's WARM_VERIFICATIONS for this engine. */
   warmVerifications: number;
+  /** engine-worker.ts's REAL_IN_FLIGHT: real verifications the process waits on. */
+  realInFlight: Int32Array;
 };
 const port = parentPort!;
 
@@ -60,9 +66,37 @@ function yieldToMessages(): Promise<void> {
   return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
 }
 
+/** Atomics.waitAsync (ES2024; in Node.js since 16). */
+const waitAsync = (
+  Atomics as unknown as {
+    waitAsync(
+      array: Int32Array,
+      index: number,
+      value: number,
+      timeoutMs: number,
+    ): { async: boolean; value: Promise<string> | string };
+  }
+).waitAsync;
+
+/**
+ * Resolves once no real verification is in flight in any engine thread of
+ * the process, so a warm-up round never competes with one for a core (a
+ * second at most: warm-up decides nothing, so a miscount may only delay it).
+ */
+async function realVerificationsDone(): Promise<void> {
+  for (let count = Atomics.load(realInFlight, 0); count > 0; ) {
+    const wait = waitAsync(realInFlight, 0, count, 1000);
+    if (wait.async) {
+      if ((await wait.value) === 'timed-out') return;
+    }
+    count = Atomics.load(realInFlight, 0);
+  }
+}
+
 /**
  * Starts the warm-up once: verifications of the bundled quote, each after a
- * yield to waiting requests, until the engine has run
+ * yield to waiting requests and only while no real verification is in flight
+ * in the process, until the engine has run
  * engine-worker.ts's WARM_VERIFICATIONS (real ones count). Resolves after the first round
  * (so warm-up keeps the process alive for one verification's time at most);
  * the rest run while the thread is otherwise idle, and a real verification
@@ -78,6 +112,7 @@ function warmUp(): Promise<void> {
       const quote = fromHex(fixture.WARM_UP_QUOTE_HEX);
       while (verifications < warmVerifications) {
         await yieldToMessages();
+        await realVerificationsDone();
         if (verifications >= warmVerifications) break;
         verifications++;
         await engine.verify(quote, fixture.WARM_UP_COLLATERAL, fixture.WARM_UP_NOW_SECONDS);

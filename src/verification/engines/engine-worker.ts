@@ -86,11 +86,22 @@ const LABEL: Record<EngineName, string> = {
   js: '@phala/dcap-qvl (JS)',
 };
 
+/**
+ * How many real verifications the process is waiting on, in all engine threads
+ * (shared with them): a thread starts a warm-up round only while this is 0, so
+ * warm-up never takes a core from a real verification, in its own thread or the other.
+ */
+const REAL_IN_FLIGHT = new Int32Array(new SharedArrayBuffer(4));
+
 /** Starts the worker running engine-thread. */
 function startWorker(engine: EngineName): Worker {
   // Loaded at the first thread started, not when pg-ra-tls is imported.
   const { Worker } = process.getBuiltinModule('node:worker_threads');
-  const workerData = { engine, warmVerifications: WARM_VERIFICATIONS[engine] };
+  const workerData = {
+    engine,
+    warmVerifications: WARM_VERIFICATIONS[engine],
+    realInFlight: REAL_IN_FLIGHT,
+  };
   if (!import.meta.url.endsWith('.ts')) {
     return new Worker(new URL('./engine-thread.js', import.meta.url), { workerData });
   }
@@ -266,7 +277,14 @@ export class ThreadedEngine implements DcapEngine {
     collateral: NormalizedCollateral,
     nowSeconds: number,
   ): Promise<EngineVerdict> {
-    const reply = await threadFor(this.name).verify(quote, collateral, nowSeconds, this.#rootCa);
+    Atomics.add(REAL_IN_FLIGHT, 0, 1);
+    let reply: EngineReply;
+    try {
+      reply = await threadFor(this.name).verify(quote, collateral, nowSeconds, this.#rootCa);
+    } finally {
+      Atomics.sub(REAL_IN_FLIGHT, 0, 1);
+      Atomics.notify(REAL_IN_FLIGHT, 0);
+    }
     if (!reply.ok) {
       throw new RaTlsError(reply.error.code, reply.error.message, {
         details: reply.error.details,
