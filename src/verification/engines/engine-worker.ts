@@ -42,13 +42,14 @@ export type EngineRequest =
 
 /**
  * Verifications (warm-up or real) after which each engine runs at its steady
- * cost, measured on the bundled quote: the JS engine's code is JIT-compiled
- * after ~5 calls (its parse results are kept from the first,
- * dcap-qvl-parse-cache.ts); the WASM engine's functions are optimised in the
- * background after their first run (wasm-engine.ts) and that code is in place
- * after ~6–10 calls. A margin on top: a round costs one steady verification.
+ * cost, measured on the bundled quote: the JS engine's parse results are kept
+ * from the first call (dcap-qvl-parse-cache.ts) and its code is JIT-compiled
+ * after ~3–5; the WASM engine's functions are optimised in the background
+ * after their first run (wasm-engine.ts) and that code is in place after
+ * ~6–10. A small margin on top: every round is CPU the machine's other work
+ * (and the other engine's compilation) does not get.
  */
-export const WARM_VERIFICATIONS: Readonly<Record<EngineName, number>> = { js: 15, wasm: 15 };
+export const WARM_VERIFICATIONS: Readonly<Record<EngineName, number>> = { js: 10, wasm: 12 };
 
 /** What an engine thread reports about itself (diagnostics, tests, benchmarks). */
 export interface EngineThreadStatus {
