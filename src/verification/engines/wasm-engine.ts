@@ -52,9 +52,10 @@ const DYNAMIC_TIERING_FLAG = /wasm[-_]dynamic[-_]tiering/;
  * Compiles the engine so that each of its functions is optimised (TurboFan)
  * in the background right after its first run, instead of V8's default
  * dynamic tiering, which waits for a function to have run ~1.8 MB of code:
- * measured, the engine never reached that in 300 verifications and ran at
- * about twice its optimised cost (17 vs 8 ms); this way it is at steady cost
- * after ~6–10 calls, which the thread's warm-up makes (engine-thread.ts).
+ * measured, that took 30–45 verifications on a busy machine and more than 300
+ * on a quiet one, at about twice the optimised cost (17 vs 8 ms); this way it
+ * is at steady cost after ~6–10 calls, which the thread's warm-up makes
+ * (engine-thread.ts), for ~0.35 s of one-time background compile CPU.
  *
  * V8 reads `--wasm-dynamic-tiering` when it creates a compiled module and keeps
  * it with that module, so the flag is turned off for this one synchronous
