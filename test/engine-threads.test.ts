@@ -8,11 +8,14 @@ import { isRaTlsError } from '../src/errors.js';
 import { createRaTlsCertificate } from '../src/testing/ra-tls-certificate.js';
 import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
 import { DcapVerifier, verifyWithCollateral } from '../src/verification/dcap-verifier.js';
+import { PINNED_VERSION } from '../src/verification/engines/dcap-qvl-parse-cache.js';
 import {
   COLLATERAL_SETS_PER_THREAD,
+  engineThreadStatus,
   engineWorkers,
   stopEngineThreads,
   ThreadedEngine,
+  WARM_VERIFICATIONS,
 } from '../src/verification/engines/engine-worker.js';
 
 const FIXTURE = new URL('./fixtures/intel-tdx-v4/', import.meta.url);
@@ -157,6 +160,35 @@ describe('DCAP engines in worker threads', () => {
 });
 
 describe('warm-up when a pool or client is created', () => {
+  it('each engine thread goes on verifying the bundled quote in the background until it is warm, counting real verifications', async () => {
+    await stopEngineThreads();
+    try {
+      // A real verification first: it counts towards the warm-up, which then stops at the same number.
+      await verifyWithCollateral(quote, collateral, NOW, { engine: 'both' });
+      await new DcapVerifier({ collateral, engine: 'both' }).warmUp();
+      for (const engine of ['js', 'wasm'] as const) {
+        const status = await engineThreadStatus(engine, { afterWarmUp: true });
+        assert.equal(status.warmedUp, true, engine);
+        assert.equal(status.verifications, WARM_VERIFICATIONS[engine], engine);
+      }
+      // Warm, a thread verifies only what it is asked to.
+      await verifyWithCollateral(quote, collateral, NOW, { engine: 'js' });
+      assert.equal((await engineThreadStatus('js')).verifications, WARM_VERIFICATIONS.js + 1);
+    } finally {
+      await stopEngineThreads();
+    }
+  });
+
+  it("the JS engine's thread keeps dcap-qvl's parse results (the pinned version is installed)", async () => {
+    try {
+      const status = await engineThreadStatus('js');
+      assert.deepEqual(status.parseCache, { active: true, version: PINNED_VERSION });
+      assert.equal((await engineThreadStatus('wasm')).parseCache, undefined);
+    } finally {
+      await stopEngineThreads();
+    }
+  });
+
   it("creating a connector starts the verifier's engine threads and warms each once", async () => {
     await stopEngineThreads();
     const client = createRaTlsCertificate({ subject: 'CN=warm-up test' });

@@ -10,9 +10,19 @@ import { fromHex, toHex } from '../../util/bytes.js';
 import type { NormalizedCollateral } from '../collateral.js';
 import type { DcapEngine, EngineName, EngineVerdict } from './engine.js';
 import { engineFailure } from './engine.js';
-import type { EngineReply, EngineRequest } from './engine-worker.js';
+import type { EngineReply, EngineRequest, EngineThreadStatus } from './engine-worker.js';
 
-const engineName = (workerData as { engine: EngineName }).engine;
+const {
+  engine: engineName,
+  warmVerifications,
+  realInFlight,
+} = workerData as {
+  engine: EngineName;
+  /** engine-worker.ts's WARM_VERIFICATIONS for this engine. */
+  warmVerifications: number;
+  /** engine-worker.ts's REAL_IN_FLIGHT: real verifications the process waits on. */
+  realInFlight: Int32Array;
+};
 const port = parentPort!;
 
 // One engine per root of trust; a process uses one or two roots at most.
@@ -40,42 +50,84 @@ const collaterals = new Map<number, NormalizedCollateral>();
 
 type Verify = Extract<EngineRequest, { kind: 'verify' }>;
 
+/** Verifications this thread's engine ran so far, warm-up and real. */
+let verifications = 0;
+let warming: Promise<void> | undefined;
+/** Settles when the warm-up loop is over. */
+let warmedUp: Promise<void> | undefined;
+let warmUpOver = false;
+
 /**
- * Verifications of the bundled quote after the first: measured, the engines
- * reach steady-state speed after 5–10 calls (JIT and WASM tier-up), so one
- * warm-up call leaves the next real verification 2–4× slower than steady.
+ * Two event-loop turns: a message that arrived while this thread was busy is
+ * delivered in the poll phase between them, so a real verification already
+ * waiting starts before the next warm-up round.
  */
-const EXTRA_WARM_UP_ROUNDS = 8;
+function yieldToMessages(): Promise<void> {
+  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
+}
 
-/** False once real work has arrived: it warms the engine itself, so warm-up rounds stop. */
-let warmUpWanted = true;
+/** Atomics.waitAsync (ES2024; in Node.js since 16). */
+const waitAsync = (
+  Atomics as unknown as {
+    waitAsync(
+      array: Int32Array,
+      index: number,
+      value: number,
+      timeoutMs: number,
+    ): { async: boolean; value: Promise<string> | string };
+  }
+).waitAsync;
 
-async function warmUp(): Promise<void> {
-  const [fixture, engine] = await Promise.all([
-    import('./warm-up-fixture.js'),
-    engineFor(undefined),
-  ]);
-  const round = () =>
-    engine.verify(
-      fromHex(fixture.WARM_UP_QUOTE_HEX),
-      fixture.WARM_UP_COLLATERAL,
-      fixture.WARM_UP_NOW_SECONDS,
-    );
-  // A real verification waiting for the engine warms it just as well: do not make it wait longer.
-  if (!warmUpWanted) return;
-  await round();
-  // The caller is answered now (so warm-up never keeps a process alive longer than one
-  // verification); the further rounds run while the thread is otherwise idle, each
-  // yielding first so that a real request never waits for more than one of them.
-  void (async () => {
-    for (let i = 0; i < EXTRA_WARM_UP_ROUNDS; i++) {
-      await new Promise((resolve) => setImmediate(resolve));
-      if (!warmUpWanted) return;
-      await round();
+/**
+ * Resolves once no real verification is in flight in any engine thread of
+ * the process, so a warm-up round never competes with one for a core (a
+ * second at most: warm-up decides nothing, so a miscount may only delay it).
+ */
+async function realVerificationsDone(): Promise<void> {
+  for (let count = Atomics.load(realInFlight, 0); count > 0; ) {
+    const wait = waitAsync(realInFlight, 0, count, 1000);
+    if (wait.async) {
+      if ((await wait.value) === 'timed-out') return;
     }
-  })().catch(() => {
-    // Warm-up decides nothing; the first real verification reports a broken engine.
+    count = Atomics.load(realInFlight, 0);
+  }
+}
+
+/**
+ * Starts the warm-up once: verifications of the bundled quote, each after a
+ * yield to waiting requests and only while no real verification is in flight
+ * in the process, until the engine has run
+ * engine-worker.ts's WARM_VERIFICATIONS (real ones count). Resolves after the first round
+ * (so warm-up keeps the process alive for one verification's time at most);
+ * the rest run while the thread is otherwise idle, and a real verification
+ * never waits for more than the one round in progress.
+ */
+function warmUp(): Promise<void> {
+  warming ??= new Promise<void>((firstRoundDone) => {
+    warmedUp = (async () => {
+      const [fixture, engine] = await Promise.all([
+        import('./warm-up-fixture.js'),
+        engineFor(undefined),
+      ]);
+      const quote = fromHex(fixture.WARM_UP_QUOTE_HEX);
+      while (verifications < warmVerifications) {
+        await yieldToMessages();
+        await realVerificationsDone();
+        if (verifications >= warmVerifications) break;
+        verifications++;
+        await engine.verify(quote, fixture.WARM_UP_COLLATERAL, fixture.WARM_UP_NOW_SECONDS);
+        firstRoundDone();
+      }
+    })()
+      .catch(() => {
+        // Warm-up decides nothing; the first real verification reports a broken engine.
+      })
+      .finally(() => {
+        warmUpOver = true;
+        firstRoundDone();
+      });
   });
+  return warming;
 }
 
 async function verify(
@@ -90,6 +142,7 @@ async function verify(
     );
   }
   const engine = await engineFor(request.rootCa);
+  verifications++;
   return engine.verify(request.quote, collateral, request.nowSeconds);
 }
 
@@ -108,7 +161,27 @@ async function answer(work: Promise<EngineVerdict | undefined>, id: number): Pro
   }
 }
 
+async function status(afterWarmUp: boolean): Promise<EngineThreadStatus> {
+  if (afterWarmUp) await warmedUp;
+  if (engineName === 'wasm') return { verifications, warmedUp: warmUpOver };
+  // The cache is installed when the engine is constructed: load it to report on it.
+  await engineFor(undefined).catch(() => undefined);
+  const { parseCacheState } = await import('./dcap-qvl-parse-cache.js');
+  const parseCache = parseCacheState();
+  return {
+    verifications,
+    warmedUp: warmUpOver,
+    ...(parseCache === undefined ? {} : { parseCache }),
+  };
+}
+
 port.on('message', (request: EngineRequest) => {
+  if (request.kind === 'status') {
+    void status(request.afterWarmUp).then((status) =>
+      port.postMessage({ id: request.id, ok: true, status }),
+    );
+    return;
+  }
   if (request.kind === 'warmUp') {
     void answer(
       warmUp().then(() => undefined),
@@ -120,6 +193,5 @@ port.on('message', (request: EngineRequest) => {
   if (request.collateral !== undefined) collaterals.set(request.collateralId, request.collateral);
   const collateral = collaterals.get(request.collateralId);
   for (const id of request.forget ?? []) collaterals.delete(id);
-  warmUpWanted = false;
   void answer(verify(request, collateral), request.id).then((reply) => port.postMessage(reply));
 });

@@ -14,6 +14,7 @@
 import type { Worker } from 'node:worker_threads';
 import { describeCause, type ErrorCode, RaTlsError } from '../../errors.js';
 import type { NormalizedCollateral } from '../collateral.js';
+import type { ParseCacheState } from './dcap-qvl-parse-cache.js';
 import type { DcapEngine, EngineName, EngineVerdict } from './engine.js';
 
 /**
@@ -35,14 +36,42 @@ export type EngineRequest =
       /** DER of a test root CA (JS engine only). */
       readonly rootCa: Uint8Array | undefined;
     }
-  | { readonly id: number; readonly kind: 'warmUp' };
+  | { readonly id: number; readonly kind: 'warmUp' }
+  /** The thread's {@link EngineThreadStatus}; with `afterWarmUp`, once its warm-up is over. */
+  | { readonly id: number; readonly kind: 'status'; readonly afterWarmUp: boolean };
+
+/**
+ * Verifications (warm-up or real) after which each engine runs at its steady
+ * cost, measured on the bundled quote: the JS engine's parse results are kept
+ * from the first call (dcap-qvl-parse-cache.ts) and its code is JIT-compiled
+ * after ~3–5; the WASM engine's functions are optimised in the background
+ * after their first run (wasm-engine.ts) and that code is in place after
+ * ~6–10. A small margin on top: every round is CPU the machine's other work
+ * (and the other engine's compilation) does not get.
+ */
+export const WARM_VERIFICATIONS: Readonly<Record<EngineName, number>> = { js: 10, wasm: 12 };
+
+/** What an engine thread reports about itself (diagnostics, tests, benchmarks). */
+export interface EngineThreadStatus {
+  /** Verifications its engine ran, warm-up and real. */
+  readonly verifications: number;
+  /** Whether its warm-up has run (to {@link WARM_VERIFICATIONS}, or failed). */
+  readonly warmedUp: boolean;
+  /** JS engine only: whether dcap-qvl's parse results are kept across calls, or why not. */
+  readonly parseCache?: ParseCacheState;
+}
 
 /** How many collateral sets a thread holds; a set used again after eviction is sent again. */
 export const COLLATERAL_SETS_PER_THREAD = 16;
 
 /** An engine thread's answer: the verdict, or the engine's typed error as plain data. */
 export type EngineReply =
-  | { readonly id: number; readonly ok: true; readonly verdict?: EngineVerdict }
+  | {
+      readonly id: number;
+      readonly ok: true;
+      readonly verdict?: EngineVerdict;
+      readonly status?: EngineThreadStatus;
+    }
   | {
       readonly id: number;
       readonly ok: false;
@@ -58,11 +87,22 @@ const LABEL: Record<EngineName, string> = {
   js: '@phala/dcap-qvl (JS)',
 };
 
+/**
+ * How many real verifications the process is waiting on, in all engine threads
+ * (shared with them): a thread starts a warm-up round only while this is 0, so
+ * warm-up never takes a core from a real verification, in its own thread or the other.
+ */
+const REAL_IN_FLIGHT = new Int32Array(new SharedArrayBuffer(4));
+
 /** Starts the worker running engine-thread. */
 function startWorker(engine: EngineName): Worker {
   // Loaded at the first thread started, not when pg-ra-tls is imported.
   const { Worker } = process.getBuiltinModule('node:worker_threads');
-  const workerData = { engine };
+  const workerData = {
+    engine,
+    warmVerifications: WARM_VERIFICATIONS[engine],
+    realInFlight: REAL_IN_FLIGHT,
+  };
   if (!import.meta.url.endsWith('.ts')) {
     return new Worker(new URL('./engine-thread.js', import.meta.url), { workerData });
   }
@@ -238,7 +278,14 @@ export class ThreadedEngine implements DcapEngine {
     collateral: NormalizedCollateral,
     nowSeconds: number,
   ): Promise<EngineVerdict> {
-    const reply = await threadFor(this.name).verify(quote, collateral, nowSeconds, this.#rootCa);
+    Atomics.add(REAL_IN_FLIGHT, 0, 1);
+    let reply: EngineReply;
+    try {
+      reply = await threadFor(this.name).verify(quote, collateral, nowSeconds, this.#rootCa);
+    } finally {
+      Atomics.sub(REAL_IN_FLIGHT, 0, 1);
+      Atomics.notify(REAL_IN_FLIGHT, 0);
+    }
     if (!reply.ok) {
       throw new RaTlsError(reply.error.code, reply.error.message, {
         details: reply.error.details,
@@ -258,9 +305,10 @@ export class ThreadedEngine implements DcapEngine {
 /**
  * Starts the threads of `engines` (if not running) and has each verify a
  * bundled quote in the background, so that the first real verification runs
- * at (or near) steady-state cost. Resolves after each thread's first such
- * verification; the thread goes on with a few more while idle and stops at the
- * first real one (engine-thread.ts). Never rejects: a thread that cannot start
+ * at steady-state cost. Resolves after each thread's first such verification;
+ * the thread goes on while idle until its engine has run
+ * {@link WARM_VERIFICATIONS} (real ones count), yielding to a real verification
+ * before each round (engine-thread.ts). Never rejects: a thread that cannot start
  * fails the verifications that need it instead. Like a verification, a warm-up
  * keeps the process alive until it resolves (one verification's time), never longer.
  */
@@ -274,6 +322,26 @@ export function warmUpEngines(engines: readonly EngineName[]): Promise<void> {
       }
     }),
   ).then(() => undefined);
+}
+
+/**
+ * The status of the running thread of `engine` (started if it is not); with
+ * `afterWarmUp`, answered once its warm-up is over (at once if none was asked for).
+ */
+export async function engineThreadStatus(
+  engine: EngineName,
+  options: { readonly afterWarmUp?: boolean } = {},
+): Promise<EngineThreadStatus> {
+  const reply = await threadFor(engine).request({
+    kind: 'status',
+    afterWarmUp: options.afterWarmUp ?? false,
+  });
+  if (!reply.ok || reply.status === undefined) {
+    throw new RaTlsError('ENGINE_UNAVAILABLE', `The ${LABEL[engine]} thread gave no status`, {
+      details: { engine },
+    });
+  }
+  return reply.status;
 }
 
 /**

@@ -11,6 +11,7 @@ import {
 } from '@phala/dcap-qvl';
 import { toHex } from '../../util/bytes.js';
 import type { NormalizedCollateral } from '../collateral.js';
+import { installParseCache, type ParseCacheState } from './dcap-qvl-parse-cache.js';
 import {
   type DcapEngine,
   type EngineVerdict,
@@ -23,10 +24,13 @@ import {
 /** The JS engine behind the {@link DcapEngine} interface. */
 export class JsEngine implements DcapEngine {
   readonly name = 'js' as const;
+  /** Whether the library's parse results are kept across calls in this thread (dcap-qvl-parse-cache.ts). */
+  readonly details: { readonly parseCache: ParseCacheState };
   readonly #verifier: QuoteVerifier;
 
   /** `rootCaDer` replaces Intel's SGX Root CA: only for test roots of trust (docs/protocol.md §8). */
   constructor(rootCaDer?: Uint8Array) {
+    this.details = { parseCache: installParseCache(QuoteVerifier) };
     this.#verifier =
       rootCaDer === undefined
         ? QuoteVerifier.newProd()
