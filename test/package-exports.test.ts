@@ -124,8 +124,9 @@ test('every subpath shares one copy of the core: its errors are the main entryâ€
 test('the built package starts its engine threads and verifies a real quote', async () => {
   assertBuilt();
   const fixture = new URL('./fixtures/intel-tdx-v4/', import.meta.url);
-  // A module file, not \`-e\`: worker threads inherit --input-type, which only -e accepts.
-  const out = await runModuleInFreshProcess(`
+  // Both ways a user runs a module: a file, and `node --input-type=module -e`, whose
+  // --input-type the engine threads inherit unless the package drops it.
+  const script = `
     import { readFileSync } from 'node:fs';
     const { DcapVerifier, RaTlsError } = await import('pg-ra-tls');
     const fixture = ${JSON.stringify(fixture.href)};
@@ -141,10 +142,12 @@ test('the built package starts its engine threads and verifies a real quote', as
       (error) => (error instanceof RaTlsError ? error.code : String(error)),
     );
     console.log(JSON.stringify({ verifier: report.verifier, tcbStatus: report.tcbStatus, refused }));
-  `);
-  assert.deepEqual(JSON.parse(out), {
-    verifier: 'dcap:both',
-    tcbStatus: 'UpToDate',
-    refused: 'QUOTE_INVALID',
-  });
+  `;
+  for (const out of [await runModuleInFreshProcess(script), await importInFreshProcess(script)]) {
+    assert.deepEqual(JSON.parse(out), {
+      verifier: 'dcap:both',
+      tcbStatus: 'UpToDate',
+      refused: 'QUOTE_INVALID',
+    });
+  }
 });

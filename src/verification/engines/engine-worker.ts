@@ -104,7 +104,10 @@ function startWorker(engine: EngineName): Worker {
     realInFlight: REAL_IN_FLIGHT,
   };
   if (!import.meta.url.endsWith('.ts')) {
-    return new Worker(new URL('./engine-thread.js', import.meta.url), { workerData });
+    return new Worker(new URL('./engine-thread.js', import.meta.url), {
+      workerData,
+      execArgv: workerExecArgv(process.execArgv),
+    });
   }
   // Only when running from the TypeScript sources under tsx (tests, benchmarks):
   // tsx's --import hooks do not reach a worker's entry point, so the worker
@@ -115,6 +118,22 @@ function startWorker(engine: EngineName): Worker {
     `import(${tsx}).then((api) => { api.register(); return import(${source}); });`,
     { eval: true, workerData },
   );
+}
+
+/**
+ * The process's Node options for a thread started from a file: without
+ * `--input-type`, which a worker inherits and then refuses for a file entry
+ * (`node --input-type=module -e …` importing pg-ra-tls would otherwise fail
+ * every verification with ENGINE_UNAVAILABLE).
+ */
+export function workerExecArgv(execArgv: readonly string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const arg = execArgv[i]!;
+    if (arg === '--input-type') i++;
+    else if (!arg.startsWith('--input-type=')) kept.push(arg);
+  }
+  return kept;
 }
 
 // One id per collateral object (a fetch or a fixed set), shared by all threads.
