@@ -110,7 +110,7 @@ export class RaTlsClient extends pgBase('Client') {
   #issuersDer: readonly Uint8Array[] = [];
   /** pg reports one loss through two paths: both give callers the same RaTlsError. */
   readonly #lost = new WeakMap<Error, RaTlsError>();
-  /** The last error pg gave this session (what made it unusable, if it is). */
+  /** The first error pg gave this session: what made it unusable, if it is. */
   #brokenBy: Error | undefined;
 
   /**
@@ -305,7 +305,8 @@ export class RaTlsClient extends pgBase('Client') {
    * with their SQLSTATE) pass as they are.
    */
   #sessionError(error: Error): Error {
-    this.#brokenBy = error;
+    // The first: what ended the session (later ones are its consequences).
+    this.#brokenBy ??= error;
     if (error instanceof RaTlsError || !isConnectionLoss(error)) return error;
     let typed = this.#lost.get(error);
     if (typed === undefined) {

@@ -52,10 +52,6 @@ export function codeOf(error: unknown): string {
   return `no code: ${error instanceof Error ? error.message : String(error)}`;
 }
 
-/** node-postgres' answer to a query on a client whose connection already failed. */
-export const PG_NOT_QUERYABLE =
-  'no code: Client has encountered a connection error and is not queryable';
-
 /** Asserts that every one of `attempts` rejects with exactly `code`. */
 export async function rejectsAllWith(
   code: string,
