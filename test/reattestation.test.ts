@@ -1,0 +1,315 @@
+/**
+ * Reattestation (src/pool/reattestation.ts) without Postgres: a real
+ * AttestedConnector verifying real RA-TLS certificates (DCAP test authority,
+ * docs/protocol.md §8) presented by a real TLS server on loopback, whose
+ * certificate the test rotates. The server counts connections, so the shared
+ * probe (one per endpoint per reattestEvery) is observable.
+ */
+import assert from 'node:assert/strict';
+import type { AddressInfo } from 'node:net';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { AttestedConnector, type AttestedSocket } from '../src/connection/attested-connector.js';
+import { RaTlsError } from '../src/errors.js';
+import { Reattestation } from '../src/pool/reattestation.js';
+import { type ServerChangeMode, ServerPin } from '../src/pool/server-pin.js';
+import {
+  createTestAuthority,
+  type TestAuthority,
+} from '../src/testing/authority/test-authority.js';
+import { Scope } from '../src/util/deadline.js';
+import { DcapVerifier } from '../src/verification/dcap-verifier.js';
+import { CountingVerifier, raTlsCredentials } from './pool-harness.js';
+
+const REATTEST_EVERY = 60_000;
+
+/** A clock that moves only when the test moves it (the reattestEvery boundaries are exact). */
+function manualClock() {
+  let at = Date.now();
+  return {
+    now: () => new Date(at),
+    advance: (ms: number) => {
+      at += ms;
+    },
+  };
+}
+
+let authority: TestAuthority;
+let verifier: CountingVerifier;
+let server: Server;
+let port: number;
+const sockets = new Set<TLSSocket>();
+let handshakes = 0;
+let mrtd: string;
+
+function present(credentials: { key: string; cert: string }): void {
+  server.setSecureContext(credentials);
+}
+
+before(async () => {
+  authority = await createTestAuthority({ seed: 'pg-ra-tls reattestation tests' });
+  mrtd = authority.describe().quoteDefaults.mrtd;
+  verifier = new CountingVerifier(
+    new DcapVerifier({
+      engine: 'js',
+      rootCa: authority.rootCaDer,
+      collateral: authority.collateral(),
+      logger: () => {},
+    }),
+  );
+  server = createServer(raTlsCredentials(authority), (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  // Counted at accept: the server sends its certificate only after this, so a
+  // probe that has seen the certificate has been counted.
+  server.on('connection', () => handshakes++);
+  server.on('tlsClientError', () => {});
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.address() as AddressInfo).port;
+});
+
+after(async () => {
+  for (const socket of sockets) socket.destroy();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+const target = (servername?: string) => ({
+  host: '127.0.0.1',
+  port,
+  ...(servername === undefined ? {} : { servername }),
+  connectTimeoutMs: 5000,
+  handshakeTimeoutMs: 5000,
+});
+
+interface Setup {
+  connector: AttestedConnector;
+  pin: ServerPin;
+  reattestation: Reattestation;
+  clock: ReturnType<typeof manualClock>;
+  /** The first connection, attested and admitted to the pin. */
+  first: AttestedSocket;
+}
+
+const open: AttestedConnector[] = [];
+
+async function setup(
+  mode: ServerChangeMode,
+  policy: object = { allowedMrtds: [mrtd] },
+): Promise<Setup> {
+  const clock = manualClock();
+  const connector = new AttestedConnector(
+    {
+      verifier,
+      policy,
+      reattestEvery: REATTEST_EVERY,
+      now: clock.now,
+      presentClientCertificate: false,
+      logger: () => {},
+    },
+    'none',
+  );
+  open.push(connector);
+  const pin = new ServerPin({
+    mode,
+    description: `127.0.0.1:${port}`,
+    reattestEveryMs: REATTEST_EVERY,
+    now: () => connector.now(),
+    policyVersion: () => connector.policyVersion,
+  });
+  const first = await connector.open(target());
+  first.socket.destroy();
+  assert.deepEqual(pin.admit(first.report), { ok: true });
+  return { connector, pin, reattestation: new Reattestation(connector, pin), clock, first };
+}
+
+const budget = () =>
+  new Scope().deadline(10_000, () => new RaTlsError('REATTEST_FAILED', 'test budget passed'));
+
+function run(s: Setup, probe: boolean, attested = s.first, where = target()) {
+  return s.reattestation.run(
+    where,
+    probe,
+    attested.peerCertificateDer,
+    attested.peerIssuersDer,
+    attested.report,
+    budget(),
+  );
+}
+
+beforeEach(() => {
+  present(raTlsCredentials(authority));
+  for (const connector of open.splice(0)) connector.close();
+});
+after(() => {
+  for (const connector of open.splice(0)) connector.close();
+});
+
+describe('Reattestation without a probe: re-verifies the connection’s certificate', () => {
+  test('fresh, under the current policy version, from the cache while young', async () => {
+    const s = await setup('reverify');
+    const before = handshakes;
+    const outcome = await run(s, false);
+    assert.equal(outcome.kind, 'fresh');
+    assert.ok(outcome.kind === 'fresh');
+    assert.equal(outcome.report.fingerprint, s.first.report.fingerprint);
+    assert.equal(outcome.cacheHit, true);
+    assert.equal(outcome.policyVersion, 0);
+    assert.equal(handshakes, before, 'no probe, no handshake');
+  });
+
+  test('once reattestEvery has passed, verifies again and refreshes the pin', async () => {
+    const s = await setup('reverify');
+    const calls = verifier.calls;
+    s.clock.advance(REATTEST_EVERY);
+    const outcome = await run(s, false);
+    assert.ok(outcome.kind === 'fresh');
+    assert.equal(outcome.cacheHit, false);
+    assert.equal(verifier.calls, calls + 1);
+    assert.ok(outcome.report.verifiedAt > s.first.report.verifiedAt);
+    assert.equal(s.pin.pinned, outcome.report, 'the pin holds the newer report');
+  });
+
+  test('a policy change: judged under the new version; a refused verdict fails and is not cached', async () => {
+    const s = await setup('reverify');
+    s.connector.setPolicy({ allowedMrtds: [mrtd] });
+    const fresh = await run(s, false);
+    assert.ok(fresh.kind === 'fresh');
+    assert.equal(fresh.policyVersion, 1);
+
+    s.connector.setPolicy({ allowedMrtds: ['00'.repeat(48)] });
+    const refused = await run(s, false);
+    assert.ok(refused.kind === 'failed');
+    assert.equal(refused.error.code, 'MRTD_NOT_ALLOWED');
+    assert.equal('change' in refused, false);
+    assert.equal(s.pin.pinned, s.first.report, 'a refused verdict refreshes nothing');
+  });
+
+  test('a failed re-attestation drops the cached verdict of that certificate', async () => {
+    const s = await setup('reverify');
+    const fingerprint = s.first.report.fingerprint;
+    assert.notEqual(s.connector.cache.get(fingerprint), undefined);
+    const aborted = new Scope();
+    aborted.abort(new RaTlsError('REATTEST_FAILED', 'reattestTimeout passed'));
+    const outcome = await s.reattestation.run(
+      target(),
+      false,
+      s.first.peerCertificateDer,
+      s.first.peerIssuersDer,
+      s.first.report,
+      aborted,
+    );
+    assert.ok(outcome.kind === 'failed');
+    assert.equal(outcome.error.message, 'reattestTimeout passed');
+    assert.equal(s.connector.cache.get(fingerprint), undefined);
+  });
+});
+
+describe('Reattestation with a probe: which certificate does the server present now?', () => {
+  test('the same certificate: fresh; one handshake per endpoint per reattestEvery, shared', async () => {
+    const s = await setup('reject');
+    const before = handshakes;
+    const [a, b] = await Promise.all([run(s, true), run(s, true)]);
+    assert.equal(a.kind, 'fresh');
+    assert.equal(b.kind, 'fresh');
+    assert.equal(handshakes, before + 1, 'concurrent callers share one probe');
+    assert.equal((await run(s, true)).kind, 'fresh');
+    assert.equal(handshakes, before + 1, 'a young probe result is reused');
+
+    s.clock.advance(REATTEST_EVERY - 1);
+    await run(s, true);
+    assert.equal(handshakes, before + 1);
+    s.clock.advance(1);
+    assert.equal((await run(s, true)).kind, 'fresh');
+    assert.equal(handshakes, before + 2, 'after reattestEvery the server is probed again');
+  });
+
+  test('each endpoint (host, port, servername) has its own probe', async () => {
+    const s = await setup('reject');
+    const before = handshakes;
+    await run(s, true, s.first, target());
+    await run(s, true, s.first, target('a.example'));
+    await run(s, true, s.first, target('b.example'));
+    await run(s, true, s.first, target('a.example'));
+    assert.equal(handshakes, before + 3);
+  });
+
+  test('reverify: a new verified certificate is pinned; the connection is superseded, one change', async () => {
+    const s = await setup('reverify');
+    present(raTlsCredentials(authority));
+    const outcome = await run(s, true);
+    assert.ok(outcome.kind === 'superseded');
+    assert.ok(outcome.change !== undefined);
+    assert.equal(outcome.change.mode, 'reverify');
+    assert.equal(outcome.change.previous, s.first.report);
+    assert.notEqual(outcome.change.fingerprint, s.first.report.fingerprint);
+    assert.equal(outcome.change.current, s.pin.pinned);
+    assert.equal(s.pin.pinned?.fingerprint, outcome.change.fingerprint);
+
+    // The probe's result was forgotten with the change: the next check probes again.
+    const before = handshakes;
+    const again = await run(s, true);
+    assert.equal(again.kind, 'superseded', 'the old connection stays obsolete');
+    assert.equal('change' in again, false, 'one change, one event');
+    assert.equal(handshakes, before + 1);
+  });
+
+  test('reverify: a new certificate the policy refuses fails with the policy’s code, pin kept', async () => {
+    const s = await setup('reverify');
+    present(raTlsCredentials(authority, { mrtd: '11'.repeat(48) }));
+    const outcome = await run(s, true);
+    assert.ok(outcome.kind === 'failed');
+    assert.equal(outcome.error.code, 'MRTD_NOT_ALLOWED');
+    assert.equal('change' in outcome, false);
+    assert.equal(s.pin.pinned, s.first.report);
+  });
+
+  test('reject: a new certificate fails SERVER_CHANGED with the change, once; it is not verified', async () => {
+    const s = await setup('reject');
+    present(raTlsCredentials(authority));
+    const calls = verifier.calls;
+    const outcome = await run(s, true);
+    assert.ok(outcome.kind === 'failed');
+    assert.equal(outcome.error.code, 'SERVER_CHANGED');
+    assert.equal(outcome.change?.mode, 'reject');
+    assert.equal(outcome.change?.previous, s.first.report);
+    assert.equal(verifier.calls, calls, 'the refused certificate is never verified');
+    assert.equal(s.connector.cache.get(s.first.report.fingerprint), undefined);
+
+    const again = await run(s, true);
+    assert.ok(again.kind === 'failed');
+    assert.equal(again.error, outcome.error);
+    assert.equal('change' in again, false, 'one change, one event');
+  });
+
+  test('a connection to a certificate the pin already left: superseded, no change', async () => {
+    const s = await setup('reverify');
+    const rotated = raTlsCredentials(authority);
+    present(rotated);
+    const second = await s.connector.open(target());
+    second.socket.destroy();
+    s.pin.admit(second.report);
+    const outcome = await run(s, true);
+    assert.deepEqual(outcome, { kind: 'superseded' });
+  });
+
+  test('an ended pool: the probe’s new certificate fails with the pool’s reason', async () => {
+    const s = await setup('reverify');
+    present(raTlsCredentials(authority));
+    const ended = new RaTlsError('POOL_ENDED', 'the pool was ended');
+    s.pin.close(ended);
+    const outcome = await run(s, true);
+    assert.ok(outcome.kind === 'failed');
+    assert.equal(outcome.error, ended);
+    assert.equal('change' in outcome, false);
+  });
+
+  test('resetProbe forgets settled probe results: the next check probes again', async () => {
+    const s = await setup('reverify');
+    await run(s, true);
+    const before = handshakes;
+    s.reattestation.resetProbe();
+    await run(s, true);
+    assert.equal(handshakes, before + 1);
+  });
+});
