@@ -6,9 +6,7 @@
  * probe (one per endpoint per reattestEvery) is observable.
  */
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { AttestedConnector, type AttestedSocket } from '../src/connection/attested-connector.js';
 import { RaTlsError } from '../src/errors.js';
 import { Reattestation } from '../src/pool/reattestation.js';
@@ -20,6 +18,7 @@ import {
 import { Scope } from '../src/util/deadline.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import { CountingVerifier, raTlsCredentials } from './pool-harness.js';
+import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
 const REATTEST_EVERY = 60_000;
 
@@ -36,15 +35,8 @@ function manualClock() {
 
 let authority: TestAuthority;
 let verifier: CountingVerifier;
-let server: Server;
-let port: number;
-const sockets = new Set<TLSSocket>();
-let handshakes = 0;
+let server: RaTlsServer;
 let mrtd: string;
-
-function present(credentials: { key: string; cert: string }): void {
-  server.setSecureContext(credentials);
-}
 
 before(async () => {
   authority = await createTestAuthority({ seed: 'pg-ra-tls reattestation tests' });
@@ -57,26 +49,14 @@ before(async () => {
       logger: () => {},
     }),
   );
-  server = createServer(raTlsCredentials(authority), (socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  // Counted at accept: the server sends its certificate only after this, so a
-  // probe that has seen the certificate has been counted.
-  server.on('connection', () => handshakes++);
-  server.on('tlsClientError', () => {});
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as AddressInfo).port;
+  server = await startRaTlsServer(raTlsCredentials(authority));
 });
 
-after(async () => {
-  for (const socket of sockets) socket.destroy();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-});
+after(() => server.close());
 
 const target = (servername?: string) => ({
   host: '127.0.0.1',
-  port,
+  port: server.port,
   ...(servername === undefined ? {} : { servername }),
   connectTimeoutMs: 5000,
   handshakeTimeoutMs: 5000,
@@ -112,7 +92,7 @@ async function setup(
   open.push(connector);
   const pin = new ServerPin({
     mode,
-    description: `127.0.0.1:${port}`,
+    description: `127.0.0.1:${server.port}`,
     reattestEveryMs: REATTEST_EVERY,
     now: () => connector.now(),
     policyVersion: () => connector.policyVersion,
@@ -138,7 +118,7 @@ function run(s: Setup, probe: boolean, attested = s.first, where = target()) {
 }
 
 beforeEach(() => {
-  present(raTlsCredentials(authority));
+  server.present(raTlsCredentials(authority));
   for (const connector of open.splice(0)) connector.close();
 });
 after(() => {
@@ -148,14 +128,14 @@ after(() => {
 describe('Reattestation without a probe: re-verifies the connection’s certificate', () => {
   test('fresh, under the current policy version, from the cache while young', async () => {
     const s = await setup('reverify');
-    const before = handshakes;
+    const before = server.connections;
     const outcome = await run(s, false);
     assert.equal(outcome.kind, 'fresh');
     assert.ok(outcome.kind === 'fresh');
     assert.equal(outcome.report.fingerprint, s.first.report.fingerprint);
     assert.equal(outcome.cacheHit, true);
     assert.equal(outcome.policyVersion, 0);
-    assert.equal(handshakes, before, 'no probe, no handshake');
+    assert.equal(server.connections, before, 'no probe, no handshake');
   });
 
   test('once reattestEvery has passed, verifies again and refreshes the pin', async () => {
@@ -208,35 +188,35 @@ describe('Reattestation without a probe: re-verifies the connection’s certific
 describe('Reattestation with a probe: which certificate does the server present now?', () => {
   test('the same certificate: fresh; one handshake per endpoint per reattestEvery, shared', async () => {
     const s = await setup('reject');
-    const before = handshakes;
+    const before = server.connections;
     const [a, b] = await Promise.all([run(s, true), run(s, true)]);
     assert.equal(a.kind, 'fresh');
     assert.equal(b.kind, 'fresh');
-    assert.equal(handshakes, before + 1, 'concurrent callers share one probe');
+    assert.equal(server.connections, before + 1, 'concurrent callers share one probe');
     assert.equal((await run(s, true)).kind, 'fresh');
-    assert.equal(handshakes, before + 1, 'a young probe result is reused');
+    assert.equal(server.connections, before + 1, 'a young probe result is reused');
 
     s.clock.advance(REATTEST_EVERY - 1);
     await run(s, true);
-    assert.equal(handshakes, before + 1);
+    assert.equal(server.connections, before + 1);
     s.clock.advance(1);
     assert.equal((await run(s, true)).kind, 'fresh');
-    assert.equal(handshakes, before + 2, 'after reattestEvery the server is probed again');
+    assert.equal(server.connections, before + 2, 'after reattestEvery the server is probed again');
   });
 
   test('each endpoint (host, port, servername) has its own probe', async () => {
     const s = await setup('reject');
-    const before = handshakes;
+    const before = server.connections;
     await run(s, true, s.first, target());
     await run(s, true, s.first, target('a.example'));
     await run(s, true, s.first, target('b.example'));
     await run(s, true, s.first, target('a.example'));
-    assert.equal(handshakes, before + 3);
+    assert.equal(server.connections, before + 3);
   });
 
   test('reverify: a new verified certificate is pinned; the connection is superseded, one change', async () => {
     const s = await setup('reverify');
-    present(raTlsCredentials(authority));
+    server.present(raTlsCredentials(authority));
     const outcome = await run(s, true);
     assert.ok(outcome.kind === 'superseded');
     assert.ok(outcome.change !== undefined);
@@ -247,16 +227,16 @@ describe('Reattestation with a probe: which certificate does the server present 
     assert.equal(s.pin.pinned?.fingerprint, outcome.change.fingerprint);
 
     // The probe's result was forgotten with the change: the next check probes again.
-    const before = handshakes;
+    const before = server.connections;
     const again = await run(s, true);
     assert.equal(again.kind, 'superseded', 'the old connection stays obsolete');
     assert.equal('change' in again, false, 'one change, one event');
-    assert.equal(handshakes, before + 1);
+    assert.equal(server.connections, before + 1);
   });
 
   test('reverify: a new certificate the policy refuses fails with the policy’s code, pin kept', async () => {
     const s = await setup('reverify');
-    present(raTlsCredentials(authority, { mrtd: '11'.repeat(48) }));
+    server.present(raTlsCredentials(authority, { mrtd: '11'.repeat(48) }));
     const outcome = await run(s, true);
     assert.ok(outcome.kind === 'failed');
     assert.equal(outcome.error.code, 'MRTD_NOT_ALLOWED');
@@ -266,7 +246,7 @@ describe('Reattestation with a probe: which certificate does the server present 
 
   test('reject: a new certificate fails SERVER_CHANGED with the change, once; it is not verified', async () => {
     const s = await setup('reject');
-    present(raTlsCredentials(authority));
+    server.present(raTlsCredentials(authority));
     const calls = verifier.calls;
     const outcome = await run(s, true);
     assert.ok(outcome.kind === 'failed');
@@ -285,7 +265,7 @@ describe('Reattestation with a probe: which certificate does the server present 
   test('a connection to a certificate the pin already left: superseded, no change', async () => {
     const s = await setup('reverify');
     const rotated = raTlsCredentials(authority);
-    present(rotated);
+    server.present(rotated);
     const second = await s.connector.open(target());
     second.socket.destroy();
     s.pin.admit(second.report);
@@ -295,7 +275,7 @@ describe('Reattestation with a probe: which certificate does the server present 
 
   test('an ended pool: the probe’s new certificate fails with the pool’s reason', async () => {
     const s = await setup('reverify');
-    present(raTlsCredentials(authority));
+    server.present(raTlsCredentials(authority));
     const ended = new RaTlsError('POOL_ENDED', 'the pool was ended');
     s.pin.close(ended);
     const outcome = await run(s, true);
@@ -307,9 +287,9 @@ describe('Reattestation with a probe: which certificate does the server present 
   test('resetProbe forgets settled probe results: the next check probes again', async () => {
     const s = await setup('reverify');
     await run(s, true);
-    const before = handshakes;
+    const before = server.connections;
     s.reattestation.resetProbe();
     await run(s, true);
-    assert.equal(handshakes, before + 1);
+    assert.equal(server.connections, before + 1);
   });
 });
