@@ -7,10 +7,18 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { trace } from '@opentelemetry/api';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  type ReadableSpan,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
 import { AttestedConnector, type AttestedSocket } from '../src/connection/attested-connector.js';
 import { RaTlsError } from '../src/errors.js';
 import { Reattestation } from '../src/pool/reattestation.js';
 import { type ServerChangeMode, ServerPin } from '../src/pool/server-pin.js';
+import { SpanAttributes, SpanNames } from '../src/telemetry/tracing.js';
 import {
   createTestAuthority,
   type TestAuthority,
@@ -38,6 +46,13 @@ let verifier: CountingVerifier;
 let server: RaTlsServer;
 let mrtd: string;
 
+// The re-attestation span is how an operator sees what a re-attestation found.
+const exporter = new InMemorySpanExporter();
+const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+trace.setGlobalTracerProvider(provider);
+const reattestSpans = (): ReadableSpan[] =>
+  exporter.getFinishedSpans().filter((span) => span.name === SpanNames.REATTEST);
+
 before(async () => {
   authority = await createTestAuthority({ seed: 'pg-ra-tls reattestation tests' });
   mrtd = authority.describe().quoteDefaults.mrtd;
@@ -52,7 +67,10 @@ before(async () => {
   server = await startRaTlsServer(raTlsCredentials(authority));
 });
 
-after(() => server.close());
+after(async () => {
+  await server.close();
+  await provider.shutdown();
+});
 
 const target = (servername?: string) => ({
   host: '127.0.0.1',
@@ -118,6 +136,7 @@ function run(s: Setup, probe: boolean, attested = s.first, where = target()) {
 }
 
 beforeEach(() => {
+  exporter.reset();
   server.present(raTlsCredentials(authority));
   for (const connector of open.splice(0)) connector.close();
 });
@@ -291,5 +310,35 @@ describe('Reattestation with a probe: which certificate does the server present 
     s.reattestation.resetProbe();
     await run(s, true);
     assert.equal(server.connections, before + 1);
+  });
+});
+
+describe('the pg_ra_tls.reattest span', () => {
+  test('names the server and certificate, and says what the verification found', async () => {
+    const s = await setup('reverify');
+    s.clock.advance(REATTEST_EVERY);
+    const outcome = await run(s, false);
+    assert.ok(outcome.kind === 'fresh');
+    const [span] = reattestSpans();
+    assert.ok(span !== undefined);
+    assert.equal(span.attributes[SpanAttributes.SERVER_ADDRESS], '127.0.0.1');
+    assert.equal(span.attributes[SpanAttributes.SERVER_PORT], server.port);
+    assert.equal(span.attributes[SpanAttributes.FINGERPRINT], s.first.report.fingerprint);
+    assert.equal(span.attributes[SpanAttributes.CACHE_HIT], false);
+    assert.equal(span.attributes[SpanAttributes.MRTD], mrtd);
+    assert.equal(span.attributes[SpanAttributes.TCB_STATUS], outcome.report.tcbStatus);
+    assert.equal(span.attributes[SpanAttributes.ERROR_CODE], undefined);
+
+    await run(s, false);
+    assert.equal(reattestSpans()[1]?.attributes[SpanAttributes.CACHE_HIT], true);
+  });
+
+  test('a failed re-attestation is a failed span carrying the outcome’s code', async () => {
+    const s = await setup('reject');
+    server.present(raTlsCredentials(authority));
+    const outcome = await run(s, true);
+    assert.ok(outcome.kind === 'failed');
+    const [span] = reattestSpans();
+    assert.equal(span?.attributes[SpanAttributes.ERROR_CODE], 'SERVER_CHANGED');
   });
 });
