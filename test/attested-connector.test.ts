@@ -7,13 +7,20 @@
  * policy, and every failure is a RaTlsError with its code.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { trace } from '@opentelemetry/api';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
 import type { AttestationReport } from '../src/attest/report.js';
 import {
   AttestedConnector,
   type AttestedConnectorOptions,
 } from '../src/connection/attested-connector.js';
 import { type ErrorCode, isRaTlsError, RaTlsError } from '../src/errors.js';
+import { SpanAttributes, SpanNames } from '../src/telemetry/tracing.js';
 import {
   createTestAuthority,
   type TestAuthority,
@@ -34,6 +41,11 @@ let server: RaTlsServer;
 let mrtd: string;
 const connectors: AttestedConnector[] = [];
 
+const exporter = new InMemorySpanExporter();
+const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+trace.setGlobalTracerProvider(provider);
+beforeEach(() => exporter.reset());
+
 before(async () => {
   authority = await createTestAuthority({ seed: 'pg-ra-tls attested connector tests' });
   mrtd = authority.describe().quoteDefaults.mrtd;
@@ -49,6 +61,7 @@ before(async () => {
 after(async () => {
   for (const connector of connectors) connector.close();
   await server.close();
+  await provider.shutdown();
 });
 
 const target = () => ({
@@ -427,5 +440,26 @@ describe('AttestedConnector verdict sharing', () => {
     made.setPolicy({ allowedMrtds: ['44'.repeat(48)] });
     await assert.rejects(made.open(target()), isCode('MRTD_NOT_ALLOWED'));
     assert.equal(verifier.calls, 2);
+  });
+});
+
+describe('the pg_ra_tls.verify span', () => {
+  test('names the certificate and the verifier, and says whether the cache answered', async () => {
+    const made = connector();
+    const first = await made.open(target());
+    first.socket.destroy();
+    const second = await made.open(target());
+    second.socket.destroy();
+    const spans = exporter.getFinishedSpans().filter((span) => span.name === SpanNames.VERIFY);
+    assert.equal(spans.length, 2);
+    for (const span of spans) {
+      assert.equal(span.attributes[SpanAttributes.FINGERPRINT], first.report.fingerprint);
+      assert.equal(span.attributes[SpanAttributes.VERIFIER], dcap.name);
+      assert.equal(span.attributes[SpanAttributes.MRTD], mrtd);
+    }
+    assert.deepEqual(
+      spans.map((span) => span.attributes[SpanAttributes.CACHE_HIT]),
+      [false, true],
+    );
   });
 });
