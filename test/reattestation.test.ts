@@ -313,6 +313,19 @@ describe('Reattestation with a probe: which certificate does the server present 
   });
 });
 
+describe('resetProbe while a probe is in flight', () => {
+  test('callers still join the probe in flight: one handshake', async () => {
+    const s = await setup('reverify');
+    const before = server.connections;
+    const first = run(s, true);
+    s.reattestation.resetProbe();
+    const second = run(s, true);
+    assert.equal((await first).kind, 'fresh');
+    assert.equal((await second).kind, 'fresh');
+    assert.equal(server.connections, before + 1);
+  });
+});
+
 describe('the pg_ra_tls.reattest span', () => {
   test('names the server and certificate, and says what the verification found', async () => {
     const s = await setup('reverify');

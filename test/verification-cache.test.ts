@@ -327,3 +327,125 @@ describe('VerificationCache.delete and size', () => {
     assert.equal(cache.get('fp'), undefined);
   });
 });
+
+describe('VerificationCache runs replaced or abandoned', () => {
+  /**
+   * Runs that settle only when the test says, ignoring their signal (a
+   * stalled fetch); `settle`/`fail` end every run started so far.
+   */
+  function stalledRun(counter: { runs: number }) {
+    const pending: { resolve(report: AttestationReport): void; reject(error: Error): void }[] = [];
+    const run = () => {
+      counter.runs++;
+      return new Promise<AttestationReport>((resolve, reject) => {
+        pending.push({ resolve, reject });
+      });
+    };
+    return {
+      run,
+      settle: (value: AttestationReport) => {
+        for (const each of pending.splice(0)) each.resolve(value);
+      },
+      fail: (error: Error) => {
+        for (const each of pending.splice(0)) each.reject(error);
+      },
+    };
+  }
+
+  it('after another cache’s run fails, its waiters end up sharing one new run', async () => {
+    const scope = () => 'replaced:joiners';
+    const owner = new VerificationCache({ maxAgeMs: MINUTE, scope });
+    const b = new VerificationCache({ maxAgeMs: MINUTE, scope });
+    const c = new VerificationCache({ maxAgeMs: MINUTE, scope });
+    let fail: (error: Error) => void = () => {};
+    const first = owner.verify(
+      'fp',
+      () =>
+        new Promise<AttestationReport>((_, reject) => {
+          fail = reject;
+        }),
+    );
+    const counter = { runs: 0 };
+    const stalled = stalledRun(counter);
+    const waiting = [b.verify('fp', stalled.run), c.verify('fp', stalled.run)];
+    fail(new Error('the owner pool was ended'));
+    await assert.rejects(first, /the owner pool was ended/);
+    // Let both joiners notice the failure before the new run settles.
+    await new Promise((resolve) => setImmediate(resolve));
+    stalled.settle(report(Date.now()));
+    const outcomes = await Promise.all(waiting);
+    assert.equal(counter.runs, 1, 'the second joiner joined the first joiner’s run');
+    assert.deepEqual(
+      outcomes.map((outcome) => outcome.cacheHit),
+      [false, true],
+    );
+  });
+
+  it('a run that settles after it was dropped does not drop the run that replaced it', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'replaced:late' });
+    const counter = { runs: 0 };
+    const old = stalledRun(counter);
+    const first = cache.verify('fp', old.run);
+    cache.delete('fp');
+    const current = stalledRun(counter);
+    const second = cache.verify('fp', current.run);
+    // It fails, so it stores nothing a later caller could reuse.
+    old.fail(new Error('the dropped run failed'));
+    await assert.rejects(first, /the dropped run failed/);
+    // The replacing run is still the one in flight: a new caller joins it.
+    const third = cache.verify('fp', current.run);
+    current.settle(report(Date.now()));
+    assert.equal((await second).cacheHit, false);
+    assert.equal((await third).cacheHit, true);
+    assert.equal(counter.runs, 2);
+  });
+
+  it('a stalled run its last caller gave up on is not joined, even before it settles', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'abandoned:stalled' });
+    const counter = { runs: 0 };
+    const stalled = stalledRun(counter);
+    const impatient = new AbortController();
+    const first = cache.verify('fp', stalled.run, impatient.signal);
+    impatient.abort(new Error('gave up on the stalled run'));
+    await assert.rejects(first, /gave up on the stalled run/);
+    const fresh = await cache.verify('fp', async () => {
+      counter.runs++;
+      return report(Date.now());
+    });
+    assert.equal(fresh.cacheHit, false);
+    assert.equal(counter.runs, 2);
+    stalled.settle(report(Date.now()));
+  });
+
+  it('giving up on a dropped run leaves the run that replaced it in flight', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'abandoned:replaced' });
+    const counter = { runs: 0 };
+    const old = stalledRun(counter);
+    const impatient = new AbortController();
+    const first = cache.verify('fp', old.run, impatient.signal);
+    cache.delete('fp');
+    const current = stalledRun(counter);
+    const second = cache.verify('fp', current.run);
+    impatient.abort(new Error('gave up on the dropped run'));
+    await assert.rejects(first, /gave up on the dropped run/);
+    const third = cache.verify('fp', current.run);
+    current.settle(report(Date.now()));
+    assert.equal((await second).cacheHit, false);
+    assert.equal((await third).cacheHit, true);
+    assert.equal(counter.runs, 2);
+    old.settle(report(Date.now()));
+  });
+
+  it('a verdict stored by a cache with a short reattestEvery ends there for every cache', async () => {
+    let clock = 1_000_000;
+    const now = () => clock;
+    const scope = () => 'lifetime:storing';
+    const short = new VerificationCache({ maxAgeMs: MINUTE, now, scope });
+    const long = new VerificationCache({ maxAgeMs: 60 * MINUTE, now, scope });
+    await short.verify('fp', async () => report(clock, clock + 24 * 60 * MINUTE));
+    clock += MINUTE - 1;
+    assert.notEqual(long.get('fp'), undefined);
+    clock += 1;
+    assert.equal(long.get('fp'), undefined, 'the storing cache’s limit holds for the longer one');
+  });
+});
