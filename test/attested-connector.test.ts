@@ -20,19 +20,21 @@ import {
   type AttestedConnectorOptions,
 } from '../src/connection/attested-connector.js';
 import { type ErrorCode, isRaTlsError, RaTlsError } from '../src/errors.js';
+import { ClientIdentity } from '../src/identity/client-identity.js';
 import { SpanAttributes, SpanNames } from '../src/telemetry/tracing.js';
 import {
   createTestAuthority,
   type TestAuthority,
 } from '../src/testing/authority/test-authority.js';
 import { createRaTlsCertificate } from '../src/testing/ra-tls-certificate.js';
+import { type GuestAgent, startGuestAgent } from '../src/testing/stack/guest-agent.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import type {
   RaTlsVerifier,
   VerificationResult,
   VerifyOptions,
 } from '../src/verification/verifier.js';
-import { CountingVerifier, raTlsCredentials, waitFor } from './pool-harness.js';
+import { ClientCertIssuer, CountingVerifier, raTlsCredentials, waitFor } from './pool-harness.js';
 import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
 let authority: TestAuthority;
@@ -461,5 +463,56 @@ describe('the pg_ra_tls.verify span', () => {
       spans.map((span) => span.attributes[SpanAttributes.CACHE_HIT]),
       [false, true],
     );
+  });
+});
+
+describe('AttestedConnector client identity (a real guest agent)', () => {
+  let agent: GuestAgent;
+  before(async () => {
+    agent = await startGuestAgent({ issuer: new ClientCertIssuer(authority) });
+  });
+  after(() => agent.close());
+
+  test('dials present the guest agent’s certificate; close() closes the identity it created', async () => {
+    const made = connector({ presentClientCertificate: true, dstackEndpoint: agent.endpoint });
+    const subjects = server.clientSubjects.length;
+    const attested = await made.open(target());
+    attested.socket.destroy();
+    await waitFor(() => server.clientSubjects.length > subjects, 'the handshake completed');
+    assert.match(server.clientSubjects.at(-1)!, /CN=pg-ra-tls client/);
+    made.close();
+    await assert.rejects(made.identity.get(), isCode('CLIENT_CERT_UNAVAILABLE'));
+  });
+
+  test('a shared identity outlives the connector', async () => {
+    const shared = new ClientIdentity({ dstackEndpoint: agent.endpoint });
+    try {
+      const made = connector({ presentClientCertificate: true, clientIdentity: shared });
+      assert.equal(made.identity, shared);
+      made.close();
+      assert.ok((await shared.get()).cert.includes('BEGIN CERTIFICATE'));
+    } finally {
+      shared.close();
+    }
+  });
+});
+
+describe('AttestedConnector under load', () => {
+  test('more than ten dials in flight on one connector raise no MaxListenersExceededWarning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      const made = connector();
+      const opened = await Promise.all(Array.from({ length: 12 }, () => made.open(target())));
+      for (const attested of opened) attested.socket.destroy();
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(
+        warnings.filter((name) => name === 'MaxListenersExceededWarning'),
+        [],
+      );
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });

@@ -15,6 +15,8 @@ export interface RaTlsServer {
   readonly connections: number;
   /** Connections accepted and not closed yet. */
   readonly open: number;
+  /** Subject of the client certificate of each completed handshake ('' without one). */
+  readonly clientSubjects: readonly string[];
   /** Presents `credentials` from the next handshake on. */
   present(credentials: SidecarCredentials): void;
   /** Destroys every connection the server holds. */
@@ -37,7 +39,11 @@ export async function startRaTlsServer(
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
-  server.on('secureConnection', (socket: TLSSocket) => socket.on('error', () => {}));
+  const clientSubjects: string[] = [];
+  server.on('secureConnection', (socket: TLSSocket) => {
+    socket.on('error', () => {});
+    clientSubjects.push(socket.getPeerX509Certificate()?.subject ?? '');
+  });
   server.on('tlsClientError', () => {});
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
@@ -48,6 +54,7 @@ export async function startRaTlsServer(
     get open() {
       return sockets.size;
     },
+    clientSubjects,
     present: (next) => server.setSecureContext(next),
     hangUpAll: () => {
       for (const socket of sockets) socket.destroy();
