@@ -67,9 +67,12 @@ describe('prepareSocketForPg', () => {
       const announce = socket.connect;
       socket.connect = announce;
       assert.equal(socket.connect, announce, 'writable');
-      const once = new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-      socket.connect(5432, '127.0.0.1');
-      await once;
+      let connects = 0;
+      socket.on('connect', () => connects++);
+      assert.equal(socket.connect(5432, '127.0.0.1'), socket);
+      assert.equal(connects, 0, 'announced on the next tick, once pg listens');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(connects, 1);
       assert.ok(delete (socket as { connect?: unknown }).connect, 'configurable');
       assert.equal(socket.connect, Object.getPrototypeOf(socket).connect);
     } finally {
