@@ -140,6 +140,16 @@ describe('AttestedConnector options', () => {
     assert.equal(made.verifyTimeoutMs, 1500);
   });
 
+  test('a bad duration is BAD_CONFIG naming its option', () => {
+    for (const option of ['reattestEvery', 'verifyTimeout'] as const) {
+      assert.throws(
+        () => connector({ [option]: 'soon' }),
+        (error: unknown) =>
+          isCode('BAD_CONFIG')(error) && (error as Error).message.includes(option),
+      );
+    }
+  });
+
   test('the verifier’s warm-up starts at once; a failing warm-up decides nothing', async () => {
     let warmed = 0;
     connector({
@@ -210,7 +220,8 @@ describe('AttestedConnector options', () => {
 
 describe('AttestedConnector.open', () => {
   test('returns the attested socket, its report and the certificate it is about', async () => {
-    const made = connector();
+    const at = Date.now();
+    const made = connector({ now: () => new Date(at) });
     const attested = await made.open(target());
     try {
       assert.equal(attested.socket.destroyed, false);
@@ -221,7 +232,7 @@ describe('AttestedConnector.open', () => {
       assert.equal(probe.fingerprint, attested.report.fingerprint);
       assert.deepEqual(attested.peerCertificateDer, probe.certificateDer);
       assert.deepEqual(attested.peerIssuersDer, probe.issuersDer);
-      assert.equal(probe.at, made.now());
+      assert.equal(probe.at, at, 'the handshake time is the connector’s clock');
       const again = await made.open(target());
       again.socket.destroy();
       assert.equal(again.cacheHit, true);
@@ -388,7 +399,11 @@ describe('AttestedConnector.verifyCertificate', () => {
     });
     await assert.rejects(
       made.verifyCertificate(der, undefined, issuers),
-      isCode('BAD_CONFIG', /^the policy changed 3 times while [0-9a-f]{16}… was being verified/),
+      (error: unknown) =>
+        isCode(
+          'BAD_CONFIG',
+          /^the policy changed 3 times while [0-9a-f]{16}… was being verified/,
+        )(error) && /^[0-9a-f]{64}$/.test(String((error as RaTlsError).details?.fingerprint)),
     );
     assert.equal(calls, 3);
   });
