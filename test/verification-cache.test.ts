@@ -187,3 +187,265 @@ describe('VerificationCache runs nobody waits for', () => {
     assert.equal(result.cacheHit, false);
   });
 });
+
+describe('VerificationCache callers and their signals', () => {
+  it('a caller whose signal has already aborted gets its reason, even for a cached verdict', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE });
+    await cache.verify('fp', async () => report(Date.now()));
+    const gaveUp = new AbortController();
+    gaveUp.abort(new Error('caller gave up'));
+    let runs = 0;
+    await assert.rejects(
+      cache.verify(
+        'fp',
+        async () => {
+          runs++;
+          return report(Date.now());
+        },
+        gaveUp.signal,
+      ),
+      /caller gave up/,
+    );
+    assert.equal(runs, 0);
+  });
+
+  it("a caller of another cache who gives up leaves that cache's run in flight for the rest", async () => {
+    const owner = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'signals:join' });
+    const joining = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'signals:join' });
+    let finish: (report: AttestationReport) => void = () => {};
+    let runs = 0;
+    const run = () => {
+      runs++;
+      return new Promise<AttestationReport>((resolve) => {
+        finish = resolve;
+      });
+    };
+    const first = owner.verify('fp', run);
+    const impatient = new AbortController();
+    const second = joining.verify('fp', run, impatient.signal);
+    impatient.abort(new Error('second caller gave up'));
+    await assert.rejects(second, /second caller gave up/);
+    // A third caller still joins the first run instead of starting another.
+    const third = joining.verify('fp', run);
+    finish(report(Date.now()));
+    assert.equal((await first).cacheHit, false);
+    assert.equal((await third).cacheHit, true);
+    assert.equal(runs, 1);
+  });
+
+  it('the abandoned run is aborted with the last waiter’s reason', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE });
+    const reasons: unknown[] = [];
+    const gaveUp = new AbortController();
+    const waiting = cache.verify(
+      'fp',
+      (signal) =>
+        new Promise<AttestationReport>((_, reject) => {
+          signal.addEventListener('abort', () => {
+            reasons.push(signal.reason);
+            reject(signal.reason);
+          });
+        }),
+      gaveUp.signal,
+    );
+    const reason = new Error('the only caller gave up');
+    gaveUp.abort(reason);
+    await assert.rejects(waiting, /the only caller gave up/);
+    assert.deepEqual(reasons, [reason]);
+  });
+});
+
+describe('VerificationCache.delete and size', () => {
+  it('delete forgets the verdict for every cache of the scope, and only that fingerprint', async () => {
+    const a = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'delete:a' });
+    const b = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'delete:a' });
+    const other = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'delete:other' });
+    await a.verify('fp', async () => report(Date.now()));
+    await a.verify('fp2', async () => report(Date.now()));
+    await other.verify('fp', async () => report(Date.now()));
+    assert.equal(b.size, 2);
+    b.delete('fp');
+    assert.equal(a.get('fp'), undefined);
+    assert.notEqual(a.get('fp2'), undefined);
+    assert.notEqual(other.get('fp'), undefined, 'another scope keeps its verdict');
+    assert.equal(a.size, 1);
+    a.delete('fp2');
+    assert.equal(a.size, 0);
+    assert.equal(other.size, 1);
+  });
+
+  it('delete drops a run in flight: the next caller verifies afresh', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE });
+    let finish: (report: AttestationReport) => void = () => {};
+    const first = cache.verify(
+      'fp',
+      () =>
+        new Promise<AttestationReport>((resolve) => {
+          finish = resolve;
+        }),
+    );
+    cache.delete('fp');
+    let runs = 0;
+    const second = await cache.verify('fp', async () => {
+      runs++;
+      return report(Date.now());
+    });
+    assert.equal(runs, 1);
+    assert.equal(second.cacheHit, false);
+    finish(report(Date.now()));
+    await first;
+  });
+
+  it('size counts only verdicts still fresh for this cache', async () => {
+    let clock = 1_000_000;
+    const cache = new VerificationCache({
+      maxAgeMs: MINUTE,
+      now: () => clock,
+      scope: () => 'size',
+    });
+    await cache.verify('old', async () => report(clock));
+    clock += MINUTE / 2;
+    await cache.verify('new', async () => report(clock));
+    assert.equal(cache.size, 2);
+    clock += MINUTE / 2;
+    assert.equal(cache.size, 1);
+  });
+
+  it('a run in flight when every verdict is forgotten still answers but is not stored', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'cleared' });
+    let finish: (report: AttestationReport) => void = () => {};
+    const pending = cache.verify(
+      'fp',
+      () =>
+        new Promise<AttestationReport>((resolve) => {
+          finish = resolve;
+        }),
+    );
+    closeSharedDefaults();
+    finish(report(Date.now()));
+    assert.equal((await pending).cacheHit, false);
+    assert.equal(cache.get('fp'), undefined);
+  });
+});
+
+describe('VerificationCache runs replaced or abandoned', () => {
+  /**
+   * Runs that settle only when the test says, ignoring their signal (a
+   * stalled fetch); `settle`/`fail` end every run started so far.
+   */
+  function stalledRun(counter: { runs: number }) {
+    const pending: { resolve(report: AttestationReport): void; reject(error: Error): void }[] = [];
+    const run = () => {
+      counter.runs++;
+      return new Promise<AttestationReport>((resolve, reject) => {
+        pending.push({ resolve, reject });
+      });
+    };
+    return {
+      run,
+      settle: (value: AttestationReport) => {
+        for (const each of pending.splice(0)) each.resolve(value);
+      },
+      fail: (error: Error) => {
+        for (const each of pending.splice(0)) each.reject(error);
+      },
+    };
+  }
+
+  it('after another cache’s run fails, its waiters end up sharing one new run', async () => {
+    const scope = () => 'replaced:joiners';
+    const owner = new VerificationCache({ maxAgeMs: MINUTE, scope });
+    const b = new VerificationCache({ maxAgeMs: MINUTE, scope });
+    const c = new VerificationCache({ maxAgeMs: MINUTE, scope });
+    let fail: (error: Error) => void = () => {};
+    const first = owner.verify(
+      'fp',
+      () =>
+        new Promise<AttestationReport>((_, reject) => {
+          fail = reject;
+        }),
+    );
+    const counter = { runs: 0 };
+    const stalled = stalledRun(counter);
+    const waiting = [b.verify('fp', stalled.run), c.verify('fp', stalled.run)];
+    fail(new Error('the owner pool was ended'));
+    await assert.rejects(first, /the owner pool was ended/);
+    // Let both joiners notice the failure before the new run settles.
+    await new Promise((resolve) => setImmediate(resolve));
+    stalled.settle(report(Date.now()));
+    const outcomes = await Promise.all(waiting);
+    assert.equal(counter.runs, 1, 'the second joiner joined the first joiner’s run');
+    assert.deepEqual(
+      outcomes.map((outcome) => outcome.cacheHit),
+      [false, true],
+    );
+  });
+
+  it('a run that settles after it was dropped does not drop the run that replaced it', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'replaced:late' });
+    const counter = { runs: 0 };
+    const old = stalledRun(counter);
+    const first = cache.verify('fp', old.run);
+    cache.delete('fp');
+    const current = stalledRun(counter);
+    const second = cache.verify('fp', current.run);
+    // It fails, so it stores nothing a later caller could reuse.
+    old.fail(new Error('the dropped run failed'));
+    await assert.rejects(first, /the dropped run failed/);
+    // The replacing run is still the one in flight: a new caller joins it.
+    const third = cache.verify('fp', current.run);
+    current.settle(report(Date.now()));
+    assert.equal((await second).cacheHit, false);
+    assert.equal((await third).cacheHit, true);
+    assert.equal(counter.runs, 2);
+  });
+
+  it('a stalled run its last caller gave up on is not joined, even before it settles', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'abandoned:stalled' });
+    const counter = { runs: 0 };
+    const stalled = stalledRun(counter);
+    const impatient = new AbortController();
+    const first = cache.verify('fp', stalled.run, impatient.signal);
+    impatient.abort(new Error('gave up on the stalled run'));
+    await assert.rejects(first, /gave up on the stalled run/);
+    const fresh = await cache.verify('fp', async () => {
+      counter.runs++;
+      return report(Date.now());
+    });
+    assert.equal(fresh.cacheHit, false);
+    assert.equal(counter.runs, 2);
+    stalled.settle(report(Date.now()));
+  });
+
+  it('giving up on a dropped run leaves the run that replaced it in flight', async () => {
+    const cache = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'abandoned:replaced' });
+    const counter = { runs: 0 };
+    const old = stalledRun(counter);
+    const impatient = new AbortController();
+    const first = cache.verify('fp', old.run, impatient.signal);
+    cache.delete('fp');
+    const current = stalledRun(counter);
+    const second = cache.verify('fp', current.run);
+    impatient.abort(new Error('gave up on the dropped run'));
+    await assert.rejects(first, /gave up on the dropped run/);
+    const third = cache.verify('fp', current.run);
+    current.settle(report(Date.now()));
+    assert.equal((await second).cacheHit, false);
+    assert.equal((await third).cacheHit, true);
+    assert.equal(counter.runs, 2);
+    old.settle(report(Date.now()));
+  });
+
+  it('a verdict stored by a cache with a short reattestEvery ends there for every cache', async () => {
+    let clock = 1_000_000;
+    const now = () => clock;
+    const scope = () => 'lifetime:storing';
+    const short = new VerificationCache({ maxAgeMs: MINUTE, now, scope });
+    const long = new VerificationCache({ maxAgeMs: 60 * MINUTE, now, scope });
+    await short.verify('fp', async () => report(clock, clock + 24 * 60 * MINUTE));
+    clock += MINUTE - 1;
+    assert.notEqual(long.get('fp'), undefined);
+    clock += 1;
+    assert.equal(long.get('fp'), undefined, 'the storing cache’s limit holds for the longer one');
+  });
+});
