@@ -462,6 +462,23 @@ describe('strict CRL check: each refusal is its own rule', () => {
     checkCrlsStrictly({ ...input, pckCrl: near });
   });
 
+  it('a parsed CRL keeps its own copy of the bytes it was read from', async () => {
+    const { input } = await setup();
+    const der = input.rootCaCrl.slice();
+    const crl = parseCrl(der, 'root CA CRL');
+    const before = {
+      issuer: toHex(crl.issuer),
+      tbs: toHex(crl.tbs),
+      signature: toHex(crl.signature),
+    };
+    der.fill(0);
+    assert.deepEqual(
+      { issuer: toHex(crl.issuer), tbs: toHex(crl.tbs), signature: toHex(crl.signature) },
+      before,
+    );
+    verifyCrl(crl, input.trustedRootCa, now, 'root CA CRL');
+  });
+
   it('says which CRL is broken when one does not decode', () => {
     assert.throws(
       () => parseCrl(new Uint8Array([0x30, 0x03, 0x02, 0x01]), 'root CA CRL'),
