@@ -9,12 +9,23 @@ import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { isRaTlsError } from '../src/errors.js';
 import { checkBinding, expectedReportData } from '../src/evidence/binding.js';
-import { readRaTlsCertificate } from '../src/evidence/certificate.js';
+import { readCertificateFacts, readRaTlsCertificate } from '../src/evidence/certificate.js';
 import { parseQuote, quoteReportDataOffset } from '../src/evidence/quote.js';
 import { replayRtmr3, verifyAppIdentity } from '../src/evidence/rtmr3.js';
 import { ScaleReader } from '../src/evidence/scale-reader.js';
 import type { RuntimeEvent } from '../src/evidence/types.js';
 import { decodeVersionedAttestation } from '../src/evidence/versioned-attestation.js';
+import {
+  bitString,
+  ecdsaWithSha256,
+  explicit,
+  integer,
+  objectIdentifier,
+  sequence,
+  time,
+  tlv,
+} from '../src/testing/authority/der.js';
+import { deriveP256Key } from '../src/testing/authority/keys.js';
 import {
   createRaTlsCertificate,
   generateRaTlsKeyPair,
@@ -379,5 +390,102 @@ describe('binding: details an operator can act on', () => {
       ),
       details: { fingerprint: certificate.fingerprint },
     });
+  });
+});
+
+describe('certificate: size limits, DER structure and the facts shown of any certificate', () => {
+  const seed = new TextEncoder().encode('security-mutants-evidence certificate');
+  const key = deriveP256Key(seed, 'leaf');
+  const attribute = (oid: string, value: string) =>
+    sequence(objectIdentifier(oid), tlv(0x0c, new TextEncoder().encode(value)));
+  const SUBJECT = sequence(
+    tlv(0x31, attribute('2.5.4.6', 'US')),
+    tlv(0x31, attribute('2.5.4.8', 'CA')),
+    tlv(0x31, attribute('2.5.4.7', 'SF')),
+    tlv(0x31, attribute('2.5.4.10', 'Org')),
+    tlv(0x31, attribute('2.5.4.11', 'Unit')),
+    tlv(0x31, attribute('0.9.2342.19200300.100.1.25', 'example')),
+    tlv(0x31, Buffer.concat([attribute('2.5.4.3', 'db'), attribute('2.5.4.5', 'SN1')])),
+  );
+  const VALIDITY = sequence(
+    time(new Date('2026-01-02T03:04:05Z')),
+    time(new Date('2027-01-02T03:04:05Z')),
+  );
+  const SPKI = new Uint8Array(key.publicKey.export({ type: 'spki', format: 'der' }));
+  const ISSUER = sequence(tlv(0x31, attribute('2.5.4.3', 'issuer')));
+  // tbsCertificate fields after the optional version; signatures are not this reader's job.
+  const FIELDS = [integer(7), ecdsaWithSha256(), ISSUER, VALIDITY, SUBJECT, SPKI];
+  const certificate = (fields: Uint8Array[]) =>
+    sequence(sequence(...fields), ecdsaWithSha256(), bitString(Uint8Array.of(1, 2, 3)));
+  const v3 = certificate([explicit(0, integer(2)), ...FIELDS]);
+  const malformed = (message: RegExp): Expected => ({ code: 'MALFORMED_CERTIFICATE', message });
+
+  test('readCertificateFacts shows every name attribute, in order, and the validity', () => {
+    const facts = readCertificateFacts(v3);
+    assert.equal(facts.subject, 'C=US, ST=CA, L=SF, O=Org, OU=Unit, DC=example, CN=db+2.5.4.5=SN1');
+    assert.equal(facts.notBefore.toISOString(), '2026-01-02T03:04:05.000Z');
+    assert.equal(facts.notAfter.toISOString(), '2027-01-02T03:04:05.000Z');
+  });
+
+  test('the SPKI of a v1 certificate (no version) is found too: it is the attestation that is missing', () => {
+    failsWith(() => readRaTlsCertificate(certificate(FIELDS)), { code: 'NO_ATTESTATION' });
+    failsWith(() => readRaTlsCertificate(v3), { code: 'NO_ATTESTATION' });
+  });
+
+  test('a certificate without its SubjectPublicKeyInfo, or with a BIT STRING there, is malformed', () => {
+    const without = certificate([explicit(0, integer(2)), ...FIELDS.slice(0, 5)]);
+    failsWith(
+      () => readRaTlsCertificate(without),
+      malformed(/\(subjectPublicKeyInfo is missing\)/),
+    );
+    const bits = certificate([explicit(0, integer(2)), ...FIELDS.slice(0, 5), bitString(SPKI)]);
+    failsWith(() => readRaTlsCertificate(bits), malformed(/\(subjectPublicKeyInfo is missing\)/));
+  });
+
+  test('the outer structure: a SEQUENCE, a SEQUENCE tbsCertificate, nothing after it', () => {
+    const set = new Uint8Array(v3);
+    set[0] = 0x31;
+    failsWith(
+      () => readRaTlsCertificate(set),
+      malformed(/DER structure is invalid \(not a SEQUENCE\)/),
+    );
+    const tbsSet = sequence(
+      tlv(0x31, Buffer.concat(FIELDS)),
+      ecdsaWithSha256(),
+      bitString(Uint8Array.of(1)),
+    );
+    failsWith(
+      () => readRaTlsCertificate(tbsSet),
+      malformed(/DER structure is invalid \(tbsCertificate is not a SEQUENCE\)/),
+    );
+    failsWith(
+      () => readRaTlsCertificate(new Uint8Array([...v3, 0, 0])),
+      malformed(/DER structure is invalid \(2 bytes follow the certificate\)/),
+    );
+  });
+
+  test('size limits: 11 MiB of DER and twice that of PEM text, and not one byte more', () => {
+    const limit = 11 * 1024 * 1024;
+    const tooBig = new Uint8Array(limit + 1);
+    const message = new RegExp(`it is ${limit + 1} bytes, more than the ${limit}-byte limit`);
+    failsWith(() => readRaTlsCertificate(tooBig), malformed(message));
+    failsWith(() => readCertificateFacts(tooBig), malformed(message));
+    // At the limit the size is fine; the bytes are simply not a certificate.
+    failsWith(
+      () => readRaTlsCertificate(new Uint8Array(limit)),
+      malformed(/DER structure is invalid/),
+    );
+    failsWith(
+      () => readCertificateFacts(new Uint8Array(limit)),
+      malformed(/not a DER X\.509 certificate/),
+    );
+    failsWith(
+      () => readRaTlsCertificate('x'.repeat(limit * 2 + 1)),
+      malformed(/the PEM text is too large/),
+    );
+    failsWith(
+      () => readRaTlsCertificate('x'.repeat(limit * 2)),
+      malformed(/has no "-----BEGIN CERTIFICATE-----" block/),
+    );
   });
 });
