@@ -19,6 +19,7 @@ import {
   decodeVersionedAttestation,
   parseLegacyEventLog,
 } from '../src/evidence/versioned-attestation.js';
+import { encodeCertificate, encodeName } from '../src/testing/authority/certificate.js';
 import {
   bitString,
   ecdsaWithSha256,
@@ -696,5 +697,71 @@ describe('VersionedAttestation V1: the msgpack walk and each field rule', () => 
     const [parsed] = parseLegacyEventLog(entry({ imr: 0xffffffff, digest: '0A0b' }));
     assert.equal(parsed?.imr, 0xffffffff);
     assert.equal(toHex(parsed?.digest ?? new Uint8Array()), '0a0b');
+  });
+});
+
+describe('the extension OIDs are the ones dstack writes (docs/protocol.md §1), not whatever the builders share', () => {
+  // Literal OIDs: a test certificate built with the library's own constant would follow any
+  // change to it; a real dstack certificate would not.
+  const seed = new TextEncoder().encode('security-mutants-evidence oids');
+  const key = deriveP256Key(seed, 'leaf');
+  const name = encodeName([['CN', 'dstack app']]);
+  const leaf = (extensions: readonly [string, Uint8Array][]) =>
+    encodeCertificate(
+      {
+        serialNumber: Uint8Array.of(9),
+        issuer: name,
+        subject: name,
+        notBefore: new Date('2026-01-01T00:00:00Z'),
+        notAfter: new Date('2027-01-01T00:00:00Z'),
+        publicKey: key.publicKey,
+        subjectKeyId: key.keyId,
+        authorityKeyId: key.keyId,
+        ca: false,
+        crlUrl: 'https://kms.invalid/crl',
+        extraExtensions: extensions.map(([oid, value]) => ({
+          oid,
+          critical: false,
+          value: octetStringOf(value),
+        })),
+      },
+      key.privateKey,
+    );
+  const octetStringOf = (value: Uint8Array) => tlv(0x04, value);
+
+  test('1.3.6.1.4.1.62397.1.8 carries the VersionedAttestation', () => {
+    const attestation = fixture('dstack-attestation-v0/attestation.bin');
+    const certificate = readRaTlsCertificate(leaf([['1.3.6.1.4.1.62397.1.8', attestation]]));
+    assert.equal(certificate.attestation.format, 'versioned-v0');
+    assert.equal(toHex(certificate.attestation.quote), toHex(sample.quote));
+  });
+
+  test('1.3.6.1.4.1.62397.1.1 and .1.2 carry the legacy quote and JSON event log', () => {
+    const eventLog = JSON.stringify([
+      { imr: 3, event_type: 134217729, digest: '', event: 'app-id', event_payload: '0a0b' },
+    ]);
+    const certificate = readRaTlsCertificate(
+      leaf([
+        ['1.3.6.1.4.1.62397.1.1', sample.quote],
+        ['1.3.6.1.4.1.62397.1.2', new TextEncoder().encode(eventLog)],
+      ]),
+    );
+    assert.equal(certificate.attestation.format, 'legacy');
+    assert.deepEqual(
+      certificate.attestation.runtimeEvents.map((event) => [event.event, toHex(event.payload)]),
+      [['app-id', '0a0b']],
+    );
+    failsWith(() => readRaTlsCertificate(leaf([['1.3.6.1.4.1.62397.1.1', sample.quote]])), {
+      code: 'MALFORMED_ATTESTATION',
+      message:
+        /legacy quote \(1\.3\.6\.1\.4\.1\.62397\.1\.1\) but no event log \(1\.3\.6\.1\.4\.1\.62397\.1\.2\)/,
+    });
+  });
+
+  test('a certificate with none of them is NO_ATTESTATION, naming both OIDs', () => {
+    failsWith(() => readRaTlsCertificate(leaf([['1.3.6.1.4.1.62397.1.3', new Uint8Array(20)]])), {
+      code: 'NO_ATTESTATION',
+      message: /neither extension 1\.3\.6\.1\.4\.1\.62397\.1\.8 nor 1\.3\.6\.1\.4\.1\.62397\.1\.1/,
+    });
   });
 });
