@@ -226,7 +226,7 @@ describe('collateral: what normalizeCollateral accepts and what collateralWindow
       }
     }
     for (const field of ['root_ca_crl', 'pck_crl', 'qe_identity_signature'] as const) {
-      for (const value of ['', 'abc', 'zz', [], [256], [-1], [1.5], ['01'], 7]) {
+      for (const value of ['', 'abc', 'zz', [], [256], [1, 256], [-1], [1.5], ['01'], 7]) {
         assert.throws(
           () =>
             normalizeCollateral(
