@@ -349,6 +349,12 @@ describe('inspectKmsChain on hand-built chains: each rule on its own', () => {
     return sequence(tbs, ecdsaWithSha256(), bitString(sign('sha256', tbs, signer)));
   }
 
+  test('a refusal names the SPKI hash of the last certificate presented', () => {
+    const { leaf, appCa } = chain();
+    const facts = refusedBecause(inspectKmsChain(leaf, [appCa], NOW), /\[leaf, one CA\]/);
+    assert.equal(!facts.verified && facts.lastSpkiSha256, spkiSha256(appCaKey.publicKey));
+  });
+
   test('an app CA that is not a CA is refused, even though it signed the leaf', () => {
     const { leaf, root } = chain();
     const appCa = signerButNoCa(appCaSpec, rootKey.privateKey);
