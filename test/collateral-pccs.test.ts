@@ -5,6 +5,12 @@ import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { getCollateral, QuoteVerifier } from '@phala/dcap-qvl';
 import { isRaTlsError } from '../src/errors.js';
+import {
+  certificatePem,
+  encodeCertificate,
+  encodeName,
+} from '../src/testing/authority/certificate.js';
+import { deriveP256Key } from '../src/testing/authority/keys.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { startPccsServer } from '../src/testing/pccs-server.js';
 import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
@@ -418,5 +424,207 @@ describe('collateral cache with a test root of trust and an injected clock', () 
     const entry = await cache.get(pck, V4_NOW.getTime());
 
     assert.equal(entry.window.nextUpdate, Date.parse('2025-07-19T10:00:35Z'));
+  });
+});
+
+describe('PCCS client: Intel PCS, CRL encodings and answers it cannot use', () => {
+  const INTEL = 'https://api.trustedservices.intel.com';
+  // The Intel SGX Root CA names this CRL distribution point; Intel PCS has no /rootcacrl.
+  const ROOT_CRL_POINT = 'https://certificates.trustedservices.intel.com/IntelSGXRootCA.der';
+
+  /**
+   * A fetch that answers requests for `base` (and the root CRL distribution point) from the
+   * local PCCS server over real HTTP, unless `answer` replaces a reply; it records every URL.
+   */
+  async function forwarding(
+    base: string,
+    answer: (
+      path: string,
+      forwarded: () => Promise<Response>,
+    ) => Promise<Response | undefined> | undefined = () => undefined,
+  ) {
+    const { collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    const requested: string[] = [];
+    const fetchDouble = async (input: string | URL | Request, init?: RequestInit) => {
+      const url = String(input);
+      requested.push(url);
+      const path =
+        url === ROOT_CRL_POINT ? '/sgx/certification/v4/rootcacrl' : url.slice(base.length);
+      const forwarded = () => fetch(`${pccs.url}${path}`, init);
+      return (await answer(path, forwarded)) ?? forwarded();
+    };
+    return { requested, fetch: fetchDouble as typeof fetch, collateral };
+  }
+  const pck = () => readPckInfo(fixture('intel-tdx-v4').quote);
+  const unavailable = (message: RegExp) => (error: unknown) => {
+    assert.ok(isRaTlsError(error, 'COLLATERAL_UNAVAILABLE'), String(error));
+    assert.match(error.message, message);
+    return true;
+  };
+  const withBody = (response: Response, body: string) =>
+    new Response(body, { status: response.status, headers: response.headers });
+
+  it('from Intel PCS the root CA CRL comes from the root certificate’s distribution point', async () => {
+    const double = await forwarding(INTEL);
+    const client = new PccsClient({ url: `${INTEL}/tdx/certification/v4/`, fetch: double.fetch });
+    assert.equal(client.url, INTEL);
+
+    assert.deepEqual(await client.fetchCollateral(pck()), normalizeCollateral(double.collateral));
+    assert.ok(double.requested.includes(ROOT_CRL_POINT), double.requested.join(' '));
+    assert.ok(!double.requested.some((url) => url.endsWith('/rootcacrl')));
+  });
+
+  it('a PCCS without /rootcacrl (404) falls back to the distribution point', async () => {
+    const base = 'https://pccs.example';
+    const double = await forwarding(base, (path, forwarded) =>
+      path === '/sgx/certification/v4/rootcacrl' && !double.requested.includes(ROOT_CRL_POINT)
+        ? Promise.resolve(new Response('not here', { status: 404 }))
+        : forwarded(),
+    );
+    const client = new PccsClient({ url: base, fetch: double.fetch });
+    assert.deepEqual(await client.fetchCollateral(pck()), normalizeCollateral(double.collateral));
+    assert.deepEqual(
+      double.requested.filter((url) => /rootcacrl|IntelSGXRootCA/.test(url)),
+      [`${base}/sgx/certification/v4/rootcacrl`, ROOT_CRL_POINT],
+    );
+  });
+
+  it('a root CA CRL nobody serves, from a root that names no https distribution point, is unavailable', async () => {
+    const key = deriveP256Key(new TextEncoder().encode('pccs-no-crl-point'), 'root');
+    const name = encodeName([['CN', 'Root without an https CRL point']]);
+    const root = encodeCertificate(
+      {
+        serialNumber: Uint8Array.of(1),
+        issuer: name,
+        subject: name,
+        notBefore: new Date('2020-01-01T00:00:00Z'),
+        notAfter: new Date('2040-01-01T00:00:00Z'),
+        publicKey: key.publicKey,
+        subjectKeyId: key.keyId,
+        authorityKeyId: key.keyId,
+        ca: true,
+        crlUrl: 'http://crl.example/root.crl',
+      },
+      key.privateKey,
+    );
+    const base = 'https://pccs.example';
+    const double = await forwarding(base, async (path, forwarded) => {
+      if (path === '/sgx/certification/v4/rootcacrl') return new Response('', { status: 404 });
+      if (!path.startsWith('/tdx/certification/v4/qe/identity')) return undefined;
+      const response = await forwarded();
+      const headers = new Headers(response.headers);
+      headers.set('SGX-Enclave-Identity-Issuer-Chain', encodeURIComponent(certificatePem(root)));
+      return new Response(await response.arrayBuffer(), { status: 200, headers });
+    });
+    await assert.rejects(
+      new PccsClient({ url: base, fetch: double.fetch }).fetchCollateral(pck()),
+      (error: unknown) => {
+        unavailable(
+          /^The PCCS at https:\/\/pccs\.example serves no root CA CRL and the root certificate names no CRL distribution point$/,
+        )(error);
+        assert.deepEqual((error as { details?: unknown }).details, { pccsUrl: base });
+        return true;
+      },
+    );
+    assert.ok(!double.requested.some((url) => url.startsWith('http://crl.example')));
+  });
+
+  it('reads a CRL sent as DER, PEM or hex text, and refuses anything else', async () => {
+    const { collateral } = fixture('intel-tdx-v4');
+    const der = Buffer.from(collateral.pck_crl as string, 'hex');
+    const pem = `-----BEGIN X509 CRL-----\n${der.toString('base64')}\n-----END X509 CRL-----\n`;
+    for (const body of [pem, ` ${der.toString('hex').toUpperCase()}\n`]) {
+      const double = await forwarding(INTEL, async (path, forwarded) =>
+        path.startsWith('/sgx/certification/v4/pckcrl')
+          ? withBody(await forwarded(), body)
+          : undefined,
+      );
+      const fetched = await new PccsClient({ url: INTEL, fetch: double.fetch }).fetchCollateral(
+        pck(),
+      );
+      assert.equal(fetched.pck_crl, der.toString('hex'));
+    }
+    for (const body of ['', 'not a crl', 'abc']) {
+      const double = await forwarding(INTEL, async (path, forwarded) =>
+        path.startsWith('/sgx/certification/v4/pckcrl')
+          ? withBody(await forwarded(), body)
+          : undefined,
+      );
+      await assert.rejects(
+        new PccsClient({ url: INTEL, fetch: double.fetch }).fetchCollateral(pck()),
+        unavailable(
+          /^The PCCS at https:\/\/api\.trustedservices\.intel\.com returned unusable collateral for FMSPC B0C06F000000: .*pckcrl.* did not return a CRL \(DER, PEM or hex\)/,
+        ),
+      );
+    }
+  });
+
+  it('takes the TCB info issuer chain under its older header name too', async () => {
+    const double = await forwarding(INTEL, async (path, forwarded) => {
+      if (!path.startsWith('/tdx/certification/v4/tcb')) return undefined;
+      const response = await forwarded();
+      const headers = new Headers(response.headers);
+      headers.set('SGX-TCB-Info-Issuer-Chain', headers.get('TCB-Info-Issuer-Chain') ?? '');
+      headers.delete('TCB-Info-Issuer-Chain');
+      return new Response(await response.arrayBuffer(), { status: 200, headers });
+    });
+    const fetched = await new PccsClient({ url: INTEL, fetch: double.fetch }).fetchCollateral(
+      pck(),
+    );
+    assert.equal(fetched.tcb_info_issuer_chain, double.collateral.tcb_info_issuer_chain);
+  });
+
+  it('takes the exact text of the signed member wherever it stands in the body', async () => {
+    const { collateral } = fixture('intel-tdx-v4');
+    const tcbInfo = collateral.tcb_info;
+    const bodies = [
+      // Signature first, spaces around the colon, a nested "tcbInfo" key in an earlier member,
+      // and strings holding braces, brackets, commas and escaped quotes.
+      `{ "signature" : "${collateral.tcb_info_signature}", "note": {"tcbInfo": [1, "}\\"],{"]}, "tcbInfo" : ${tcbInfo} }`,
+      `{"tcbInfo":${tcbInfo},"signature":"${collateral.tcb_info_signature}"}`,
+    ];
+    for (const body of bodies) {
+      const double = await forwarding(INTEL, async (path, forwarded) =>
+        path.startsWith('/tdx/certification/v4/tcb')
+          ? withBody(await forwarded(), body)
+          : undefined,
+      );
+      const fetched = await new PccsClient({ url: INTEL, fetch: double.fetch }).fetchCollateral(
+        pck(),
+      );
+      assert.equal(fetched.tcb_info, tcbInfo);
+    }
+    for (const body of [
+      `{"tcbInfo":${tcbInfo}}`,
+      `{"tcbInfo":"text","signature":"00"}`,
+      `{"tcbinfo":${tcbInfo},"signature":"00"}`,
+    ]) {
+      const double = await forwarding(INTEL, async (path, forwarded) =>
+        path.startsWith('/tdx/certification/v4/tcb')
+          ? withBody(await forwarded(), body)
+          : undefined,
+      );
+      await assert.rejects(
+        new PccsClient({ url: INTEL, fetch: double.fetch }).fetchCollateral(pck()),
+        unavailable(/did not return \{"tcbInfo": \.\.\., "signature": \.\.\.\}/),
+      );
+    }
+  });
+
+  it('refuses a PCCS URL that is not http(s)', () => {
+    for (const url of ['not a url', 'ftp://pccs.example', 'file:///etc/passwd']) {
+      assert.throws(
+        () => new PccsClient({ url }),
+        (error: unknown) =>
+          isRaTlsError(error, 'BAD_CONFIG') &&
+          error.message === `pccsUrl must be an http(s) URL, got ${JSON.stringify(url)}` &&
+          (error.details as { option?: string }).option === 'pccsUrl',
+      );
+    }
+    assert.equal(
+      new PccsClient({ url: 'http://pccs.example//sgx/certification/v4' }).url,
+      'http://pccs.example/',
+    );
   });
 });

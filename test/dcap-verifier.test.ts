@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { describe, it } from 'node:test';
-import { isRaTlsError } from '../src/errors.js';
+import { describe, it, mock, type TestContext } from 'node:test';
+import { isRaTlsError, RaTlsError } from '../src/errors.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
 import {
@@ -9,6 +10,7 @@ import {
   type EngineChoice,
   verifyWithCollateral,
 } from '../src/verification/dcap-verifier.js';
+import { ThreadedEngine } from '../src/verification/engines/engine-worker.js';
 import { WasmEngine } from '../src/verification/engines/wasm-engine.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);
@@ -413,5 +415,161 @@ describe('DcapVerifier with a test root of trust (JS engine)', () => {
       }),
       (error: unknown) => isRaTlsError(error),
     );
+  });
+});
+
+describe('DcapVerifier: the quote header, a PEM root and one-sided engine verdicts', () => {
+  const { quote, collateral } = fixture('intel-tdx-v4');
+  const edited = (edit: (view: DataView) => void) => {
+    const copy = quote.slice();
+    edit(new DataView(copy.buffer));
+    return copy;
+  };
+  const verifyJs = (bytes: Uint8Array) =>
+    verifyWithCollateral(bytes, collateral, V4_NOW, { engine: 'js' });
+  const refusedWith =
+    (code: string, message: RegExp, details?: Record<string, unknown>) =>
+    (error: unknown): boolean => {
+      rejectsWith(code, message)(error);
+      if (details !== undefined)
+        assert.deepEqual((error as { details?: unknown }).details, details);
+      return true;
+    };
+
+  it('refuses a quote shorter than the 48-byte header before any engine runs', async () => {
+    await assert.rejects(
+      verifyJs(quote.subarray(0, 47)),
+      refusedWith(
+        'MALFORMED_QUOTE',
+        /The quote is 47 bytes, shorter than a DCAP quote header \(48\)/,
+      ),
+    );
+    await assert.rejects(
+      verifyJs('not bytes' as unknown as Uint8Array),
+      refusedWith('MALFORMED_QUOTE', /The quote is 0 bytes, shorter than a DCAP quote header/),
+    );
+    // A whole header is enough for the header check: what fails then is the body.
+    await assert.rejects(verifyJs(quote.subarray(0, 48)), (error: unknown) => {
+      rejectsWith('MALFORMED_QUOTE')(error);
+      assert.doesNotMatch((error as Error).message, /shorter than a DCAP quote header/);
+      return true;
+    });
+  });
+
+  it('refuses other TEE types as NOT_TDX, naming SGX, and TDX versions other than 4 and 5', async () => {
+    await assert.rejects(
+      verifyJs(edited((view) => view.setUint32(4, 0, true))),
+      refusedWith('NOT_TDX', /TEE type is 0x0 \(an SGX enclave\), not 0x81/, {
+        teeType: 0,
+        version: 4,
+      }),
+    );
+    await assert.rejects(
+      verifyJs(edited((view) => view.setUint32(4, 0x12, true))),
+      (error: unknown) => {
+        refusedWith('NOT_TDX', /TEE type is 0x12, not 0x81/, { teeType: 0x12, version: 4 })(error);
+        assert.doesNotMatch((error as Error).message, /SGX/);
+        return true;
+      },
+    );
+    for (const version of [3, 6]) {
+      await assert.rejects(
+        verifyJs(edited((view) => view.setUint16(0, version, true))),
+        refusedWith(
+          'MALFORMED_QUOTE',
+          new RegExp(`TDX quotes have version 4 or 5, this one says ${version}`),
+          {
+            version,
+          },
+        ),
+      );
+    }
+  });
+
+  it('takes a test root as the text of one PEM certificate, and warns with its fingerprint', async () => {
+    const authority = await createTestAuthority({ seed: 'dcap-verifier-pem-root' });
+    const warnings: string[] = [];
+    const verifier = new DcapVerifier({
+      engine: 'js',
+      rootCa: authority.rootCaPem,
+      collateral: authority.collateral(),
+      logger: (message) => warnings.push(message),
+    });
+    try {
+      const result = await verifier.verify(authority.issueQuote());
+      assert.equal(result.testRoot, true);
+      const fingerprint = new X509Certificate(authority.rootCaDer).fingerprint256;
+      assert.equal(warnings.length, 1);
+      assert.ok(warnings[0]!.includes(fingerprint), warnings[0]);
+    } finally {
+      verifier.close();
+    }
+    for (const rootCa of [
+      authority.rootCaPem + authority.rootCaPem,
+      '-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n',
+      'no certificate here',
+    ]) {
+      assert.throws(
+        () => new DcapVerifier({ engine: 'js', rootCa, logger: () => {} }),
+        refusedWith('BAD_CONFIG', /exactly one PEM certificate/, { option: 'rootCa' }),
+      );
+    }
+  });
+
+  describe('one engine accepts, the other rejects: the rejection stands', () => {
+    const refusal = new RaTlsError('QUOTE_INVALID', 'the engine refused the TCB');
+    const oneSided = (
+      t: TestContext,
+      rejecting: 'wasm' | 'js' | 'both',
+      reason: unknown = refusal,
+    ) => {
+      const original = ThreadedEngine.prototype.verify;
+      t.after(() => mock.restoreAll());
+      mock.method(
+        ThreadedEngine.prototype,
+        'verify',
+        async function (this: ThreadedEngine, ...args: Parameters<ThreadedEngine['verify']>) {
+          const verdict = await original.apply(this, args);
+          if (rejecting === 'both' || this.name === rejecting) throw reason;
+          return verdict;
+        },
+      );
+    };
+    const both = () => verifyWithCollateral(quote, collateral, V4_NOW, { engine: 'both' });
+
+    it('WASM rejects, JS accepts', async (t) => {
+      oneSided(t, 'wasm');
+      await assert.rejects(both(), (error: unknown) => {
+        rejectsWith(
+          'QUOTE_INVALID',
+          /^the engine refused the TCB; the JS engine accepted it, but both engines must accept$/,
+        )(error);
+        assert.deepEqual((error as RaTlsError).details, { otherEngine: 'accepted' });
+        assert.equal((error as RaTlsError).cause, refusal);
+        return true;
+      });
+    });
+
+    it('JS rejects, WASM accepts', async (t) => {
+      oneSided(t, 'js');
+      await assert.rejects(
+        both(),
+        rejectsWith(
+          'QUOTE_INVALID',
+          /; the WASM engine accepted it, but both engines must accept$/,
+        ),
+      );
+    });
+
+    it('both reject: the JS reason, without a note', async (t) => {
+      oneSided(t, 'both');
+      await assert.rejects(both(), (error: unknown) => error === refusal);
+    });
+
+    it('an error that is no RaTlsError is passed on as it is', async (t) => {
+      const crash = new TypeError('engine crashed');
+      oneSided(t, 'wasm', crash);
+      await assert.rejects(both(), (error: unknown) => error === crash);
+    });
   });
 });

@@ -7,14 +7,30 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
+import { encode as encodeMsgpack } from '@msgpack/msgpack';
 import { isRaTlsError } from '../src/errors.js';
 import { checkBinding, expectedReportData } from '../src/evidence/binding.js';
-import { readRaTlsCertificate } from '../src/evidence/certificate.js';
+import { readCertificateFacts, readRaTlsCertificate } from '../src/evidence/certificate.js';
 import { parseQuote, quoteReportDataOffset } from '../src/evidence/quote.js';
 import { replayRtmr3, verifyAppIdentity } from '../src/evidence/rtmr3.js';
 import { ScaleReader } from '../src/evidence/scale-reader.js';
 import type { RuntimeEvent } from '../src/evidence/types.js';
-import { decodeVersionedAttestation } from '../src/evidence/versioned-attestation.js';
+import {
+  decodeVersionedAttestation,
+  parseLegacyEventLog,
+} from '../src/evidence/versioned-attestation.js';
+import { encodeCertificate, encodeName } from '../src/testing/authority/certificate.js';
+import {
+  bitString,
+  ecdsaWithSha256,
+  explicit,
+  integer,
+  objectIdentifier,
+  sequence,
+  time,
+  tlv,
+} from '../src/testing/authority/der.js';
+import { deriveP256Key } from '../src/testing/authority/keys.js';
 import {
   createRaTlsCertificate,
   generateRaTlsKeyPair,
@@ -378,6 +394,374 @@ describe('binding: details an operator can act on', () => {
         `^The attestation envelope's report_data ${toHex(other)} differs from the quote's ${toHex(expected)}`,
       ),
       details: { fingerprint: certificate.fingerprint },
+    });
+  });
+});
+
+describe('certificate: size limits, DER structure and the facts shown of any certificate', () => {
+  const seed = new TextEncoder().encode('security-mutants-evidence certificate');
+  const key = deriveP256Key(seed, 'leaf');
+  const attribute = (oid: string, value: string) =>
+    sequence(objectIdentifier(oid), tlv(0x0c, new TextEncoder().encode(value)));
+  const SUBJECT = sequence(
+    tlv(0x31, attribute('2.5.4.6', 'US')),
+    tlv(0x31, attribute('2.5.4.8', 'CA')),
+    tlv(0x31, attribute('2.5.4.7', 'SF')),
+    tlv(0x31, attribute('2.5.4.10', 'Org')),
+    tlv(0x31, attribute('2.5.4.11', 'Unit')),
+    tlv(0x31, attribute('0.9.2342.19200300.100.1.25', 'example')),
+    tlv(0x31, Buffer.concat([attribute('2.5.4.3', 'db'), attribute('2.5.4.5', 'SN1')])),
+  );
+  const VALIDITY = sequence(
+    time(new Date('2026-01-02T03:04:05Z')),
+    time(new Date('2027-01-02T03:04:05Z')),
+  );
+  const SPKI = new Uint8Array(key.publicKey.export({ type: 'spki', format: 'der' }));
+  const ISSUER = sequence(tlv(0x31, attribute('2.5.4.3', 'issuer')));
+  // tbsCertificate fields after the optional version; signatures are not this reader's job.
+  const FIELDS = [integer(7), ecdsaWithSha256(), ISSUER, VALIDITY, SUBJECT, SPKI];
+  const certificate = (fields: Uint8Array[]) =>
+    sequence(sequence(...fields), ecdsaWithSha256(), bitString(Uint8Array.of(1, 2, 3)));
+  const v3 = certificate([explicit(0, integer(2)), ...FIELDS]);
+  const malformed = (message: RegExp): Expected => ({ code: 'MALFORMED_CERTIFICATE', message });
+
+  test('readCertificateFacts shows every name attribute, in order, and the validity', () => {
+    const facts = readCertificateFacts(v3);
+    assert.equal(facts.subject, 'C=US, ST=CA, L=SF, O=Org, OU=Unit, DC=example, CN=db+2.5.4.5=SN1');
+    assert.equal(facts.notBefore.toISOString(), '2026-01-02T03:04:05.000Z');
+    assert.equal(facts.notAfter.toISOString(), '2027-01-02T03:04:05.000Z');
+  });
+
+  test('the SPKI of a v1 certificate (no version) is found too: it is the attestation that is missing', () => {
+    failsWith(() => readRaTlsCertificate(certificate(FIELDS)), { code: 'NO_ATTESTATION' });
+    failsWith(() => readRaTlsCertificate(v3), { code: 'NO_ATTESTATION' });
+  });
+
+  test('a certificate without its SubjectPublicKeyInfo, or with a BIT STRING there, is malformed', () => {
+    const without = certificate([explicit(0, integer(2)), ...FIELDS.slice(0, 5)]);
+    failsWith(
+      () => readRaTlsCertificate(without),
+      malformed(/\(subjectPublicKeyInfo is missing\)/),
+    );
+    const bits = certificate([explicit(0, integer(2)), ...FIELDS.slice(0, 5), bitString(SPKI)]);
+    failsWith(() => readRaTlsCertificate(bits), malformed(/\(subjectPublicKeyInfo is missing\)/));
+  });
+
+  test('the outer structure: a SEQUENCE, a SEQUENCE tbsCertificate, nothing after it', () => {
+    const set = new Uint8Array(v3);
+    set[0] = 0x31;
+    failsWith(
+      () => readRaTlsCertificate(set),
+      malformed(/DER structure is invalid \(not a SEQUENCE\)/),
+    );
+    const tbsSet = sequence(
+      tlv(0x31, Buffer.concat(FIELDS)),
+      ecdsaWithSha256(),
+      bitString(Uint8Array.of(1)),
+    );
+    failsWith(
+      () => readRaTlsCertificate(tbsSet),
+      malformed(/DER structure is invalid \(tbsCertificate is not a SEQUENCE\)/),
+    );
+    failsWith(
+      () => readRaTlsCertificate(new Uint8Array([...v3, 0, 0])),
+      malformed(/DER structure is invalid \(2 bytes follow the certificate\)/),
+    );
+  });
+
+  test('size limits: 11 MiB of DER and twice that of PEM text, and not one byte more', () => {
+    const limit = 11 * 1024 * 1024;
+    const tooBig = new Uint8Array(limit + 1);
+    const message = new RegExp(`it is ${limit + 1} bytes, more than the ${limit}-byte limit`);
+    failsWith(() => readRaTlsCertificate(tooBig), malformed(message));
+    failsWith(() => readCertificateFacts(tooBig), malformed(message));
+    // At the limit the size is fine; the bytes are simply not a certificate.
+    failsWith(
+      () => readRaTlsCertificate(new Uint8Array(limit)),
+      malformed(/DER structure is invalid/),
+    );
+    failsWith(
+      () => readCertificateFacts(new Uint8Array(limit)),
+      malformed(/not a DER X\.509 certificate/),
+    );
+    failsWith(
+      () => readRaTlsCertificate('x'.repeat(limit * 2 + 1)),
+      malformed(/the PEM text is too large/),
+    );
+    failsWith(
+      () => readRaTlsCertificate('x'.repeat(limit * 2)),
+      malformed(/has no "-----BEGIN CERTIFICATE-----" block/),
+    );
+  });
+});
+
+describe('VersionedAttestation V1: the msgpack walk and each field rule', () => {
+  const cat = (...parts: ArrayLike<number>[]) =>
+    new Uint8Array(parts.flatMap((part) => Array.from(part)));
+  const platform = { kind: 'tdx', data: { quote: new Uint8Array(8).fill(1), event_log: [] } };
+  const stack = {
+    kind: 'dstack',
+    data: { report_data: new Uint8Array(64), runtime_events: [], config: '' },
+  };
+  /** The top-level map {version, platform, stack} plus the raw entries given. */
+  const envelope = (...extra: number[][]) =>
+    cat(
+      [0x80 | (3 + extra.length)],
+      encodeMsgpack('version'),
+      encodeMsgpack(1),
+      encodeMsgpack('platform'),
+      encodeMsgpack(platform),
+      encodeMsgpack('stack'),
+      encodeMsgpack(stack),
+      ...extra,
+    );
+  const X = encodeMsgpack('x');
+  const malformedWith = (message: RegExp): Expected => ({ code: 'MALFORMED_ATTESTATION', message });
+  const abc = [0x61, 0x62, 0x63];
+
+  // After a value of each msgpack type the walk must land exactly on the next key to see the
+  // repeated "x"; a wrong length lands elsewhere and misses it (or cannot walk on).
+  const VALUES: ReadonlyArray<readonly [string, number[]]> = [
+    ['positive fixint', [0x05]],
+    ['negative fixint', [0xe0]],
+    ['nil', [0xc0]],
+    ['false', [0xc2]],
+    ['true', [0xc3]],
+    ['fixstr', [0xa3, ...abc]],
+    ['str 8', [0xd9, 3, ...abc]],
+    ['str 16', [0xda, 0, 3, ...abc]],
+    ['str 32', [0xdb, 0, 0, 0, 3, ...abc]],
+    ['bin 8', [0xc4, 2, 1, 2]],
+    ['bin 16', [0xc5, 0, 2, 1, 2]],
+    ['bin 32', [0xc6, 0, 0, 0, 2, 1, 2]],
+    ['float 32', [0xca, 0x3f, 0x80, 0, 0]],
+    ['float 64', [0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0]],
+    ['uint 8', [0xcc, 0xff]],
+    ['uint 16', [0xcd, 0xff, 0xff]],
+    ['uint 32', [0xce, 0xff, 0xff, 0xff, 0xff]],
+    ['uint 64', [0xcf, 0, 0, 0, 0, 0, 0, 0, 1]],
+    ['int 8', [0xd0, 0x80]],
+    ['int 16', [0xd1, 0x80, 0]],
+    ['int 32', [0xd2, 0x80, 0, 0, 0]],
+    ['int 64', [0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]],
+    ['fixarray', [0x92, 0x01, 0xa1, 0x78]],
+    ['array 16', [0xdc, 0, 2, 0x01, 0xa1, 0x78]],
+    ['array 32', [0xdd, 0, 0, 0, 2, 0x01, 0xa1, 0x78]],
+    ['fixmap', [0x81, 0xa1, 0x78, 0x01]],
+    ['map 16', [0xde, 0, 1, 0xa1, 0x78, 0x01]],
+    ['map 32', [0xdf, 0, 0, 0, 1, 0xa1, 0x78, 0x01]],
+  ];
+  for (const [type, value] of VALUES) {
+    test(`after a ${type} value the walk finds the repeated key`, () => {
+      // Unique keys: the value is walked over and the envelope decodes.
+      assert.equal(decodeVersionedAttestation(envelope([...X, ...value])).format, 'versioned-v1');
+      failsWith(
+        () => decodeVersionedAttestation(envelope([...X, ...value], [...X, 0x00])),
+        malformedWith(/repeats the map key "x"/),
+      );
+    });
+  }
+
+  test('a repeated key is named whatever its string width, and in hex when not a string', () => {
+    const keys: ReadonlyArray<readonly [number[], string]> = [
+      [[0xd9, 1, 0x79], '"y"'],
+      [[0xda, 0, 1, 0x79], '"y"'],
+      [[0xdb, 0, 0, 0, 1, 0x79], '"y"'],
+      [[0x07], '"0x07"'],
+    ];
+    for (const [key, named] of keys) {
+      failsWith(
+        () => decodeVersionedAttestation(envelope([...key, 0x01], [...key, 0x02])),
+        malformedWith(new RegExp(`repeats the map key ${named.replace(/"/g, '\\"')}`)),
+      );
+    }
+  });
+
+  test('msgpack extensions are refused by the decoder; nesting is walked to depth 32 and no deeper', () => {
+    failsWith(
+      () => decodeVersionedAttestation(envelope([...X, 0xd4, 1, 0])),
+      malformedWith(/the V1 msgpack does not decode/),
+    );
+    const nested = (depth: number) => [...Array(depth).fill(0x91), 0x00];
+    // The value of "x" sits at depth 1; each array adds one.
+    assert.equal(
+      decodeVersionedAttestation(envelope([...X, ...nested(31)])).format,
+      'versioned-v1',
+    );
+    failsWith(
+      () => decodeVersionedAttestation(envelope([...X, ...nested(32)])),
+      malformedWith(/the V1 msgpack cannot be walked/),
+    );
+  });
+
+  test('an empty extension is malformed, not an unknown version', () => {
+    failsWith(
+      () => decodeVersionedAttestation(new Uint8Array()),
+      malformedWith(/the attestation extension is empty/),
+    );
+  });
+
+  const v1 = (data: { platform?: unknown; stack?: unknown }) =>
+    decodeVersionedAttestation(
+      encodeMsgpack({
+        version: 1,
+        platform: 'platform' in data ? data.platform : platform,
+        stack: 'stack' in data ? data.stack : stack,
+      }),
+    );
+  const event = (fields: Record<string, unknown>) => ({
+    imr: 3,
+    event_type: 1,
+    digest: [1, 2],
+    event: 'app-id',
+    event_payload: [3],
+    ...fields,
+  });
+  const withEvent = (fields: Record<string, unknown>) =>
+    v1({ platform: { kind: 'tdx', data: { ...platform.data, event_log: [event(fields)] } } });
+
+  test('an event without a digest has an empty one; u32 fields take 0..0xffffffff', () => {
+    const { digest: _, ...noDigest } = event({ imr: 0xffffffff, event_type: 0 });
+    const [entry] = v1({
+      platform: { kind: 'tdx', data: { ...platform.data, event_log: [noDigest] } },
+    }).eventLog;
+    assert.equal(entry?.digest.byteLength, 0);
+    assert.equal(entry?.imr, 0xffffffff);
+    for (const imr of [-1, 0x100000000, 1.5, '3']) {
+      failsWith(
+        () => withEvent({ imr }),
+        malformedWith(/V1 field platform\.data\.event_log\[0\]\.imr is not a u32/),
+      );
+    }
+  });
+
+  test('each V1 field of the wrong kind is refused naming the field', () => {
+    const cases: ReadonlyArray<readonly [() => unknown, RegExp]> = [
+      [() => v1({ platform: [platform] }), /V1 field platform is not a map/],
+      [() => v1({ platform: new Uint8Array(2) }), /V1 field platform is not a map/],
+      [() => v1({ platform: null }), /V1 field platform is not a map/],
+      [
+        () => v1({ platform: { kind: 7, data: platform.data } }),
+        /V1 field platform\.kind is not a string/,
+      ],
+      [
+        () => v1({ platform: { kind: 'tdx', data: { ...platform.data, event_log: {} } } }),
+        /V1 field platform\.data\.event_log is not an array/,
+      ],
+      [
+        () => v1({ platform: { kind: 'tdx', data: { ...platform.data, quote: 'AAAA' } } }),
+        /V1 field platform\.data\.quote is not bytes/,
+      ],
+      [() => withEvent({ digest: [256] }), /event_log\[0\]\.digest is not a byte array/],
+      [() => withEvent({ digest: [-1] }), /event_log\[0\]\.digest is not a byte array/],
+      [() => withEvent({ digest: [0.5] }), /event_log\[0\]\.digest is not a byte array/],
+      [() => withEvent({ event: null }), /event_log\[0\]\.event is not a string/],
+    ];
+    for (const [run, message] of cases) failsWith(run, malformedWith(message));
+    // Bytes at the edges of a byte array are fine.
+    assert.deepEqual(
+      Array.from(withEvent({ digest: [0, 255] }).eventLog[0]?.digest ?? []),
+      [0, 255],
+    );
+  });
+
+  test('the legacy JSON event log: its size limit, u32 event types and hex fields', () => {
+    const entry = (fields: Record<string, unknown>) =>
+      JSON.stringify([{ imr: 3, event_type: 1, event: '', event_payload: '', ...fields }]);
+    const eventLog = (message: RegExp): Expected => ({ code: 'MALFORMED_EVENT_LOG', message });
+    failsWith(
+      () => parseLegacyEventLog(' '.repeat(10 * 1024 * 1024 + 1)),
+      eventLog(/it is 10485761 bytes, more than the 10485760-byte limit/),
+    );
+    // At the limit the size is fine; blank text is simply not JSON.
+    failsWith(
+      () => parseLegacyEventLog(' '.repeat(10 * 1024 * 1024)),
+      eventLog(/it is not valid UTF-8 JSON/),
+    );
+    failsWith(
+      () => parseLegacyEventLog(new Uint8Array(10 * 1024 * 1024 + 1)),
+      eventLog(/it is 10485761 bytes, more than the 10485760-byte limit/),
+    );
+    failsWith(
+      () => parseLegacyEventLog(entry({ event_type: -1 })),
+      eventLog(/entry 0\.event_type is not a u32/),
+    );
+    failsWith(
+      () => parseLegacyEventLog(entry({ event_payload: 5 })),
+      eventLog(/entry 0 has a non-string hex field/),
+    );
+    failsWith(
+      () => parseLegacyEventLog(entry({ digest: 'zz' })),
+      eventLog(/entry 0 has a field that is not hex/),
+    );
+    const [parsed] = parseLegacyEventLog(entry({ imr: 0xffffffff, digest: '0A0b' }));
+    assert.equal(parsed?.imr, 0xffffffff);
+    assert.equal(toHex(parsed?.digest ?? new Uint8Array()), '0a0b');
+  });
+});
+
+describe('the extension OIDs are the ones dstack writes (docs/protocol.md §1), not whatever the builders share', () => {
+  // Literal OIDs: a test certificate built with the library's own constant would follow any
+  // change to it; a real dstack certificate would not.
+  const seed = new TextEncoder().encode('security-mutants-evidence oids');
+  const key = deriveP256Key(seed, 'leaf');
+  const name = encodeName([['CN', 'dstack app']]);
+  const leaf = (extensions: readonly [string, Uint8Array][]) =>
+    encodeCertificate(
+      {
+        serialNumber: Uint8Array.of(9),
+        issuer: name,
+        subject: name,
+        notBefore: new Date('2026-01-01T00:00:00Z'),
+        notAfter: new Date('2027-01-01T00:00:00Z'),
+        publicKey: key.publicKey,
+        subjectKeyId: key.keyId,
+        authorityKeyId: key.keyId,
+        ca: false,
+        crlUrl: 'https://kms.invalid/crl',
+        extraExtensions: extensions.map(([oid, value]) => ({
+          oid,
+          critical: false,
+          value: octetStringOf(value),
+        })),
+      },
+      key.privateKey,
+    );
+  const octetStringOf = (value: Uint8Array) => tlv(0x04, value);
+
+  test('1.3.6.1.4.1.62397.1.8 carries the VersionedAttestation', () => {
+    const attestation = fixture('dstack-attestation-v0/attestation.bin');
+    const certificate = readRaTlsCertificate(leaf([['1.3.6.1.4.1.62397.1.8', attestation]]));
+    assert.equal(certificate.attestation.format, 'versioned-v0');
+    assert.equal(toHex(certificate.attestation.quote), toHex(sample.quote));
+  });
+
+  test('1.3.6.1.4.1.62397.1.1 and .1.2 carry the legacy quote and JSON event log', () => {
+    const eventLog = JSON.stringify([
+      { imr: 3, event_type: 134217729, digest: '', event: 'app-id', event_payload: '0a0b' },
+    ]);
+    const certificate = readRaTlsCertificate(
+      leaf([
+        ['1.3.6.1.4.1.62397.1.1', sample.quote],
+        ['1.3.6.1.4.1.62397.1.2', new TextEncoder().encode(eventLog)],
+      ]),
+    );
+    assert.equal(certificate.attestation.format, 'legacy');
+    assert.deepEqual(
+      certificate.attestation.runtimeEvents.map((event) => [event.event, toHex(event.payload)]),
+      [['app-id', '0a0b']],
+    );
+    failsWith(() => readRaTlsCertificate(leaf([['1.3.6.1.4.1.62397.1.1', sample.quote]])), {
+      code: 'MALFORMED_ATTESTATION',
+      message:
+        /legacy quote \(1\.3\.6\.1\.4\.1\.62397\.1\.1\) but no event log \(1\.3\.6\.1\.4\.1\.62397\.1\.2\)/,
+    });
+  });
+
+  test('a certificate with none of them is NO_ATTESTATION, naming both OIDs', () => {
+    failsWith(() => readRaTlsCertificate(leaf([['1.3.6.1.4.1.62397.1.3', new Uint8Array(20)]])), {
+      code: 'NO_ATTESTATION',
+      message: /neither extension 1\.3\.6\.1\.4\.1\.62397\.1\.8 nor 1\.3\.6\.1\.4\.1\.62397\.1\.1/,
     });
   });
 });

@@ -3,13 +3,27 @@
  * their exact edges (issue 10, mutation testing): the clock-skew boundaries of
  * exp, nbf and iat, which algorithms and keys can ever verify, and what a
  * malformed token is refused as. jose does the signature and time checks; these
- * tests hold whatever does them to the same edges. Pure: real RSA and EC keys,
- * no I/O.
+ * tests hold whatever does them to the same edges. Also the collateral shape
+ * and validity window (collateral.ts) at each of their rules. Pure: real RSA and
+ * EC keys, the Intel v4 fixture collateral, no network.
  */
 import assert from 'node:assert/strict';
 import { constants, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { isRaTlsError } from '../src/errors.js';
+import {
+  bitString,
+  ecdsaWithSha256,
+  integer,
+  sequence,
+  time,
+} from '../src/testing/authority/der.js';
+import {
+  type Collateral,
+  collateralWindow,
+  normalizeCollateral,
+} from '../src/verification/collateral.js';
 import {
   localTokenKeys,
   MAX_TOKEN_LENGTH,
@@ -156,5 +170,187 @@ describe('malformed and foreign tokens', () => {
     await refused('', now, /empty, not a string, or too large/);
     await refused('A'.repeat(MAX_TOKEN_LENGTH + 1), now, /too large/);
     await refused(`!!.${payload}.AQID`, now, /header is not valid base64url JSON/);
+  });
+});
+
+describe('collateral: what normalizeCollateral accepts and what collateralWindow reads', () => {
+  const fixture: Collateral = JSON.parse(
+    readFileSync(new URL('./fixtures/intel-tdx-v4/collateral.json', import.meta.url), 'utf8'),
+  );
+  const withJson = (
+    field: 'tcb_info' | 'qe_identity',
+    edit: (json: Record<string, unknown>) => void,
+  ) => {
+    const json = JSON.parse(fixture[field]) as Record<string, unknown>;
+    edit(json);
+    return normalizeCollateral({ ...fixture, [field]: JSON.stringify(json) });
+  };
+  const refusedAs = (code: string, message: string, field: string) => (error: unknown) => {
+    assert.ok(isRaTlsError(error), String(error));
+    assert.equal(error.code, code);
+    assert.equal(error.message, message);
+    assert.deepEqual(error.details, { field });
+    return true;
+  };
+
+  test('binary fields as hex (any case, 0x), bytes or byte arrays all become lowercase hex', () => {
+    const signature = fixture.tcb_info_signature as string;
+    const normalized = normalizeCollateral({
+      ...fixture,
+      tcb_info_signature: `0x${signature.toUpperCase()}`,
+      qe_identity_signature: Uint8Array.of(0xab, 0x01),
+      root_ca_crl: [0, 255, 16],
+    });
+    assert.equal(normalized.tcb_info_signature, signature.toLowerCase());
+    assert.equal(normalized.qe_identity_signature, 'ab01');
+    assert.equal(normalized.root_ca_crl, '00ff10');
+    assert.equal(normalized.tcb_info, fixture.tcb_info);
+    assert.ok(Object.isFrozen(normalized));
+  });
+
+  test('a missing collateral, string field or byte field is refused with the caller’s code', () => {
+    assert.throws(
+      () => normalizeCollateral(null as unknown as Collateral),
+      refusedAs('BAD_CONFIG', 'Collateral field (all) is missing', '(all)'),
+    );
+    assert.throws(
+      () => normalizeCollateral('collateral' as unknown as Collateral, 'COLLATERAL_UNAVAILABLE'),
+      refusedAs('COLLATERAL_UNAVAILABLE', 'Collateral field (all) is missing', '(all)'),
+    );
+    for (const field of ['pck_crl_issuer_chain', 'tcb_info', 'qe_identity_issuer_chain'] as const) {
+      for (const value of ['', 42, undefined]) {
+        assert.throws(
+          () => normalizeCollateral({ ...fixture, [field]: value } as unknown as Collateral),
+          refusedAs('BAD_CONFIG', `Collateral field ${field} must be a non-empty string`, field),
+        );
+      }
+    }
+    for (const field of ['root_ca_crl', 'pck_crl', 'qe_identity_signature'] as const) {
+      for (const value of ['', 'abc', 'zz', [], [256], [1, 256], [-1], [1.5], ['01'], 7]) {
+        assert.throws(
+          () =>
+            normalizeCollateral(
+              { ...fixture, [field]: value } as unknown as Collateral,
+              'COLLATERAL_UNAVAILABLE',
+            ),
+          refusedAs(
+            'COLLATERAL_UNAVAILABLE',
+            `Collateral field ${field} must be non-empty hex, a Uint8Array or an array of bytes`,
+            field,
+          ),
+          `${field} = ${JSON.stringify(value)}`,
+        );
+      }
+    }
+  });
+
+  test('the window is the latest start and the earliest end of the four documents', () => {
+    const window = collateralWindow(normalizeCollateral(fixture));
+    assert.deepEqual(window, {
+      notBefore: Date.parse('2025-06-19T10:32:27Z'), // QE identity issueDate
+      nextUpdate: Date.parse('2025-07-19T10:00:35Z'), // PCK CRL nextUpdate
+      tcbEvaluationDataNumber: 17,
+    });
+    const tcb = collateralWindow(
+      withJson('tcb_info', (json) => {
+        json.issueDate = '2025-06-20T00:00:00Z';
+        json.nextUpdate = '2025-07-01T00:00:00Z';
+      }),
+    );
+    assert.equal(tcb.notBefore, Date.parse('2025-06-20T00:00:00Z'));
+    assert.equal(tcb.nextUpdate, Date.parse('2025-07-01T00:00:00Z'));
+  });
+
+  test('tcbEvaluationDataNumber is the lower of the two, and absent unless both carry an integer', () => {
+    const lower = (tcb: unknown, qe: unknown) =>
+      collateralWindow(
+        normalizeCollateral({
+          ...fixture,
+          tcb_info: JSON.stringify({
+            ...JSON.parse(fixture.tcb_info),
+            tcbEvaluationDataNumber: tcb,
+          }),
+          qe_identity: JSON.stringify({
+            ...JSON.parse(fixture.qe_identity),
+            tcbEvaluationDataNumber: qe,
+          }),
+        }),
+      );
+    assert.equal(lower(18, 16).tcbEvaluationDataNumber, 16);
+    assert.equal(lower(15, 19).tcbEvaluationDataNumber, 15);
+    for (const [tcb, qe] of [
+      [17, undefined],
+      [undefined, 17],
+      [17, 17.5],
+      ['17', 17],
+    ]) {
+      assert.ok(!('tcbEvaluationDataNumber' in lower(tcb, qe)), `${tcb} / ${qe}`);
+    }
+  });
+
+  test('a CRL without nextUpdate does not end the window', () => {
+    const undated = sequence(
+      sequence(integer(1), ecdsaWithSha256(), sequence(), time(new Date('2025-01-01T00:00:00Z'))),
+      ecdsaWithSha256(),
+      bitString(Uint8Array.of(1)),
+    );
+    const window = collateralWindow(normalizeCollateral({ ...fixture, root_ca_crl: undated }));
+    assert.equal(window.nextUpdate, Date.parse('2025-07-19T10:00:35Z'));
+  });
+
+  test('TCB info or QE identity without readable dates is refused, naming the document', () => {
+    const cases: ReadonlyArray<
+      readonly ['tcb_info' | 'qe_identity', string, (json: Record<string, unknown>) => void]
+    > = [
+      [
+        'tcb_info',
+        'TCB info',
+        (json) => {
+          json.issueDate = 1_750_000_000;
+        },
+      ],
+      [
+        'tcb_info',
+        'TCB info',
+        (json) => {
+          json.nextUpdate = 'next month';
+        },
+      ],
+      [
+        'qe_identity',
+        'QE identity',
+        (json) => {
+          json.issueDate = 'yesterday';
+        },
+      ],
+      [
+        'qe_identity',
+        'QE identity',
+        (json) => {
+          delete json.nextUpdate;
+        },
+      ],
+    ];
+    for (const [field, label, edit] of cases) {
+      assert.throws(
+        () => collateralWindow(withJson(field, edit)),
+        refusedAs(
+          'COLLATERAL_UNAVAILABLE',
+          `The collateral ${label} is not JSON with issueDate and nextUpdate; fetch fresh collateral`,
+          field,
+        ),
+      );
+    }
+    for (const text of ['not json', 'null', '"2025"']) {
+      assert.throws(
+        () =>
+          collateralWindow(normalizeCollateral({ ...fixture, qe_identity: text }), 'BAD_CONFIG'),
+        refusedAs(
+          'BAD_CONFIG',
+          'The collateral QE identity is not JSON with issueDate and nextUpdate; fetch fresh collateral',
+          'qe_identity',
+        ),
+      );
+    }
   });
 });
