@@ -44,6 +44,8 @@ export default {
   },
   mutate: [
     'src/evidence/**/*.ts',
+    // The strict DER reader every certificate and CRL of the security path goes through.
+    'src/util/x509-der.ts',
     'src/verification/**/*.ts',
     'src/policy/**/*.ts',
     'src/attest/**/*.ts',

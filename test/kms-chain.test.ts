@@ -6,6 +6,7 @@ import { isRaTlsError } from '../src/errors.js';
 import {
   inspectKmsChain,
   type KmsChainFacts,
+  keptIssuerCount,
   pemCertificates,
   spkiSha256Of,
 } from '../src/evidence/certificate-chain.js';
@@ -429,6 +430,18 @@ describe('inspectKmsChain on hand-built chains: each rule on its own', () => {
     assert.ok(!('lastSpkiSha256' in broken));
     assert.equal(spkiSha256Of(new Uint8Array([...root, 0])), undefined);
     assert.equal(spkiSha256Of(root), spkiSha256(rootKey.publicKey));
+  });
+
+  test('issuers are kept by their exact bytes, at most 16 of them however many a server sends', () => {
+    // 20 distinct app CAs (new serials), each judged in full and each verified.
+    for (let i = 0; i < 20; i++) {
+      const facts = inspect({ appCa: { serialNumber: Uint8Array.of(100 + i) } });
+      assert.equal(facts.verified, true, `chain ${i}`);
+    }
+    assert.equal(keptIssuerCount(), 16, 'the 16 most recent, no more, no fewer');
+    // A kept one is judged as before.
+    assert.equal(inspect({ appCa: { serialNumber: Uint8Array.of(119) } }).verified, true);
+    assert.equal(keptIssuerCount(), 16);
   });
 
   test('pemCertificates reads PEM text and yields nothing for text that is not PEM', () => {

@@ -182,6 +182,11 @@ function pinOf(issuer: Parsed): string | undefined {
   return pin;
 }
 
+/** How many issuers are kept now (never more than 16: a server sending new ones each time cannot grow it). @internal */
+export function keptIssuerCount(): number {
+  return issuers.size;
+}
+
 function parseIssuer(der: Uint8Array): Parsed | undefined {
   const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('base64');
   if (issuers.has(key)) {
