@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { describe, it, mock, type TestContext } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { isRaTlsError, RaTlsError } from '../src/errors.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
@@ -10,8 +10,8 @@ import {
   type EngineChoice,
   verifyWithCollateral,
 } from '../src/verification/dcap-verifier.js';
-import { ThreadedEngine } from '../src/verification/engines/engine-worker.js';
 import { WasmEngine } from '../src/verification/engines/wasm-engine.js';
+import { alterEngineVerdicts } from './support/engine-verdicts.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);
 
@@ -523,17 +523,10 @@ describe('DcapVerifier: the quote header, a PEM root and one-sided engine verdic
       rejecting: 'wasm' | 'js' | 'both',
       reason: unknown = refusal,
     ) => {
-      const original = ThreadedEngine.prototype.verify;
-      t.after(() => mock.restoreAll());
-      mock.method(
-        ThreadedEngine.prototype,
-        'verify',
-        async function (this: ThreadedEngine, ...args: Parameters<ThreadedEngine['verify']>) {
-          const verdict = await original.apply(this, args);
-          if (rejecting === 'both' || this.name === rejecting) throw reason;
-          return verdict;
-        },
-      );
+      alterEngineVerdicts(t, (engine, verdict) => {
+        if (rejecting === 'both' || engine === rejecting) throw reason;
+        return verdict;
+      });
     };
     const both = () => verifyWithCollateral(quote, collateral, V4_NOW, { engine: 'both' });
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import { after, before, describe, mock, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate } from '@peculiar/asn1-x509';
@@ -37,10 +37,10 @@ import { pemBlocks as pemCertificates } from '../src/util/pem.js';
 import { checkCrlsStrictly, type StrictCrlInput } from '../src/verification/crl.js';
 import { verifyWithCollateral } from '../src/verification/dcap-verifier.js';
 import type { EngineVerdict } from '../src/verification/engines/engine.js';
-import { ThreadedEngine } from '../src/verification/engines/engine-worker.js';
 import { IntelApiVerifier } from '../src/verification/intel-api-verifier.js';
 import { readPckInfo } from '../src/verification/pck-info.js';
 import type { RaTlsVerifier, VerificationResult } from '../src/verification/verifier.js';
+import { alterEngineVerdicts } from './support/engine-verdicts.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);
 const fixture = (path: string) => new Uint8Array(readFileSync(new URL(path, FIXTURES)));
@@ -200,16 +200,7 @@ describe('mutant: engine agreement (ENGINE_DISAGREEMENT) removed', () => {
     test(`engines that both accept but disagree on ${what} are ENGINE_DISAGREEMENT`, async (t) => {
       // Each engine runs in its own thread; the WASM one's answer is altered
       // where the verifier receives it.
-      const original = ThreadedEngine.prototype.verify;
-      t.after(() => mock.restoreAll());
-      mock.method(
-        ThreadedEngine.prototype,
-        'verify',
-        async function (this: ThreadedEngine, ...args: Parameters<ThreadedEngine['verify']>) {
-          const verdict = await original.apply(this, args);
-          return this.name === 'wasm' ? edit(verdict) : verdict;
-        },
-      );
+      alterEngineVerdicts(t, (engine, verdict) => (engine === 'wasm' ? edit(verdict) : verdict));
       await assert.rejects(
         verifyWithCollateral(quote, collateral, V4_NOW, { engine: 'both' }),
         rejectsWith('ENGINE_DISAGREEMENT', pattern),
