@@ -137,9 +137,18 @@ export function clientInternals(client: pg.Client): ClientInternals {
       privates._handleErrorEvent = (error) => handleErrorEvent.call(client, map(error));
     },
     refuseQueriesWhenUnusable: (refusal) => {
-      const query = client.query as (...args: unknown[]) => unknown;
-      const guarded = function (this: pg.Client, ...args: unknown[]): unknown {
-        const [config, values, callback] = args;
+      const query = client.query as (
+        config: unknown,
+        values: unknown,
+        callback: unknown,
+      ) => unknown;
+      // Runs on every query: three parameters passed through, no arguments array.
+      const guarded = function (
+        this: pg.Client,
+        config: unknown,
+        values?: unknown,
+        callback?: unknown,
+      ): unknown {
         // pg's own checks, in pg's order: a missing query is its TypeError.
         const state: UnusableState | undefined =
           config == null
@@ -149,7 +158,7 @@ export function clientInternals(client: pg.Client): ClientInternals {
               : privates._ending
                 ? 'ending'
                 : undefined;
-        if (state === undefined) return query.apply(this, args);
+        if (state === undefined) return query.call(this, config, values, callback);
         const error = refusal(state);
         if (typeof (config as Partial<Submittable>).submit === 'function') {
           const submittable = config as Submittable;
