@@ -12,6 +12,11 @@ import { createDstackIssuer } from '../src/testing/dstack-issuer.js';
 
 const silent = () => {};
 
+/** These pools look up every 100 ms, each lookup bounded by 1 s: a longer silence means lookups stopped. */
+const LOOKUP_STALL_MS = 10_000;
+const nextFailure = (pool: RaTlsPool) =>
+  once(pool, 'discoveryFailed', { signal: AbortSignal.timeout(LOOKUP_STALL_MS) });
+
 const countRows = async (url: string, table: string): Promise<Set<number>> => {
   const database = new URL(url);
   database.pathname = '/teesql';
@@ -49,7 +54,7 @@ const nextDiscoveryFailure = async (pool: RaTlsPool, act: () => void): Promise<E
   pool.on('discoveryFailed', onFailed);
   try {
     act();
-    while (events.length < 2) await once(pool, 'discoveryFailed');
+    while (events.length < 2) await nextFailure(pool);
   } finally {
     pool.off('discoveryFailed', onFailed);
   }
@@ -216,7 +221,7 @@ describe('a pool following the leader of a local replicated cluster', () => {
       // Lookups fail; until valid_until the leader keeps serving.
       assert.equal(await nextDiscoveryFailure(pool, () => {}), 'DISCOVERY_FAILED');
       if (Date.now() / 1000 <= validUntil) await pool.query('SELECT 1');
-      while (Date.now() / 1000 <= validUntil) await once(pool, 'discoveryFailed');
+      while (Date.now() / 1000 <= validUntil) await nextFailure(pool);
       await assert.rejects(pool.query('SELECT 1'), (error: unknown) =>
         isRaTlsError(error, 'MANIFEST_EXPIRED'),
       );

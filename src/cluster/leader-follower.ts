@@ -6,6 +6,7 @@
  * asks it where to dial; all leader-following state lives here.
  */
 import { isIP } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { AttestationReport } from '../attest/report.js';
 import type { EndpointTarget } from '../connection/attested-connector.js';
 import { describeCause, RaTlsError } from '../errors.js';
@@ -183,10 +184,15 @@ export class LeaderFollower {
   refresh(): Promise<boolean> {
     if (this.#closed) return Promise.resolve(false);
     if (this.#inflight !== undefined) return this.#inflight;
-    const now = Date.now();
+    const now = performance.now();
     if (now < this.#notBefore || now - this.#lastLookupAt < MIN_LOOKUP_GAP_MS) {
       return Promise.resolve(false);
     }
+    return this.#startLookup();
+  }
+
+  /** One lookup; when it settles, the next periodic one is scheduled. */
+  #startLookup(): Promise<boolean> {
     this.#inflight = this.#lookup().finally(() => {
       this.#inflight = undefined;
       this.#schedule();
@@ -204,14 +210,10 @@ export class LeaderFollower {
       await this.#inflight;
       return;
     }
-    const wait = this.#lastLookupAt + MIN_LOOKUP_GAP_MS - Date.now();
+    const wait = this.#lastLookupAt + MIN_LOOKUP_GAP_MS - performance.now();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait).unref());
     if (this.#closed || this.leader !== undefined) return;
-    this.#inflight ??= this.#lookup().finally(() => {
-      this.#inflight = undefined;
-      this.#schedule();
-    });
-    await this.#inflight;
+    await (this.#inflight ?? this.#startLookup());
   }
 
   /** Starts the periodic re-reading. */
@@ -234,15 +236,19 @@ export class LeaderFollower {
       this.#failures === 0
         ? this.#refreshEveryMs
         : Math.min(this.#refreshEveryMs, FIRST_BACKOFF_MS * 2 ** (this.#failures - 1));
+    // The timer's delay is the back-off, so its lookup skips refresh()'s
+    // checks: timers run on the event loop's cached clock and may fire a
+    // little before performance.now() says the back-off ended, and a skipped
+    // lookup here would end the periodic re-reading for good.
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      void this.refresh();
+      if (!this.#closed && this.#inflight === undefined) void this.#startLookup();
     }, delay);
     this.#timer.unref();
   }
 
   async #lookup(): Promise<boolean> {
-    this.#lastLookupAt = Date.now();
+    this.#lastLookupAt = performance.now();
     let found: ClusterLeader;
     try {
       found = await resolveLeader(this.domain, {
@@ -318,7 +324,8 @@ export class LeaderFollower {
   #fail(error: RaTlsError): void {
     this.#failures++;
     this.#notBefore =
-      Date.now() + Math.min(this.#refreshEveryMs, FIRST_BACKOFF_MS * 2 ** (this.#failures - 1));
+      performance.now() +
+      Math.min(this.#refreshEveryMs, FIRST_BACKOFF_MS * 2 ** (this.#failures - 1));
     this.#lastError = error;
     this.#hooks.failed(error);
   }
