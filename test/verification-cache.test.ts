@@ -2,7 +2,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { AttestationReport } from '../src/attest/report.js';
 import { closeSharedDefaults } from '../src/connection/shared-defaults.js';
-import { VerificationCache } from '../src/connection/verification-cache.js';
+import {
+  clearVerdicts,
+  storedVerdictCounts,
+  VerificationCache,
+} from '../src/connection/verification-cache.js';
 
 const MINUTE = 60_000;
 
@@ -325,6 +329,73 @@ describe('VerificationCache.delete and size', () => {
     finish(report(Date.now()));
     assert.equal((await pending).cacheHit, false);
     assert.equal(cache.get('fp'), undefined);
+  });
+});
+
+describe('VerificationCache memory: dead verdicts leave the process-wide store', () => {
+  // Each test starts from an empty store (the store is process wide).
+  const held = () => storedVerdictCounts();
+
+  it('a verdict already dead when its run settles takes no memory', async () => {
+    clearVerdicts();
+    let clock = 1_000_000;
+    const cache = new VerificationCache({ maxAgeMs: MINUTE, now: () => clock });
+    await cache.verify('fp', async () => {
+      const made = report(clock, clock + 5);
+      clock += 5;
+      return made;
+    });
+    assert.deepEqual(held(), { fingerprints: 0, verdicts: 0 });
+  });
+
+  it('an expired verdict is removed when looked up, its fingerprint with its last scope', async () => {
+    clearVerdicts();
+    let clock = 1_000_000;
+    const now = () => clock;
+    const short = new VerificationCache({ maxAgeMs: MINUTE, now, scope: () => 'memory:short' });
+    const long = new VerificationCache({ maxAgeMs: 2 * MINUTE, now, scope: () => 'memory:long' });
+    await short.verify('fp', async () => report(clock));
+    await long.verify('fp', async () => report(clock));
+    assert.deepEqual(held(), { fingerprints: 1, verdicts: 2 });
+
+    clock += MINUTE;
+    assert.equal(short.get('fp'), undefined);
+    assert.deepEqual(held(), { fingerprints: 1, verdicts: 1 });
+    assert.notEqual(long.get('fp'), undefined);
+
+    clock += MINUTE;
+    assert.equal(long.get('fp'), undefined);
+    assert.deepEqual(held(), { fingerprints: 0, verdicts: 0 });
+  });
+
+  it('delete drops the fingerprint once no scope holds it', async () => {
+    clearVerdicts();
+    const a = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'memory:a' });
+    const b = new VerificationCache({ maxAgeMs: MINUTE, scope: () => 'memory:b' });
+    await a.verify('fp', async () => report(Date.now()));
+    await b.verify('fp', async () => report(Date.now()));
+    a.delete('fp');
+    assert.deepEqual(held(), { fingerprints: 1, verdicts: 1 });
+    b.delete('fp');
+    assert.deepEqual(held(), { fingerprints: 0, verdicts: 0 });
+  });
+
+  it('stores sweep out verdicts that expired unseen, in every scope, at exactly their expiry', async () => {
+    clearVerdicts();
+    let clock = 1_000_000;
+    const now = () => clock;
+    const seenOnce = new VerificationCache({ maxAgeMs: MINUTE, now, scope: () => 'memory:once' });
+    const other = new VerificationCache({ maxAgeMs: MINUTE, now, scope: () => 'memory:other' });
+    // 64 certificates seen once each (e.g. a server rotating its key), never looked up again.
+    for (let i = 0; i < 64; i++) await seenOnce.verify(`old-${i}`, async () => report(clock));
+    await other.verify('old-0', async () => report(clock));
+    assert.deepEqual(held(), { fingerprints: 64, verdicts: 65 });
+
+    clock += MINUTE;
+    // A sweep runs once every 64 stores: within the next 64 stores exactly one does.
+    for (let i = 0; i < 64; i++) await seenOnce.verify(`new-${i}`, async () => report(clock));
+    assert.deepEqual(held(), { fingerprints: 64, verdicts: 64 });
+    for (let i = 0; i < 64; i++) assert.notEqual(seenOnce.get(`new-${i}`), undefined);
   });
 });
 

@@ -62,6 +62,21 @@ export function clearVerdicts(): void {
 }
 
 /**
+ * How much the process-wide store holds, dead entries included: the
+ * fingerprints with at least one verdict, and the verdicts over all scopes.
+ * For tests that hold the store's memory bound (expired verdicts leave it).
+ * @internal
+ */
+export function storedVerdictCounts(): {
+  readonly fingerprints: number;
+  readonly verdicts: number;
+} {
+  let count = 0;
+  for (const byScope of verdicts.values()) count += byScope.size;
+  return { fingerprints: verdicts.size, verdicts: count };
+}
+
+/**
  * Attestation reports keyed by certificate fingerprint (SHA-256 of the DER),
  * shared process wide between caches of the same scope. A report is reused
  * while younger than `maxAgeMs` (its `verifiedAt` counts) and before its
