@@ -46,11 +46,12 @@ function strictInput(name: string, now: Date): StrictCrlInput {
   };
 }
 
-function code(expected: string, pattern?: RegExp) {
+function code(expected: string, pattern?: RegExp, details?: Record<string, unknown>) {
   return (error: unknown): boolean => {
     assert.ok(isRaTlsError(error), String(error));
     assert.equal(error.code, expected, error.message);
     if (pattern) assert.match(error.message, pattern);
+    if (details) assert.deepEqual(error.details, details);
     return true;
   };
 }
@@ -88,7 +89,7 @@ describe('strict CRL check on the real Intel CRLs', () => {
 
     assert.throws(
       () => checkCrlsStrictly({ ...input, pckCrl }),
-      code('CRL_INVALID', /PCK CRL signature does not verify/),
+      code('CRL_INVALID', /PCK CRL signature does not verify/, { crl: 'PCK CRL' }),
     );
   });
 
@@ -109,7 +110,7 @@ describe('strict CRL check on the real Intel CRLs', () => {
 
     assert.throws(
       () => checkCrlsStrictly({ ...input, pckCrl: input.rootCaCrl }),
-      code('CRL_INVALID', /names an issuer other than/),
+      code('CRL_INVALID', /names an issuer other than/, { crl: 'PCK CRL' }),
     );
   });
 
@@ -240,19 +241,19 @@ describe('strict CRL check: each refusal is its own rule', () => {
     const rootCaCrl = signedCrl('root-ca', input.trustedRootCa, {});
     assert.throws(
       () => prepareCrls({ ...input, rootCaCrl }),
-      code('CRL_INVALID', /root CA CRL has no nextUpdate/),
+      code('CRL_INVALID', /root CA CRL has no nextUpdate/, { crl: 'root CA CRL' }),
     );
     const pckCrl = signedCrl('pck-platform-ca', input.pckCrlIssuerChain[0]!, {});
     assert.throws(
       () => prepareCrls({ ...input, pckCrl }),
-      code('CRL_INVALID', /PCK CRL has no nextUpdate/),
+      code('CRL_INVALID', /PCK CRL has no nextUpdate/, { crl: 'PCK CRL' }),
     );
     // The per-quote date check refuses it too, whatever handed it the parsed CRL.
     const { prepared } = await setup();
     const undated = { ...prepared, pckCrl: { ...prepared.pckCrl, nextUpdate: undefined } };
     assert.throws(
       () => checkPckChain(undated, input.pckChain, now),
-      code('CRL_INVALID', /PCK CRL has no nextUpdate/),
+      code('CRL_INVALID', /PCK CRL has no nextUpdate/, { crl: 'PCK CRL' }),
     );
   });
 
