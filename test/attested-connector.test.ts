@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { trace } from '@opentelemetry/api';
+import { SpanStatusCode, trace } from '@opentelemetry/api';
 import {
   BasicTracerProvider,
   InMemorySpanExporter,
@@ -477,6 +477,25 @@ describe('the pg_ra_tls.verify span', () => {
     assert.deepEqual(
       spans.map((span) => span.attributes[SpanAttributes.CACHE_HIT]),
       [false, true],
+    );
+  });
+
+  test('a refused verification’s span still names the certificate and the verifier', async () => {
+    const accepted = await connector().open(target());
+    accepted.socket.destroy();
+    const { fingerprint } = accepted.report;
+    exporter.reset();
+    const made = connector({ policy: { allowedMrtds: ['44'.repeat(48)] } });
+    await assert.rejects(made.open(target()), isCode('MRTD_NOT_ALLOWED'));
+    const [span] = exporter.getFinishedSpans().filter((one) => one.name === SpanNames.VERIFY);
+    assert.ok(span);
+    assert.equal(span.status.code, SpanStatusCode.ERROR);
+    assert.equal(span.attributes[SpanAttributes.FINGERPRINT], fingerprint);
+    assert.equal(span.attributes[SpanAttributes.VERIFIER], dcap.name);
+    assert.equal(
+      span.attributes[SpanAttributes.CACHE_HIT],
+      undefined,
+      'no verdict, no cache answer',
     );
   });
 });
