@@ -460,6 +460,21 @@ describe('AttestedConnector verdict sharing', () => {
   });
 });
 
+describe('AttestedConnector dials', () => {
+  test('the target’s servername is the handshake’s SNI; none without one', async () => {
+    const made = connector();
+    const before = server.servernames.length;
+    // Each socket stays open until the server has finished its side of the handshake.
+    const named = await made.open({ ...target(), servername: 'db.cluster.example' });
+    await waitFor(() => server.servernames.length > before, 'the named handshake');
+    named.socket.destroy();
+    const bare = await made.open(target());
+    await waitFor(() => server.servernames.length > before + 1, 'the bare handshake');
+    bare.socket.destroy();
+    assert.deepEqual(server.servernames.slice(before), ['db.cluster.example', false]);
+  });
+});
+
 describe('the pg_ra_tls.verify span', () => {
   test('names the certificate and the verifier, and says whether the cache answered', async () => {
     const made = connector();

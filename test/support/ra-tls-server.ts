@@ -17,6 +17,8 @@ export interface RaTlsServer {
   readonly open: number;
   /** Subject of the client certificate of each completed handshake ('' without one). */
   readonly clientSubjects: readonly string[];
+  /** SNI of each completed handshake (false without one). */
+  readonly servernames: readonly (string | false)[];
   /** Presents `credentials` from the next handshake on. */
   present(credentials: SidecarCredentials): void;
   /** Destroys every connection the server holds. */
@@ -40,9 +42,11 @@ export async function startRaTlsServer(
     socket.on('close', () => sockets.delete(socket));
   });
   const clientSubjects: string[] = [];
+  const servernames: (string | false)[] = [];
   server.on('secureConnection', (socket: TLSSocket) => {
     socket.on('error', () => {});
     clientSubjects.push(socket.getPeerX509Certificate()?.subject ?? '');
+    servernames.push(socket.servername ?? false);
   });
   server.on('tlsClientError', () => {});
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -55,6 +59,7 @@ export async function startRaTlsServer(
       return sockets.size;
     },
     clientSubjects,
+    servernames,
     present: (next) => server.setSecureContext(next),
     hangUpAll: () => {
       for (const socket of sockets) socket.destroy();
