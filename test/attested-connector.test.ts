@@ -533,6 +533,43 @@ describe('AttestedConnector client identity (a real guest agent)', () => {
     await assert.rejects(made.identity.get(), isCode('CLIENT_CERT_UNAVAILABLE'));
   });
 
+  test('clientCertLifetime reaches the identity the connector creates', async () => {
+    const issuer = new ClientCertIssuer(authority);
+    const own = await startGuestAgent({ issuer });
+    try {
+      const made = connector({
+        presentClientCertificate: true,
+        dstackEndpoint: own.endpoint,
+        clientCertLifetime: '10m',
+      });
+      const asked = Date.now();
+      (await made.open(target())).socket.destroy();
+      const notAfter = issuer.requests[0]?.notAfter;
+      assert.ok(notAfter !== undefined, 'GetTlsKey named an expiry');
+      const lifetime = notAfter * 1000 - asked;
+      assert.ok(
+        lifetime > 9 * 60_000 && lifetime <= 10 * 60_000 + 5_000,
+        `lifetime ${lifetime} ms`,
+      );
+    } finally {
+      await own.close();
+    }
+  });
+
+  test('a clientCertOverride is presented, and no guest agent is asked', async () => {
+    const override = raTlsCredentials(authority, {}, {}, 'CN=override client');
+    const made = connector({
+      presentClientCertificate: true,
+      clientCertOverride: { key: override.key, cert: override.cert },
+      dstackEndpoint: 'http://127.0.0.1:9',
+    });
+    const before = server.clientSubjects.length;
+    const opened = await made.open(target());
+    await waitFor(() => server.clientSubjects.length > before, 'the handshake');
+    opened.socket.destroy();
+    assert.match(server.clientSubjects.at(-1)!, /CN=override client/);
+  });
+
   test('a shared identity outlives the connector', async () => {
     const shared = new ClientIdentity({ dstackEndpoint: agent.endpoint });
     try {
