@@ -7,6 +7,7 @@
  * policy, and every failure is a RaTlsError with its code.
  */
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { SpanStatusCode, trace } from '@opentelemetry/api';
 import {
@@ -472,6 +473,26 @@ describe('AttestedConnector dials', () => {
     await waitFor(() => server.servernames.length > before + 1, 'the bare handshake');
     bare.socket.destroy();
     assert.deepEqual(server.servernames.slice(before), ['db.cluster.example', false]);
+  });
+});
+
+describe('AttestedConnector leaves nothing on a caller’s signal', () => {
+  test('open, dial, probe and verifyCertificate detach from the signal they were given', async () => {
+    const caller = new AbortController();
+    const made = connector();
+    const attached = () => getEventListeners(caller.signal, 'abort').length;
+    for (let round = 0; round < 3; round++) {
+      const opened = await made.open(target(), { signal: caller.signal });
+      opened.socket.destroy();
+      assert.equal(attached(), 0, 'open');
+      const dialed = await made.dial(target(), caller.signal);
+      dialed.socket.destroy();
+      assert.equal(attached(), 0, 'dial');
+      await made.probe(target(), caller.signal);
+      assert.equal(attached(), 0, 'probe');
+      await made.verifyCertificate(dialed.peerCertificateDer, caller.signal, dialed.peerIssuersDer);
+      assert.equal(attached(), 0, 'verifyCertificate');
+    }
   });
 });
 
