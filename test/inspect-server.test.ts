@@ -17,6 +17,15 @@ beforeEach(() => {
   stack.serverCredentials = originalCredentials;
 });
 
+/** A loopback port nothing listens on (bound, then released). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
 const target = () => `127.0.0.1:${stack.sidecar.port}`;
 const options = (allowedMrtds = [stack.mrtd]) => ({
   verifier: stack.verifier,
@@ -74,14 +83,105 @@ describe('inspectServer', () => {
   });
 
   test('nothing listening: a typed dial error and no certificate', async () => {
-    const server = createServer();
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as { port: number };
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    const inspection = await inspectServer(`127.0.0.1:${port}`, options());
+    const inspection = await inspectServer(`127.0.0.1:${await closedPort()}`, options());
     assert.ok(isRaTlsError(inspection.error, 'CONNECT_FAILED'));
     assert.equal(inspection.certificate, undefined);
     assert.equal(inspection.binding, 'not-checked');
+  });
+
+  test('reads every target form into the endpoint it dials, the TLS name apart from the address', async () => {
+    const port = await closedPort();
+    const timeouts = { connectTimeoutMs: 2000, handshakeTimeoutMs: 1500 };
+    const quick = { ...options(), connectTimeout: '2s', handshakeTimeout: 1500 };
+    const cases: [Parameters<typeof inspectServer>[0], object][] = [
+      [`127.0.0.1:${port}`, { host: '127.0.0.1', port, servername: undefined }],
+      [`  127.0.0.1:${port}\n`, { host: '127.0.0.1', port, servername: undefined }],
+      [`[::1]:${port}`, { host: '::1', port, servername: undefined }],
+      [`localhost:${port}`, { host: 'localhost', port, servername: 'localhost' }],
+      [
+        `postgres://user:secret@db.example:${port}/app?hostaddr=127.0.0.1`,
+        { host: '127.0.0.1', port, servername: 'db.example' },
+      ],
+      [
+        ` postgres://user@127.0.0.1:${port}/app `,
+        { host: '127.0.0.1', port, servername: undefined },
+      ],
+      [
+        `POSTGRESQL://user@127.0.0.1:${port}/app`,
+        { host: '127.0.0.1', port, servername: undefined },
+      ],
+      [
+        `host=db.example hostaddr=127.0.0.1 port=${port} password=secret`,
+        { host: '127.0.0.1', port, servername: 'db.example' },
+      ],
+      [
+        `postgres://user@127.0.0.2:${port}/app?hostaddr=127.0.0.1`,
+        { host: '127.0.0.1', port, servername: undefined },
+      ],
+      [
+        { host: '127.0.0.1', port, servername: 'sni.example' },
+        { host: '127.0.0.1', port, servername: 'sni.example' },
+      ],
+      [
+        { host: 'localhost', port },
+        { host: 'localhost', port, servername: 'localhost' },
+      ],
+    ];
+    for (const [given, endpoint] of cases) {
+      const inspection = await inspectServer(given, quick);
+      assert.deepEqual(inspection.endpoint, { ...endpoint, ...timeouts }, JSON.stringify(given));
+      // Nothing listens there (IPv6 may not even exist on the machine): a typed dial error.
+      assert.ok(isRaTlsError(inspection.error), JSON.stringify(given));
+      assert.equal(inspection.certificate, undefined);
+    }
+  });
+
+  test('a target without a port is the sidecar’s default port; ports 1 and 65535 are valid', async () => {
+    const quick = { ...options(), connectTimeout: 200, handshakeTimeout: 200 };
+    for (const [given, port] of [
+      ['127.0.0.1', 5433],
+      [{ host: '127.0.0.1' }, 5433],
+      ['127.0.0.1:1', 1],
+      ['127.0.0.1:65535', 65_535],
+      [{ host: '127.0.0.1', port: 65_535 }, 65_535],
+    ] as const) {
+      const inspection = await inspectServer(given, quick);
+      assert.equal(inspection.endpoint.port, port, JSON.stringify(given));
+    }
+  });
+
+  test('a bad target object is BAD_CONFIG naming its host and port; a bad string is not echoed', async () => {
+    const bad = [
+      { host: '', port: 5433 },
+      { host: '127.0.0.1', port: 0 },
+      { host: '127.0.0.1', port: 65_536 },
+      { host: '127.0.0.1', port: 1.5 },
+    ];
+    for (const target of bad) {
+      await assert.rejects(inspectServer(target, options()), (error: unknown) => {
+        assert.ok(isRaTlsError(error, 'BAD_CONFIG'));
+        assert.ok(error.message.includes(JSON.stringify(target)), error.message);
+        assert.deepEqual(error.details, { option: 'target' });
+        return true;
+      });
+    }
+    await assert.rejects(inspectServer(null as never, options()), (error: unknown) =>
+      isRaTlsError(error, 'BAD_CONFIG'),
+    );
+    await assert.rejects(
+      inspectServer('postgres://u:hunter2@h:99999/db', options()),
+      (error: unknown) => {
+        assert.ok(isRaTlsError(error, 'BAD_CONFIG'));
+        assert.ok(!error.message.includes('hunter2'));
+        return true;
+      },
+    );
+    await assert.rejects(inspectServer('db.example:99999', options()), (error: unknown) => {
+      assert.ok(isRaTlsError(error, 'BAD_CONFIG'));
+      assert.match(error.message, /verifyServer target \(a string, not shown\) is not/);
+      assert.ok(!error.message.includes('db.example'));
+      return true;
+    });
   });
 
   test('a malformed target is BAD_CONFIG, thrown before any I/O', async () => {
