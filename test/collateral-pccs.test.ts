@@ -117,6 +117,21 @@ describe('PCCS client against the local PCCS server (real fixture collateral)', 
         collateralMaxAge,
       );
     }
+    // Both ends of [1 minute, 24 hours] are allowed; one millisecond past either is not.
+    for (const collateralMaxAge of [60_000, '1m', 86_400_000, '24h']) {
+      new DcapVerifier({ pccsUrl: 'http://127.0.0.1:9', collateralMaxAge });
+    }
+    for (const collateralMaxAge of [59_999, 86_400_001]) {
+      assert.throws(
+        () => new DcapVerifier({ pccsUrl: 'http://127.0.0.1:9', collateralMaxAge }),
+        (error: unknown) => {
+          assert.ok(isRaTlsError(error, 'BAD_CONFIG'));
+          assert.match(error.message, /between 1 minute and 24 hours/);
+          assert.deepEqual(error.details, { option: 'collateralMaxAge' });
+          return true;
+        },
+      );
+    }
   });
 
   it('coalesces concurrent fetches for one FMSPC into one', async () => {

@@ -252,12 +252,19 @@ describe('minTcbEvaluationDataNumber', () => {
   });
 
   it('is BAD_CONFIG unless a non-negative integer', () => {
-    for (const value of [-1, 1.5, Number.NaN]) {
+    for (const value of [-1, 1.5, Number.NaN, 2 ** 53]) {
       assert.throws(
         () => new DcapVerifier({ minTcbEvaluationDataNumber: value }),
-        rejectsWith('BAD_CONFIG', /minTcbEvaluationDataNumber/),
+        (error: unknown) => {
+          assert.ok(isRaTlsError(error, 'BAD_CONFIG'));
+          assert.match(error.message, /minTcbEvaluationDataNumber must be a non-negative integer/);
+          assert.deepEqual(error.details, { option: 'minTcbEvaluationDataNumber' });
+          return true;
+        },
       );
     }
+    // 0 is a number like any other (no TCB evaluation data is older).
+    new DcapVerifier({ minTcbEvaluationDataNumber: 0 });
   });
 });
 
