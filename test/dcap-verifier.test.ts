@@ -561,6 +561,18 @@ describe('DcapVerifier: the quote header, a PEM root and one-sided engine verdic
       );
     });
 
+    it('WASM calls a v4 quote malformed: that stands (only v5, which WASM cannot decode, is left to JS)', async (t) => {
+      const malformed = new RaTlsError('MALFORMED_QUOTE', 'the engine could not decode the quote');
+      oneSided(t, 'wasm', malformed);
+      await assert.rejects(both(), (error: unknown) => {
+        rejectsWith(
+          'MALFORMED_QUOTE',
+          /could not decode the quote; the JS engine accepted it/,
+        )(error);
+        return true;
+      });
+    });
+
     it('both reject: the JS reason, without a note', async (t) => {
       oneSided(t, 'both');
       await assert.rejects(both(), (error: unknown) => error === refusal);
