@@ -216,6 +216,64 @@ describe('PCCS client against the local PCCS server (real fixture collateral)', 
     await assert.rejects(second, (error: unknown) => isRaTlsError(error, 'VERIFY_TIMEOUT'));
   });
 
+  it('sends a GET once more when a kept-alive connection was reset, and only then', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    const failing = (code: string) => {
+      const calls: string[] = [];
+      let failed = false;
+      const fetcher: typeof fetch = (input, init) => {
+        calls.push(String(input));
+        if (!failed && String(input).includes('/tcb?')) {
+          failed = true;
+          return Promise.reject(new TypeError('fetch failed', { cause: { code } }));
+        }
+        return fetch(input, init);
+      };
+      return { calls, fetcher };
+    };
+    for (const code of ['ECONNRESET', 'UND_ERR_SOCKET']) {
+      const { calls, fetcher } = failing(code);
+      const client = new PccsClient({ url: pccs.url, fetch: fetcher });
+      assert.deepEqual(
+        await client.fetchCollateral(readPckInfo(quote)),
+        normalizeCollateral(collateral),
+        code,
+      );
+      assert.equal(calls.filter((url) => url.includes('/tcb?')).length, 2, code);
+    }
+    const { calls, fetcher } = failing('ECONNREFUSED');
+    const client = new PccsClient({ url: pccs.url, fetch: fetcher });
+    await assert.rejects(client.fetchCollateral(readPckInfo(quote)), (error: unknown) => {
+      unavailable(/\/tcb\?fmspc=.* failed: fetch failed/)(error);
+      const { url, timedOut } = (error as { details: { url: string; timedOut: boolean } }).details;
+      assert.match(url, /\/tdx\/certification\/v4\/tcb\?fmspc=/);
+      assert.equal(timedOut, false);
+      return true;
+    });
+    assert.equal(calls.filter((url) => url.includes('/tcb?')).length, 1, 'no retry');
+  });
+
+  it('a caller’s signal aborted before the fetch: nothing is fetched, the fetch is abandoned', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    const gone = new AbortController();
+    gone.abort();
+    const client = new PccsClient({ url: pccs.url });
+    await assert.rejects(
+      client.fetchCollateral(readPckInfo(quote), gone.signal),
+      (error: unknown) => {
+        unavailable(/was abandoned: nobody waits for it any more/)(error);
+        assert.deepEqual((error as { details: unknown }).details, {
+          pccsUrl: pccs.url,
+          fmspc: readPckInfo(quote).fmspc.toUpperCase(),
+        });
+        return true;
+      },
+    );
+    assert.deepEqual(pccs.requests, { tcb: 0, qeIdentity: 0, pckCrl: 0, rootCaCrl: 0, other: 0 });
+  });
+
   it('close() aborts a collateral fetch stalled in flight: the verification fails at once', async () => {
     const { quote, collateral } = fixture('intel-tdx-v4');
     const pccs = await pccsServing(collateral);

@@ -135,6 +135,8 @@ export class PccsClient {
     const controller = new AbortController();
     const onBatchAbort = (): void => controller.abort();
     batch.addEventListener('abort', onBatchAbort, { once: true });
+    // A batch already over (its caller gone before this request) sends nothing.
+    if (batch.aborted) controller.abort();
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
