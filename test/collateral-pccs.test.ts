@@ -4,7 +4,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { getCollateral, QuoteVerifier } from '@phala/dcap-qvl';
-import { isRaTlsError } from '../src/errors.js';
+import { isRaTlsError, RaTlsError } from '../src/errors.js';
 import {
   certificatePem,
   encodeCertificate,
@@ -13,7 +13,11 @@ import {
 import { deriveP256Key } from '../src/testing/authority/keys.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { startPccsServer } from '../src/testing/pccs-server.js';
-import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
+import {
+  type Collateral,
+  collateralWindow,
+  normalizeCollateral,
+} from '../src/verification/collateral.js';
 import { CollateralCache, type CollateralSource } from '../src/verification/collateral-cache.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import { MAX_PCCS_RESPONSE_BYTES, PccsClient } from '../src/verification/pccs-client.js';
@@ -699,5 +703,100 @@ describe('PCCS client: Intel PCS, CRL encodings and answers it cannot use', () =
       new PccsClient({ url: 'http://pccs.example//sgx/certification/v4' }).url,
       'http://pccs.example/',
     );
+  });
+});
+
+describe('CollateralCache on the real fixture collateral (a source in process)', () => {
+  const { quote, collateral } = fixture('intel-tdx-v4');
+  const normalized = normalizeCollateral(collateral);
+  const window = collateralWindow(normalized);
+  const pck = readPckInfo(quote);
+  const counting = () => {
+    const calls: AbortSignal[] = [];
+    const source: CollateralSource = async (_pck, signal) => {
+      calls.push(signal);
+      return normalized;
+    };
+    return { calls, source };
+  };
+
+  it('serves the cached set from exactly its notBefore, and fetches for a time before it', async () => {
+    const { calls, source } = counting();
+    const cache = new CollateralCache(source);
+    await cache.get(pck, window.notBefore);
+    await cache.get(pck, window.notBefore);
+    assert.equal(calls.length, 1, 'notBefore itself is inside the window');
+    await cache.get(pck, window.notBefore - 1);
+    assert.equal(calls.length, 2, 'a time before the window is not served from it');
+  });
+
+  it('refetches after collateralMaxAge, without calling it a back-off', async () => {
+    const { calls, source } = counting();
+    const cache = new CollateralCache(source, { maxAgeMs: 60_000 });
+    const first = await cache.get(pck, window.notBefore);
+    assert.equal(first.usableUntil, window.notBefore + 60_000);
+    await cache.get(pck, window.notBefore + 60_000);
+    assert.equal(calls.length, 2);
+  });
+
+  it('a fetch everyone gave up on is aborted, counts as no failure, and is not joined', async () => {
+    const started: AbortSignal[] = [];
+    let stall = true;
+    const source: CollateralSource = (_pck, signal) => {
+      started.push(signal);
+      if (!stall) return Promise.resolve(normalized);
+      return new Promise((_, reject) =>
+        signal.addEventListener('abort', () => reject(signal.reason)),
+      );
+    };
+    const cache = new CollateralCache(source);
+    const impatient = new AbortController();
+    const waiting = cache.get(pck, window.notBefore, impatient.signal);
+    impatient.abort(new RaTlsError('VERIFY_TIMEOUT', 'gave up'));
+    await assert.rejects(waiting, (error: unknown) => isRaTlsError(error, 'VERIFY_TIMEOUT'));
+    assert.equal(started[0]?.aborted, true, 'the abandoned fetch was aborted');
+    stall = false;
+    // Not backed off (an abandoned fetch says nothing about the PCCS), not joined.
+    assert.equal((await cache.get(pck, window.notBefore)).collateral, normalized);
+    assert.equal(started.length, 2);
+  });
+
+  it('while backed off, says how long and after how many failures, keeping the last error', async () => {
+    let clock = 0;
+    const refusal = new RaTlsError('COLLATERAL_UNAVAILABLE', 'PCCS said no', {
+      details: { url: 'http://pccs.invalid' },
+    });
+    let failure: unknown = refusal;
+    const cache = new CollateralCache(() => Promise.reject(failure), {
+      clock: () => clock,
+      backoffInitialMs: 1000,
+      backoffMaxMs: 1000,
+    });
+    await assert.rejects(cache.get(pck, window.notBefore), (error: unknown) => error === refusal);
+    await assert.rejects(cache.get(pck, window.notBefore), (error: unknown) => {
+      assert.ok(isRaTlsError(error, 'COLLATERAL_UNAVAILABLE'));
+      assert.match(
+        error.message,
+        /^PCCS said no \(not retried for another \d+ ms after 1 consecutive failure\(s\)\)$/,
+      );
+      const details = error.details as { url: string; retryInMs: number };
+      assert.equal(details.url, 'http://pccs.invalid');
+      assert.ok(details.retryInMs > 0 && details.retryInMs <= 1000);
+      assert.equal(error.cause, refusal);
+      return true;
+    });
+    failure = new Error('socket hang up');
+    clock += 1000;
+    await assert.rejects(cache.get(pck, window.notBefore), (error: unknown) => error === failure);
+    await assert.rejects(cache.get(pck, window.notBefore), (error: unknown) => {
+      assert.ok(isRaTlsError(error, 'COLLATERAL_UNAVAILABLE'));
+      assert.match(
+        error.message,
+        /^Collateral could not be fetched: socket hang up \(not retried for another \d+ ms after 2 consecutive failure\(s\)\)$/,
+      );
+      assert.deepEqual(Object.keys(error.details ?? {}), ['retryInMs']);
+      assert.equal(error.cause, failure);
+      return true;
+    });
   });
 });
