@@ -258,6 +258,22 @@ describe('PCCS client against the local PCCS server (real fixture collateral)', 
     assert.equal(calls.filter((url) => url.includes('/tcb?')).length, 1, 'no retry');
   });
 
+  it('an HTTP error names the request and its status', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    pccs.setDown(true);
+    await assert.rejects(
+      new PccsClient({ url: pccs.url }).fetchCollateral(readPckInfo(quote)),
+      (error: unknown) => {
+        unavailable(/failed with HTTP 503; check pccsUrl or try again later$/)(error);
+        const details = (error as { details: { url: string; status: number } }).details;
+        assert.equal(details.status, 503);
+        assert.ok(details.url.startsWith(`${pccs.url}/`), details.url);
+        return true;
+      },
+    );
+  });
+
   it('a caller’s signal aborted before the fetch: nothing is fetched, the fetch is abandoned', async () => {
     const { quote, collateral } = fixture('intel-tdx-v4');
     const pccs = await pccsServing(collateral);
@@ -702,6 +718,15 @@ describe('PCCS client: Intel PCS, CRL encodings and answers it cannot use', () =
     assert.equal(
       new PccsClient({ url: 'http://pccs.example//sgx/certification/v4' }).url,
       'http://pccs.example/',
+    );
+    // Every trailing slash goes, then the API suffix, only at the end.
+    assert.equal(
+      new PccsClient({ url: 'https://pccs.example/tdx/certification/v4///' }).url,
+      'https://pccs.example',
+    );
+    assert.equal(
+      new PccsClient({ url: 'https://pccs.example/sgx/certification/v4/mirror/' }).url,
+      'https://pccs.example/sgx/certification/v4/mirror',
     );
   });
 });
