@@ -676,6 +676,8 @@ describe('PCCS client: Intel PCS, CRL encodings and answers it cannot use', () =
       // and strings holding braces, brackets, commas and escaped quotes.
       `{ "signature" : "${collateral.tcb_info_signature}", "note": {"tcbInfo": [1, "}\\"],{"]}, "tcbInfo" : ${tcbInfo} }`,
       `{"tcbInfo":${tcbInfo},"signature":"${collateral.tcb_info_signature}"}`,
+      // A top-level string value that reads like the key is a value, not a key.
+      `{"note":"tcbInfo","tcbInfo":${tcbInfo},"signature":"${collateral.tcb_info_signature}"}`,
     ];
     for (const body of bodies) {
       const double = await forwarding(INTEL, async (path, forwarded) =>
