@@ -284,6 +284,41 @@ describe('DcapVerifier configuration', () => {
     );
   });
 
+  it('names the option in every engine and rootCa refusal, and what to use instead', async () => {
+    const authority = await createTestAuthority({ seed: 'dcap-verifier-config-details' });
+    const refusals: [() => unknown, RegExp, string][] = [
+      [
+        () => new DcapVerifier({ engine: 'wasm' as EngineChoice }),
+        /^engine 'wasm' cannot be used alone: .* Use engine 'both' \(the default\) or 'js'$/,
+        'engine',
+      ],
+      [
+        () => new DcapVerifier({ engine: 'fast' as EngineChoice }),
+        /^engine must be 'both' or 'js', got "fast"$/,
+        'engine',
+      ],
+      [
+        () => new DcapVerifier({ rootCa: authority.rootCaDer, logger: () => {} }),
+        /^rootCa \(a test root of trust\) works only with engine 'js': .*Got engine 'both'$/,
+        'rootCa',
+      ],
+      [
+        () =>
+          new DcapVerifier({ engine: 'js', rootCa: new Uint8Array([1, 2, 3]), logger: () => {} }),
+        /^rootCa must be an X\.509 CA certificate \(DER bytes or the text of one PEM certificate\)$/,
+        'rootCa',
+      ],
+    ];
+    for (const [make, message, option] of refusals) {
+      assert.throws(make, (error: unknown) => {
+        assert.ok(isRaTlsError(error, 'BAD_CONFIG'));
+        assert.match(error.message, message);
+        assert.deepEqual(error.details, { option });
+        return true;
+      });
+    }
+  });
+
   it('warns loudly through the injected logger when a test root is used', async () => {
     const authority = await createTestAuthority({ seed: 'dcap-verifier-warn' });
     const warnings: string[] = [];
