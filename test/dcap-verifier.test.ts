@@ -4,7 +4,11 @@ import { readFileSync } from 'node:fs';
 import { describe, it, type TestContext } from 'node:test';
 import { isRaTlsError, RaTlsError } from '../src/errors.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
-import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
+import {
+  type Collateral,
+  collateralWindow,
+  normalizeCollateral,
+} from '../src/verification/collateral.js';
 import {
   DcapVerifier,
   type EngineChoice,
@@ -115,6 +119,25 @@ describe('DCAP verification of the real Intel fixtures', () => {
       await assert.rejects(
         verifyWithCollateral(quote, collateral, new Date('2025-06-01T00:00:00Z'), { engine }),
         rejectsWith('COLLATERAL_EXPIRED'),
+      );
+    });
+
+    it(`the collateral window is closed at its start: accepted at exactly notBefore (engine ${engine})`, async () => {
+      const { quote, collateral } = fixture('intel-tdx-v4');
+      const { notBefore } = collateralWindow(normalizeCollateral(collateral));
+      const result = await verifyWithCollateral(quote, collateral, new Date(notBefore), { engine });
+      assert.equal(result.tcbStatus, 'UpToDate');
+      await assert.rejects(
+        verifyWithCollateral(quote, collateral, new Date(notBefore - 1000), { engine }),
+        (error: unknown) => {
+          rejectsWith('COLLATERAL_EXPIRED', /^The collateral is valid from /)(error);
+          assert.deepEqual(Object.keys((error as RaTlsError).details ?? {}), [
+            'notBefore',
+            'nextUpdate',
+            'now',
+          ]);
+          return true;
+        },
       );
     });
 
