@@ -208,6 +208,19 @@ describe('mutant: engine agreement (ENGINE_DISAGREEMENT) removed', () => {
     });
   }
 
+  test('the same advisory ids in another order are agreement, and the JS engine’s list is reported', async (t) => {
+    alterEngineVerdicts(t, (engine, verdict) => ({
+      ...verdict,
+      advisoryIds:
+        engine === 'wasm'
+          ? ['INTEL-SA-00002', 'INTEL-SA-00001']
+          : ['INTEL-SA-00001', 'INTEL-SA-00002'],
+    }));
+    const result = await verifyWithCollateral(quote, collateral, V4_NOW, { engine: 'both' });
+    assert.deepEqual(result.advisoryIds, ['INTEL-SA-00001', 'INTEL-SA-00002']);
+    assert.ok(Object.isFrozen(result.advisoryIds));
+  });
+
   test('the control: unaltered engines agree and the quote passes', async () => {
     const result = await verifyWithCollateral(quote, collateral, V4_NOW, { engine: 'both' });
     assert.equal(result.verifier, 'dcap:both');
