@@ -258,6 +258,32 @@ describe('PCCS client against the local PCCS server (real fixture collateral)', 
     assert.equal(calls.filter((url) => url.includes('/tcb?')).length, 1, 'no retry');
   });
 
+  it('DcapVerifier hands its fetch and requestTimeout to its PCCS client', async () => {
+    const { quote, collateral } = fixture('intel-tdx-v4');
+    const pccs = await pccsServing(collateral);
+    const fetched: string[] = [];
+    const verifier = new DcapVerifier({
+      pccsUrl: pccs.url,
+      fetch: (input, init) => {
+        fetched.push(String(input));
+        return fetch(input, init);
+      },
+    });
+    assert.equal((await verifier.verify(quote, { now: V4_NOW })).tcbStatus, 'UpToDate');
+    assert.ok(
+      fetched.some((url) => url.includes('/tcb?fmspc=')),
+      'the given fetch was used',
+    );
+
+    pccs.setStalled(true);
+    const impatient = new DcapVerifier({ pccsUrl: pccs.url, requestTimeout: 100 });
+    await assert.rejects(
+      impatient.verify(quote, { now: V4_NOW }),
+      unavailable(/timed out after 100 ms/),
+    );
+    pccs.setStalled(false);
+  });
+
   it('an HTTP error names the request and its status', async () => {
     const { quote, collateral } = fixture('intel-tdx-v4');
     const pccs = await pccsServing(collateral);

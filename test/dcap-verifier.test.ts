@@ -261,10 +261,17 @@ describe('minTcbEvaluationDataNumber', () => {
     for (const engine of ENGINES) {
       await assert.rejects(
         verifyWithCollateral(quote, collateral, V4_NOW, { engine, minTcbEvaluationDataNumber: 18 }),
-        rejectsWith(
-          'COLLATERAL_EXPIRED',
-          /tcbEvaluationDataNumber is 17, below the required minimum 18/,
-        ),
+        (error: unknown) => {
+          rejectsWith(
+            'COLLATERAL_EXPIRED',
+            /tcbEvaluationDataNumber is 17, below the required minimum 18/,
+          )(error);
+          assert.deepEqual((error as RaTlsError).details, {
+            tcbEvaluationDataNumber: 17,
+            minTcbEvaluationDataNumber: 18,
+          });
+          return true;
+        },
       );
       const result = await verifyWithCollateral(quote, collateral, V4_NOW, {
         engine,
