@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
-import { isRaTlsError } from '../src/errors.js';
+import { isRaTlsError, RaTlsError } from '../src/errors.js';
 import { normalizeCollateral } from '../src/verification/collateral.js';
 import { engineFailure } from '../src/verification/engines/engine.js';
 import { JsEngine } from '../src/verification/engines/js-engine.js';
@@ -103,5 +103,40 @@ describe('DCAP engine wrappers', () => {
     for (const [cause, expected] of cases) {
       assert.equal(engineFailure('js', cause).code, expected, String(cause));
     }
+  });
+
+  it('says in every message which engine refused, what it said, and what that means', () => {
+    const advice: [string, RegExp][] = [
+      [
+        'Failed to decode quote',
+        /\(the quote bytes are truncated or not a DCAP quote this engine can decode\)$/,
+      ],
+      [
+        'No matching TCB level found',
+        /\(the platform's TCB is not acceptable under the collateral's TCB info; update the platform firmware\/microcode\)$/,
+      ],
+      ['Certificate is revoked', /\(a certificate of the platform is revoked\)$/],
+      [
+        'TCBInfo expired',
+        /\(the collateral or a certificate is outside its validity window; fetch fresh collateral or check the clock\)$/,
+      ],
+      ['Debug mode is enabled', /\(the quote comes from a debug enclave or TD\)$/],
+      [
+        'Isv enclave report signature is invalid',
+        /\(the quote or its collateral failed DCAP verification\)$/,
+      ],
+    ];
+    for (const [text, ending] of advice) {
+      const error = engineFailure('wasm', text);
+      assert.match(
+        error.message,
+        new RegExp(`^DCAP engine @phala/dcap-qvl-web \\(WASM\\) rejected the quote: "${text}"`),
+      );
+      assert.match(error.message, ending);
+      assert.deepEqual(error.details, { engine: 'wasm', engineMessage: text });
+      assert.equal(error.cause, text);
+    }
+    const typed = new RaTlsError('NOT_TDX', 'already typed');
+    assert.equal(engineFailure('js', typed), typed, 'a typed error passes as it is');
   });
 });

@@ -20,6 +20,7 @@ describe('NoopVerifier', () => {
     assert.equal(verifier.unverified, true);
     assert.equal(warnings.length, 1);
     assert.match(warnings[0]!, /checks NO quote signature/);
+    assert.match(warnings[0]!, /never in production\.$/);
   });
 
   it('reports the parsed values with tcbStatus Unknown, even for a quote whose signature is broken', async () => {
@@ -37,6 +38,8 @@ describe('NoopVerifier', () => {
     assert.equal(result.isDebug, false);
     assert.deepEqual(Buffer.from(result.reportData), Buffer.from(tampered.subarray(568, 632)));
     assert.equal(result.validUntil, undefined);
+    assert.deepEqual(result.advisoryIds, [], 'no advisories: nothing was evaluated');
+    assert.ok(Object.isFrozen(result) && Object.isFrozen(result.advisoryIds));
   });
 
   it('still refuses what is not a TDX quote', async () => {
