@@ -306,3 +306,62 @@ describe('legacy attestation (extensions 1.1 + 1.2)', () => {
     }
   });
 });
+
+describe('a truncated V0 attestation names the field it ends in', () => {
+  test('every cut lands on a named field; every field of the layout is named by some cut', () => {
+    const whole = encodeVersionedAttestationV0({
+      quote: new Uint8Array(8).fill(1),
+      // Two of each: a count is checked against the bytes left, so only a later
+      // element's first fields can be cut short.
+      eventLog: [0, 1].map((imr) => ({
+        imr,
+        eventType: 1,
+        digest: new Uint8Array(48),
+        event: 'boot',
+        eventPayload: new Uint8Array(2),
+      })),
+      runtimeEvents: [
+        { event: 'app-id', payload: new Uint8Array(3) },
+        { event: 'instance-id', payload: new Uint8Array(3) },
+      ],
+      config: '{}',
+    });
+    assert.equal(decodeVersionedAttestation(whole).platform, 'DstackTdx');
+    const named = new Set<string>();
+    for (let length = 1; length < whole.byteLength; length++) {
+      assert.throws(
+        () => decodeVersionedAttestation(whole.subarray(0, length)),
+        (error: unknown) => {
+          assert.ok(isRaTlsError(error, 'MALFORMED_ATTESTATION'), String(error));
+          const field = /^VersionedAttestation V0 is malformed: ([^:]+): /.exec(error.message)?.[1];
+          assert.ok(field, `${length}: ${error.message}`);
+          named.add(field);
+          return true;
+        },
+      );
+    }
+    assert.deepEqual(
+      [...named],
+      [
+        'platform variant',
+        'quote',
+        'event_log length',
+        'event_log[0].digest',
+        'event_log[0].event',
+        'event_log[0].event_payload',
+        'event_log[1].imr',
+        'event_log[1].event_type',
+        'event_log[1].digest',
+        'event_log[1].event',
+        'event_log[1].event_payload',
+        'runtime_events length',
+        'runtime_events[0].event',
+        'runtime_events[0].payload',
+        'runtime_events[1].event',
+        'runtime_events[1].payload',
+        'report_data',
+        'config',
+      ],
+    );
+  });
+});
