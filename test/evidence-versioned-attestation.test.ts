@@ -365,3 +365,95 @@ describe('a truncated V0 attestation names the field it ends in', () => {
     );
   });
 });
+
+describe('a V1 field of the wrong type is named by its path', () => {
+  test('each field, set to a value of another type, is refused naming that field', () => {
+    const valid = () =>
+      decodeMsgpack(
+        encodeVersionedAttestationV1({
+          quote: new Uint8Array(8).fill(1),
+          eventLog: [
+            {
+              imr: 3,
+              eventType: 1,
+              digest: new Uint8Array(48),
+              event: 'boot',
+              eventPayload: new Uint8Array(2),
+            },
+          ],
+          runtimeEvents: [{ event: 'app-id', payload: new Uint8Array(3) }],
+          config: '{}',
+        }),
+      ) as Record<string, unknown>;
+    assert.equal(decodeVersionedAttestation(encodeMsgpack(valid())).format, 'versioned-v1');
+    const cases: [string, readonly (string | number)[], string][] = [
+      ['platform', ['platform'], 'a map'],
+      ['platform.kind', ['platform', 'kind'], 'a string'],
+      ['platform.data', ['platform', 'data'], 'a map'],
+      ['stack', ['stack'], 'a map'],
+      ['stack.kind', ['stack', 'kind'], 'a string'],
+      ['stack.data', ['stack', 'data'], 'a map'],
+      ['platform.data.quote', ['platform', 'data', 'quote'], 'bytes'],
+      ['platform.data.event_log', ['platform', 'data', 'event_log'], 'an array'],
+      ['platform.data.event_log[0]', ['platform', 'data', 'event_log', 0], 'a map'],
+      ['platform.data.event_log[0].imr', ['platform', 'data', 'event_log', 0, 'imr'], 'a u32'],
+      [
+        'platform.data.event_log[0].event_type',
+        ['platform', 'data', 'event_log', 0, 'event_type'],
+        'a u32',
+      ],
+      [
+        'platform.data.event_log[0].digest',
+        ['platform', 'data', 'event_log', 0, 'digest'],
+        'bytes',
+      ],
+      [
+        'platform.data.event_log[0].event',
+        ['platform', 'data', 'event_log', 0, 'event'],
+        'a string',
+      ],
+      [
+        'platform.data.event_log[0].event_payload',
+        ['platform', 'data', 'event_log', 0, 'event_payload'],
+        'bytes',
+      ],
+      ['stack.data.runtime_events', ['stack', 'data', 'runtime_events'], 'an array'],
+      ['stack.data.runtime_events[0]', ['stack', 'data', 'runtime_events', 0], 'a map'],
+      [
+        'stack.data.runtime_events[0].event',
+        ['stack', 'data', 'runtime_events', 0, 'event'],
+        'a string',
+      ],
+      [
+        'stack.data.runtime_events[0].payload',
+        ['stack', 'data', 'runtime_events', 0, 'payload'],
+        'bytes',
+      ],
+      ['stack.data.report_data', ['stack', 'data', 'report_data'], 'bytes'],
+      ['stack.data.config', ['stack', 'data', 'config'], 'a string'],
+    ];
+    for (const [name, path, kind] of cases) {
+      const root = valid();
+      let parent: Record<string | number, unknown> = root;
+      for (const key of path.slice(0, -1)) parent = parent[key] as Record<string | number, unknown>;
+      parent[path.at(-1)!] = true;
+      assert.throws(
+        () => decodeVersionedAttestation(encodeMsgpack(root)),
+        (error: unknown) => {
+          assert.ok(isRaTlsError(error, 'MALFORMED_ATTESTATION'), `${name}: ${String(error)}`);
+          assert.ok(
+            error.message.includes(`V1 field ${name} is not ${kind}`),
+            `${name}: ${error.message}`,
+          );
+          return true;
+        },
+      );
+    }
+    assert.throws(
+      () => decodeVersionedAttestation(encodeMsgpack({ ...valid(), version: 2 })),
+      (error: unknown) =>
+        isRaTlsError(error, 'UNSUPPORTED_ATTESTATION_FORMAT') &&
+        /declares version 2/.test(error.message),
+    );
+  });
+});
