@@ -386,53 +386,34 @@ describe('a V1 field of the wrong type is named by its path', () => {
         }),
       ) as Record<string, unknown>;
     assert.equal(decodeVersionedAttestation(encodeMsgpack(valid())).format, 'versioned-v1');
-    const cases: [string, readonly (string | number)[], string][] = [
-      ['platform', ['platform'], 'a map'],
-      ['platform.kind', ['platform', 'kind'], 'a string'],
-      ['platform.data', ['platform', 'data'], 'a map'],
-      ['stack', ['stack'], 'a map'],
-      ['stack.kind', ['stack', 'kind'], 'a string'],
-      ['stack.data', ['stack', 'data'], 'a map'],
-      ['platform.data.quote', ['platform', 'data', 'quote'], 'bytes'],
-      ['platform.data.event_log', ['platform', 'data', 'event_log'], 'an array'],
-      ['platform.data.event_log[0]', ['platform', 'data', 'event_log', 0], 'a map'],
-      ['platform.data.event_log[0].imr', ['platform', 'data', 'event_log', 0, 'imr'], 'a u32'],
-      [
-        'platform.data.event_log[0].event_type',
-        ['platform', 'data', 'event_log', 0, 'event_type'],
-        'a u32',
-      ],
-      [
-        'platform.data.event_log[0].digest',
-        ['platform', 'data', 'event_log', 0, 'digest'],
-        'bytes',
-      ],
-      [
-        'platform.data.event_log[0].event',
-        ['platform', 'data', 'event_log', 0, 'event'],
-        'a string',
-      ],
-      [
-        'platform.data.event_log[0].event_payload',
-        ['platform', 'data', 'event_log', 0, 'event_payload'],
-        'bytes',
-      ],
-      ['stack.data.runtime_events', ['stack', 'data', 'runtime_events'], 'an array'],
-      ['stack.data.runtime_events[0]', ['stack', 'data', 'runtime_events', 0], 'a map'],
-      [
-        'stack.data.runtime_events[0].event',
-        ['stack', 'data', 'runtime_events', 0, 'event'],
-        'a string',
-      ],
-      [
-        'stack.data.runtime_events[0].payload',
-        ['stack', 'data', 'runtime_events', 0, 'payload'],
-        'bytes',
-      ],
-      ['stack.data.report_data', ['stack', 'data', 'report_data'], 'bytes'],
-      ['stack.data.config', ['stack', 'data', 'config'], 'a string'],
+    // [path, what the refusal says it is not]
+    const cases: [string, string][] = [
+      ['platform', 'a map'],
+      ['platform.kind', 'a string'],
+      ['platform.data', 'a map'],
+      ['stack', 'a map'],
+      ['stack.kind', 'a string'],
+      ['stack.data', 'a map'],
+      ['platform.data.quote', 'bytes'],
+      ['platform.data.event_log', 'an array'],
+      ['platform.data.event_log[0]', 'a map'],
+      ['platform.data.event_log[0].imr', 'a u32'],
+      ['platform.data.event_log[0].event_type', 'a u32'],
+      ['platform.data.event_log[0].digest', 'bytes'],
+      ['platform.data.event_log[0].event', 'a string'],
+      ['platform.data.event_log[0].event_payload', 'bytes'],
+      ['stack.data.runtime_events', 'an array'],
+      ['stack.data.runtime_events[0]', 'a map'],
+      ['stack.data.runtime_events[0].event', 'a string'],
+      ['stack.data.runtime_events[0].payload', 'bytes'],
+      ['stack.data.report_data', 'bytes'],
+      ['stack.data.config', 'a string'],
     ];
-    for (const [name, path, kind] of cases) {
+    for (const [name, kind] of cases) {
+      const path = name
+        .replace(/\[(\d+)\]/g, '.$1')
+        .split('.')
+        .map((key) => (/^\d+$/.test(key) ? Number(key) : key));
       const root = valid();
       let parent: Record<string | number, unknown> = root;
       for (const key of path.slice(0, -1)) parent = parent[key] as Record<string | number, unknown>;
