@@ -69,6 +69,14 @@ export function readPckInfo(quote: Uint8Array): PckInfo {
 const LEAVES_KEPT = 16;
 const caOfLeaf = new Map<string, PckCa>();
 
+/**
+ * How many PCK leaves' issuing CAs are kept, for the test of that memory bound.
+ * @internal
+ */
+export function pckLeavesKept(): number {
+  return caOfLeaf.size;
+}
+
 function issuingCa(leaf: Uint8Array): PckCa {
   const key = Buffer.from(leaf.buffer, leaf.byteOffset, leaf.byteLength).toString('base64');
   const known = caOfLeaf.get(key);
