@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { constants, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { isRaTlsError } from '../src/errors.js';
+import { isRaTlsError, type RaTlsError } from '../src/errors.js';
 import {
   bitString,
   ecdsaWithSha256,
@@ -27,6 +27,8 @@ import {
 import {
   localTokenKeys,
   MAX_TOKEN_LENGTH,
+  readJwks,
+  type TokenKeys,
   verifyAttestationToken,
 } from '../src/verification/jwt.js';
 
@@ -170,6 +172,126 @@ describe('malformed and foreign tokens', () => {
     await refused('', now, /empty, not a string, or too large/);
     await refused('A'.repeat(MAX_TOKEN_LENGTH + 1), now, /too large/);
     await refused(`!!.${payload}.AQID`, now, /header is not valid base64url JSON/);
+  });
+});
+
+describe('token refusals: their details, and every failure jose reports', () => {
+  const now = (EXP - 60) * 1000;
+  /** The refusal of `jwt` checked at `now` (under `keys` if given). */
+  async function refusal(jwt: string, keys?: TokenKeys): Promise<RaTlsError> {
+    const options = await check(now);
+    try {
+      await verifyAttestationToken(jwt, keys === undefined ? options : { ...options, keys });
+    } catch (error) {
+      assert.ok(isRaTlsError(error), String(error));
+      return error;
+    }
+    assert.fail('the token was accepted');
+  }
+
+  test('the size cap is inclusive: a token of exactly the cap is read (and refused for its shape)', async () => {
+    const atCap = await refusal('A'.repeat(MAX_TOKEN_LENGTH));
+    assert.match(atCap.message, /three base64url parts/);
+    assert.deepEqual(atCap.details, {});
+  });
+
+  test('a refused algorithm, jku or time is named in details, cut to a bounded length', async () => {
+    const alg = await refusal(token({ exp: EXP }, { alg: `HS${'9'.repeat(100)}` }));
+    assert.deepEqual(alg.details, { alg: `HS${'9'.repeat(38)}` });
+    assert.deepEqual((await refusal(token({ exp: EXP }, { alg: 7 }))).details, { alg: '7' });
+    const long = `https://evil.example/${'x'.repeat(300)}`;
+    const jku = await refusal(token({ exp: EXP }, { jku: long }));
+    assert.deepEqual(jku.details, { jku: long.slice(0, 200) });
+    assert.deepEqual((await refusal(token({ exp: EXP }, { jku: undefined }))).details, {
+      jku: 'undefined',
+    });
+    const empty = await refusal(token({ exp: EXP }, { kid: '' }));
+    assert.equal(empty.message, 'The attestation token header names no key id (kid)');
+    const expired = await refusal(token({ exp: EXP - 3600 }));
+    assert.deepEqual(expired.details, { exp: EXP - 3600 });
+    assert.ok(expired.cause instanceof Error, 'jose’s error is kept as the cause');
+    const early = await refusal(token({ exp: EXP + 7200, nbf: EXP + 3600 }));
+    assert.deepEqual(early.details, { nbf: EXP + 3600 });
+    assert.ok(early.cause instanceof Error);
+    const future = await refusal(token({ exp: EXP + 60, iat: EXP + 30 }));
+    assert.deepEqual(future.details, { iat: EXP + 30 });
+  });
+
+  test('a time outside Date’s range is shown as Unix seconds', async () => {
+    const early = await refusal(token({ exp: 1e20, nbf: 1e19 }));
+    assert.equal(
+      early.message,
+      'The attestation token is not valid before 10000000000000000000 (Unix seconds); check the system clock',
+    );
+  });
+
+  test('a malformed claim is named by its claim; a malformed exp reads as a missing one', async () => {
+    const nbf = await refusal(token({ exp: EXP, nbf: 'soon' }));
+    assert.match(nbf.message, /^The attestation token claim "nbf" is invalid \(/);
+    assert.deepEqual(nbf.details, { claim: 'nbf' });
+    const iat = await refusal(token({ exp: EXP, iat: 'then' }));
+    assert.deepEqual(iat.details, { claim: 'iat' });
+    const exp = await refusal(token({ exp: 'later' }));
+    assert.equal(exp.message, 'The attestation token has no numeric "exp" claim');
+    assert.deepEqual(exp.details, {});
+  });
+
+  test('an unknown key and a bad signature name the kid', async () => {
+    const unknown = await refusal(token({ exp: EXP }, { kid: 'k2' }));
+    assert.equal(
+      unknown.message,
+      `The attestation token is signed with key k2, which ${JKU} does not publish (as an RSA signing key)`,
+    );
+    assert.deepEqual(unknown.details, { kid: 'k2' });
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const forged = await refusal(token({ exp: EXP }, {}, { key: other.privateKey, alg: 'PS384' }));
+    assert.deepEqual(forged.details, { kid: 'k1' });
+  });
+
+  test('a key set that times out is INTEL_API_ERROR; one that is malformed is TOKEN_INVALID', async () => {
+    const { errors } = await import('jose');
+    const timedOut = await refusal(token({ exp: EXP }), async () => {
+      throw new errors.JWKSTimeout();
+    });
+    assert.equal(timedOut.code, 'INTEL_API_ERROR');
+    assert.equal(
+      timedOut.message,
+      `The JWKS at ${JKU} timed out; raise requestTimeout or check connectivity`,
+    );
+    assert.ok(timedOut.cause instanceof errors.JWKSTimeout);
+    for (const error of [new errors.JWKSInvalid(), new errors.JWKInvalid()]) {
+      const malformed = await refusal(token({ exp: EXP }), async () => {
+        throw error;
+      });
+      assert.equal(malformed.code, 'TOKEN_INVALID');
+      assert.equal(malformed.message, `The JWKS at ${JKU} is malformed`);
+      assert.deepEqual(malformed.details, { kid: 'k1' });
+      assert.equal(malformed.cause, error);
+    }
+  });
+
+  test('anything else is TOKEN_INVALID with the first 200 characters of its message', async () => {
+    const odd = await refusal(token({ exp: EXP }), async () => {
+      throw new Error(`odd ${'y'.repeat(400)}`);
+    });
+    assert.equal(odd.code, 'TOKEN_INVALID');
+    assert.equal(odd.message, `The attestation token is invalid: odd ${'y'.repeat(196)}`);
+    const thrown = await refusal(token({ exp: EXP }), async () => {
+      throw 'a string';
+    });
+    assert.equal(thrown.message, 'The attestation token is invalid: a string');
+  });
+
+  test('a JWKS document that is not an object with a keys array is refused', async () => {
+    for (const document of [null, 'keys', [], { keys: 'k1' }]) {
+      assert.throws(
+        () => readJwks(document),
+        (error: unknown) =>
+          isRaTlsError(error, 'TOKEN_INVALID') &&
+          error.message === 'The JWKS document has no "keys" array',
+        JSON.stringify(document),
+      );
+    }
   });
 });
 
