@@ -10,7 +10,11 @@ import { describe, test } from 'node:test';
 import { encode as encodeMsgpack } from '@msgpack/msgpack';
 import { isRaTlsError } from '../src/errors.js';
 import { checkBinding, expectedReportData } from '../src/evidence/binding.js';
-import { readCertificateFacts, readRaTlsCertificate } from '../src/evidence/certificate.js';
+import {
+  readCertificateFacts,
+  readRaTlsCertificate,
+  unwrapOctetString,
+} from '../src/evidence/certificate.js';
 import { parseQuote, quoteReportDataOffset } from '../src/evidence/quote.js';
 import { replayRtmr3, verifyAppIdentity } from '../src/evidence/rtmr3.js';
 import { ScaleReader } from '../src/evidence/scale-reader.js';
@@ -763,5 +767,51 @@ describe('the extension OIDs are the ones dstack writes (docs/protocol.md §1), 
       code: 'NO_ATTESTATION',
       message: /neither extension 1\.3\.6\.1\.4\.1\.62397\.1\.8 nor 1\.3\.6\.1\.4\.1\.62397\.1\.1/,
     });
+  });
+});
+
+describe('certificate and quote refusals: their exact text, details and cause', () => {
+  test('an extension payload not wrapped in exactly one OCTET STRING names the tag or the extra bytes', () => {
+    failsWith(() => unwrapOctetString(sequence(), '1.2.3'), {
+      code: 'MALFORMED_ATTESTATION',
+      message:
+        /^Certificate extension 1\.2\.3 is not a DER OCTET STRING wrapping its payload: it starts with tag 0x30, not an OCTET STRING\.$/,
+      details: { oid: '1.2.3' },
+    });
+    const padded = Uint8Array.of(...tlv(0x04, Uint8Array.of(1, 2)), 0, 0);
+    failsWith(() => unwrapOctetString(padded, '1.2.3'), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /: 2 bytes follow the OCTET STRING\.$/,
+      details: { oid: '1.2.3' },
+    });
+    assert.deepEqual(unwrapOctetString(padded.subarray(0, 4), '1.2.3'), Uint8Array.of(1, 2));
+  });
+
+  test('a PEM certificate that is not base64 says so; a DER one that does not parse keeps its cause', () => {
+    failsWith(
+      () => readRaTlsCertificate('-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n'),
+      {
+        code: 'MALFORMED_CERTIFICATE',
+        message: /^The server certificate cannot be parsed: the PEM block is not valid base64\.$/,
+      },
+    );
+    assert.throws(
+      () => readCertificateFacts(Uint8Array.of(0x30, 0x03, 0x02, 0x01, 0x00)),
+      (error: unknown) =>
+        isRaTlsError(error, 'MALFORMED_CERTIFICATE') && error.cause instanceof Error,
+    );
+  });
+
+  test('a quote of exactly its 48-byte header is read past the header check', () => {
+    failsWith(() => parseQuote(v4.subarray(0, 47)), {
+      code: 'MALFORMED_QUOTE',
+      message: /it is 47 bytes, shorter than the 48-byte header/,
+    });
+    assert.throws(
+      () => parseQuote(v4.subarray(0, 48)),
+      (error: unknown) =>
+        isRaTlsError(error, 'MALFORMED_QUOTE') &&
+        !/shorter than the 48-byte header/.test(error.message),
+    );
   });
 });
