@@ -581,11 +581,26 @@ describe('VersionedAttestation V1: the msgpack walk and each field rule', () => 
     }
   });
 
-  test('msgpack extensions are refused by the decoder; nesting is walked to depth 32 and no deeper', () => {
+  test('msgpack extensions are refused, even empty ones; nesting is walked to depth 32 and no deeper', () => {
     failsWith(
       () => decodeVersionedAttestation(envelope([...X, 0xd4, 1, 0])),
       malformedWith(/the V1 msgpack does not decode/),
     );
+    // The decoder reads an empty ext 8/16/32 (type 5) as ExtData; the walk refuses it.
+    for (const ext of [
+      [0xc7, 0, 5],
+      [0xc8, 0, 0, 5],
+      [0xc9, 0, 0, 0, 0, 5],
+    ]) {
+      failsWith(
+        () => decodeVersionedAttestation(envelope([...X, ...ext])),
+        malformedWith(
+          new RegExp(
+            `^The VersionedAttestation is malformed: the V1 msgpack cannot be walked \\(msgpack extension type 0x${ext[0]!.toString(16)} has no place in a V1 envelope\\)$`,
+          ),
+        ),
+      );
+    }
     const nested = (depth: number) => [...Array(depth).fill(0x91), 0x00];
     // The value of "x" sits at depth 1; each array adds one.
     assert.equal(

@@ -1,5 +1,5 @@
 import type * as Msgpack from '@msgpack/msgpack';
-import { RaTlsError } from '../errors.js';
+import { describeCause, RaTlsError } from '../errors.js';
 import { normalizeHex } from '../util/bytes.js';
 import { lazyRequire } from '../util/lazy-require.js';
 import { ScaleReader } from './scale-reader.js';
@@ -375,12 +375,6 @@ function findDuplicateMapKey(bytes: Uint8Array): string | undefined {
       case 0xc6:
       case 0xdb:
         return at + 5 + size(at + 1, 4);
-      case 0xc7:
-        return at + 3 + size(at + 1, 1);
-      case 0xc8:
-        return at + 4 + size(at + 1, 2);
-      case 0xc9:
-        return at + 6 + size(at + 1, 4);
       case 0xca:
         return at + 5;
       case 0xcb:
@@ -397,16 +391,20 @@ function findDuplicateMapKey(bytes: Uint8Array): string | undefined {
       case 0xcf:
       case 0xd3:
         return at + 9;
+      // Extension types: the decoder refuses every one with a payload
+      // (maxExtLength 0) but reads an empty ext 8/16/32 as ExtData. No V1
+      // field is an extension, so none is walked over.
+      case 0xc7:
+      case 0xc8:
+      case 0xc9:
       case 0xd4:
-        return at + 3;
       case 0xd5:
-        return at + 4;
       case 0xd6:
-        return at + 6;
       case 0xd7:
-        return at + 10;
       case 0xd8:
-        return at + 18;
+        throw new RangeError(
+          `msgpack extension type 0x${b.toString(16)} has no place in a V1 envelope`,
+        );
       case 0xdc:
         return items(at + 3, size(at + 1, 2), depth);
       case 0xdd:
@@ -439,7 +437,7 @@ function findDuplicateMapKey(bytes: Uint8Array): string | undefined {
   try {
     skip(0, 0);
   } catch (cause) {
-    throw malformed('the V1 msgpack cannot be walked', cause);
+    throw malformed(`the V1 msgpack cannot be walked (${describeCause(cause)})`, cause);
   }
   return duplicate;
 }
