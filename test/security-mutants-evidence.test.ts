@@ -639,6 +639,16 @@ describe('VersionedAttestation V1: the msgpack walk and each field rule', () => 
   const withEvent = (fields: Record<string, unknown>) =>
     v1({ platform: { kind: 'tdx', data: { ...platform.data, event_log: [event(fields)] } } });
 
+  test('an event stating version 1, nil or nothing is a version 1 event; any other is refused', () => {
+    for (const version of [1, null, undefined]) {
+      assert.equal(withEvent({ version }).eventLog.length, 1, String(version));
+    }
+    failsWith(() => withEvent({ version: 2 }), {
+      code: 'UNSUPPORTED_ATTESTATION_FORMAT',
+      message: /platform\.data\.event_log\[0\] uses event-log version 2/,
+    });
+  });
+
   test('an event without a digest has an empty one; u32 fields take 0..0xffffffff', () => {
     const { digest: _, ...noDigest } = event({ imr: 0xffffffff, event_type: 0 });
     const [entry] = v1({
@@ -716,6 +726,128 @@ describe('VersionedAttestation V1: the msgpack walk and each field rule', () => 
     const [parsed] = parseLegacyEventLog(entry({ imr: 0xffffffff, digest: '0A0b' }));
     assert.equal(parsed?.imr, 0xffffffff);
     assert.equal(toHex(parsed?.digest ?? new Uint8Array()), '0a0b');
+  });
+
+  test('the legacy JSON event log: each shape rule names the entry and keeps the cause', () => {
+    const entry = (fields: Record<string, unknown>) =>
+      JSON.stringify([{ imr: 3, event_type: 1, event: '', event_payload: '', ...fields }]);
+    const eventLog = (message: RegExp): Expected => ({ code: 'MALFORMED_EVENT_LOG', message });
+    const prefix =
+      'The legacy event log \\(extension 1\\.3\\.6\\.1\\.4\\.1\\.62397\\.1\\.2\\) is malformed: ';
+    const exactly = (reason: string) => eventLog(new RegExp(`^${prefix}${reason}$`));
+    failsWith(() => parseLegacyEventLog('{}'), exactly('it is not a JSON array'));
+    for (const item of ['null', '[]', '5', '"x"']) {
+      failsWith(() => parseLegacyEventLog(`[${item}]`), exactly('entry 0 is not an object'));
+    }
+    failsWith(() => parseLegacyEventLog(entry({ imr: -1 })), exactly('entry 0\\.imr is not a u32'));
+    failsWith(
+      () => parseLegacyEventLog(entry({ event: 5 })),
+      exactly('entry 0\\.event is not a string'),
+    );
+    // Bytes that are not UTF-8 inside a JSON string: refused, never replaced by U+FFFD.
+    const invalidUtf8 = Buffer.concat([
+      Buffer.from('[{"imr":3,"event_type":1,"event":"'),
+      Uint8Array.of(0xff),
+      Buffer.from('","event_payload":""}]'),
+    ]);
+    assert.throws(
+      () => parseLegacyEventLog(new Uint8Array(invalidUtf8)),
+      (error: unknown) =>
+        isRaTlsError(error, 'MALFORMED_EVENT_LOG') &&
+        /it is not valid UTF-8 JSON$/.test(error.message) &&
+        error.cause instanceof TypeError,
+    );
+    assert.throws(
+      () => parseLegacyEventLog('[{'),
+      (error: unknown) => isRaTlsError(error) && error.cause instanceof SyntaxError,
+    );
+  });
+});
+
+describe('VersionedAttestation: the version byte, the size limit and V0 counts', () => {
+  const MAX = 10 * 1024 * 1024;
+
+  test('exactly 10 MiB is read (and judged by its version byte); one byte more is refused for size', () => {
+    failsWith(() => decodeVersionedAttestation(new Uint8Array(MAX).fill(0xff)), {
+      code: 'UNSUPPORTED_ATTESTATION_FORMAT',
+      message: /^Unknown VersionedAttestation version byte 0xff: /,
+      details: { versionByte: 0xff },
+    });
+    failsWith(() => decodeVersionedAttestation(new Uint8Array(MAX + 1).fill(0xff)), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /it is 10485761 bytes, more than the 10485760-byte limit/,
+    });
+  });
+
+  test('every msgpack map prefix selects V1, and only those', () => {
+    const v1 = /VersionedAttestation V1 declares version undefined/;
+    // fixmap 0x80..0x8f: an empty map decodes (and lacks a version); a fixmap of 15
+    // entries with none following does not decode, but is read as V1.
+    failsWith(() => decodeVersionedAttestation(Uint8Array.of(0x80)), {
+      code: 'UNSUPPORTED_ATTESTATION_FORMAT',
+      message: v1,
+    });
+    failsWith(() => decodeVersionedAttestation(Uint8Array.of(0x8f)), {
+      code: 'MALFORMED_ATTESTATION',
+      message: /the V1 msgpack does not decode/,
+    });
+    failsWith(() => decodeVersionedAttestation(Uint8Array.of(0xde, 0, 0)), {
+      code: 'UNSUPPORTED_ATTESTATION_FORMAT',
+      message: v1,
+    });
+    failsWith(() => decodeVersionedAttestation(Uint8Array.of(0xdf, 0, 0, 0, 0)), {
+      code: 'UNSUPPORTED_ATTESTATION_FORMAT',
+      message: v1,
+    });
+    for (const first of [0x7f, 0x90, 0xdc, 0xdd]) {
+      failsWith(() => decodeVersionedAttestation(Uint8Array.of(first, 0)), {
+        code: 'UNSUPPORTED_ATTESTATION_FORMAT',
+        details: { versionByte: first },
+      });
+    }
+  });
+
+  test('a V0 element count is held to the smallest element size before anything is read', () => {
+    // version 0, platform DstackTdx, empty quote, then the event log count.
+    const head = [0x00, 0x00, 0x00];
+    const compact = (count: number) => count << 2;
+    // Three entries of at least 11 bytes do not fit in 30.
+    failsWith(
+      () => decodeVersionedAttestation(Uint8Array.of(...head, compact(3), ...new Uint8Array(30))),
+      {
+        code: 'MALFORMED_ATTESTATION',
+        message:
+          /^VersionedAttestation V0 is malformed: event_log length: 3 elements cannot fit in the 30 bytes left$/,
+      },
+    );
+    // No event log; three runtime events of at least 2 bytes do not fit in 5.
+    failsWith(
+      () =>
+        decodeVersionedAttestation(
+          Uint8Array.of(...head, compact(0), compact(3), ...new Uint8Array(5)),
+        ),
+      {
+        code: 'MALFORMED_ATTESTATION',
+        message:
+          /^VersionedAttestation V0 is malformed: runtime_events length: 3 elements cannot fit in the 5 bytes left$/,
+      },
+    );
+  });
+
+  test('a V0 attestation for another platform names it in details', () => {
+    failsWith(() => decodeVersionedAttestation(Uint8Array.of(0x00, 0x01)), {
+      code: 'UNSUPPORTED_ATTESTATION_FORMAT',
+      message: /for platform DstackGcpTdx; /,
+      details: { platform: 'DstackGcpTdx' },
+    });
+  });
+
+  test('a refusal by the V1 decoder keeps its cause', () => {
+    assert.throws(
+      () => decodeVersionedAttestation(Uint8Array.of(0x81)),
+      (error: unknown) =>
+        isRaTlsError(error, 'MALFORMED_ATTESTATION') && error.cause instanceof Error,
+    );
   });
 });
 
