@@ -278,6 +278,7 @@ describe('legacy attestation (extensions 1.1 + 1.2)', () => {
     const json = encodeLegacyEventLog([boot, ...runtimeEventLogEntries(events, false)]);
     const decoded = decodeLegacyAttestation(quoteBin, json);
     assert.equal(decoded.format, 'legacy');
+    assert.equal(decoded.platform, 'DstackTdx', 'legacy certificates exist only on TDX');
     assert.equal(decoded.reportData, undefined);
     assert.equal(decoded.eventLog.length, 10);
     assert.deepEqual(decoded.eventLog[0], boot);

@@ -532,6 +532,8 @@ describe('VersionedAttestation V1: the msgpack walk and each field rule', () => 
     ['false', [0xc2]],
     ['true', [0xc3]],
     ['fixstr', [0xa3, ...abc]],
+    ['empty fixstr', [0xa0]],
+    ['31-byte fixstr', [0xbf, ...new Array(31).fill(0x61)]],
     ['str 8', [0xd9, 3, ...abc]],
     ['str 16', [0xda, 0, 3, ...abc]],
     ['str 32', [0xdb, 0, 0, 0, 3, ...abc]],
@@ -566,12 +568,22 @@ describe('VersionedAttestation V1: the msgpack walk and each field rule', () => 
     });
   }
 
+  test('of two repeated keys, the first repeated is named', () => {
+    const Y = encodeMsgpack('y');
+    failsWith(
+      () => decodeVersionedAttestation(envelope([...X, 1], [...Y, 1], [...X, 2], [...Y, 2])),
+      malformedWith(/repeats the map key "x"$/),
+    );
+  });
+
   test('a repeated key is named whatever its string width, and in hex when not a string', () => {
     const keys: ReadonlyArray<readonly [number[], string]> = [
       [[0xd9, 1, 0x79], '"y"'],
       [[0xda, 0, 1, 0x79], '"y"'],
       [[0xdb, 0, 0, 0, 1, 0x79], '"y"'],
       [[0x07], '"0x07"'],
+      [[0xa0], '""'],
+      [[0xbf, ...new Array(31).fill(0x7a)], `"${'z'.repeat(31)}"`],
     ];
     for (const [key, named] of keys) {
       failsWith(
