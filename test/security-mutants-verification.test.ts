@@ -189,7 +189,11 @@ describe('token refusals: their details, and every failure jose reports', () => 
     assert.fail('the token was accepted');
   }
 
-  test('the size cap is inclusive: a token of exactly the cap is read (and refused for its shape)', async () => {
+  test('a token that is not a string is refused; the size cap is inclusive', async () => {
+    for (const notText of [5, null, ['a.b.c']]) {
+      const error = await refusal(notText as unknown as string);
+      assert.equal(error.message, 'The attestation token is empty, not a string, or too large');
+    }
     const atCap = await refusal('A'.repeat(MAX_TOKEN_LENGTH));
     assert.match(atCap.message, /three base64url parts/);
     assert.deepEqual(atCap.details, {});
