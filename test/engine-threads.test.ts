@@ -17,6 +17,7 @@ import {
   ThreadedEngine,
   WARM_VERIFICATIONS,
 } from '../src/verification/engines/engine-worker.js';
+import { JsEngine } from '../src/verification/engines/js-engine.js';
 
 const FIXTURE = new URL('./fixtures/intel-tdx-v4/', import.meta.url);
 const quote = new Uint8Array(readFileSync(new URL('quote.bin', FIXTURE)));
@@ -111,6 +112,28 @@ describe('DCAP engines in worker threads', () => {
     );
     const result = await verifyWithCollateral(quote, collateral, NOW, { engine: 'js' });
     assert.equal(result.tcbStatus, 'UpToDate');
+  });
+
+  it("an engine's refusal crosses the thread as the engine made it: code, message and details", async () => {
+    const tampered = normalizeCollateral({
+      ...collateral,
+      tcb_info_signature: `00${normalizeCollateral(collateral).tcb_info_signature.slice(2)}`,
+    });
+    const refusal = async (verdict: Promise<unknown>) => {
+      try {
+        await verdict;
+      } catch (error) {
+        assert.ok(isRaTlsError(error), String(error));
+        return { code: error.code, message: error.message, details: error.details };
+      }
+      assert.fail('accepted');
+    };
+    const inProcess = await refusal(new JsEngine().verify(quote, tampered, 1751328000));
+    assert.equal(inProcess.code, 'QUOTE_INVALID');
+    assert.deepEqual(
+      await refusal(new ThreadedEngine('js').verify(quote, tampered, 1751328000)),
+      inProcess,
+    );
   });
 
   it('each verification is judged on its own collateral set, also past the sets a thread holds', async () => {
