@@ -67,6 +67,16 @@ describe('misspelled options are BAD_CONFIG with a suggestion, before any I/O', 
       pgConnectOptsRaTls(connectionString, { verifyTimout: '1s' } as never),
       refusedNaming('verifyTimout', 'verifyTimeout'),
     );
+    // The DSN is pgConnectOptsRaTls's first argument: a second one in the options
+    // would be silently overridden, so it is not an option.
+    await assert.rejects(
+      pgConnectOptsRaTls(connectionString, {
+        connectionString: 'postgres://teesql_read:x@other.example.com/db',
+      } as never),
+      (error: unknown) =>
+        isRaTlsError(error, 'BAD_CONFIG') &&
+        /^pgConnectOptsRaTls has no option "connectionString"/.test(error.message),
+    );
   });
 
   test('cluster options', () => {

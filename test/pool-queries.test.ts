@@ -358,7 +358,24 @@ describe('RaTlsClient, verifyServer and pgConnectOptsRaTls', () => {
     }
     assert.throws(
       () => new pg.Client(config),
-      (error: unknown) => isRaTlsError(error, 'BAD_CONFIG'),
+      (error: unknown) =>
+        isRaTlsError(error, 'BAD_CONFIG') &&
+        error.message ===
+          'a pgConnectOptsRaTls config carries one verified socket and can be used once: call pgConnectOptsRaTls again for another connection',
     );
+  });
+
+  test("pgConnectOptsRaTls obeys the caller's signal: an aborted one dials nothing", async () => {
+    const before = stack.sidecar.stats.connections.length;
+    const reason = new Error('the caller gave up');
+    await assert.rejects(
+      pgConnectOptsRaTls(stack.dsn, {
+        verifier: stack.verifier,
+        dstackEndpoint: stack.agent.endpoint,
+        signal: AbortSignal.abort(reason),
+      }),
+      (error: unknown) => error === reason || (error as { cause?: unknown }).cause === reason,
+    );
+    assert.equal(stack.sidecar.stats.connections.length, before, 'no connection was made');
   });
 });
