@@ -99,4 +99,133 @@ describe('pg internals', () => {
       );
     }
   });
+
+  test('each missing internal is named in the message and in details', () => {
+    const cases: Array<[string, (client: Record<string, unknown>) => void]> = [
+      [
+        'Client#connection',
+        (client) => {
+          client['connection'] = null;
+        },
+      ],
+      [
+        'Client#processID/secretKey',
+        (client) => {
+          delete client['secretKey'];
+        },
+      ],
+      [
+        'Client#_errorAllQueries()',
+        (client) => {
+          client['_errorAllQueries'] = undefined;
+        },
+      ],
+      [
+        'Client#_handleErrorEvent()',
+        (client) => {
+          client['_handleErrorEvent'] = 'no';
+        },
+      ],
+      [
+        'Connection#stream socket',
+        (client) => {
+          (client['connection'] as { stream: unknown }).stream = { once: 'no' };
+        },
+      ],
+    ];
+    for (const [missing, damage] of cases) {
+      const client = new pg.Client();
+      damage(client as unknown as Record<string, unknown>);
+      assert.throws(
+        () => clientInternals(client),
+        (error: unknown) =>
+          isRaTlsError(error, 'PG_UNSUPPORTED_VERSION') &&
+          error.message ===
+            `the installed pg/pg-pool has no ${missing}, which pg-ra-tls relies on: install a pg release within the supported peer range (^8.11.0)` &&
+          (error.details as { missing?: unknown }).missing === missing,
+        missing,
+      );
+    }
+    assert.throws(
+      () => poolInternals({ _idle: [], _remove() {} } as unknown as pg.Pool),
+      (error: unknown) =>
+        isRaTlsError(error, 'PG_UNSUPPORTED_VERSION') &&
+        (error.details as { missing?: unknown }).missing === 'Pool#_pulseQueue()',
+    );
+  });
+
+  test('removeIdle hands pg-pool its queue pulse, so a waiting checkout sees the freed slot', () => {
+    let pulses = 0;
+    let removed: unknown;
+    const internals = poolInternals({
+      _idle: [{ client: 'a' }],
+      _remove(client: unknown, callback: () => void) {
+        removed = client;
+        callback();
+      },
+      _pulseQueue() {
+        pulses++;
+      },
+    } as unknown as pg.Pool);
+    assert.deepEqual(internals.idleClients(), ['a']);
+    internals.removeIdle('a' as never);
+    assert.equal(removed, 'a');
+    assert.equal(pulses, 1);
+  });
+
+  test('a query on an unusable client is refused in every calling form, nothing sent', async () => {
+    const client = new pg.Client();
+    const states: string[] = [];
+    const internals = clientInternals(client);
+    internals.refuseQueriesWhenUnusable((state) => {
+      states.push(state);
+      return new Error(`refused: ${state}`) as never;
+    });
+    const privates = client as unknown as { _queryable: boolean; _ending: boolean };
+    privates._queryable = false;
+    await assert.rejects(client.query('select 1'), /refused: broken/);
+    const viaCallback = (call: (done: (error: Error | null) => void) => void) =>
+      new Promise<Error | null>((resolve) => call(resolve));
+    assert.match(
+      String(await viaCallback((done) => client.query('select 1', done as never))),
+      /refused: broken/,
+    );
+    assert.match(
+      String(await viaCallback((done) => client.query('select $1', [1], done as never))),
+      /refused: broken/,
+    );
+    assert.match(
+      String(
+        await viaCallback((done) => client.query({ text: 'select 1', callback: done } as never)),
+      ),
+      /refused: broken/,
+    );
+    // A submittable (pg.Query) gets the callback passed next to it, and its error.
+    const submitted = new pg.Query('select 1');
+    assert.match(
+      String(await viaCallback((done) => client.query(submitted as never, done as never))),
+      /refused: broken/,
+    );
+    const own = new pg.Query('select 1', [], () => {});
+    let ownError: unknown;
+    (own as unknown as { callback: (error: unknown) => void }).callback = (error) => {
+      ownError = error;
+    };
+    const other = () => assert.fail('a submittable keeps its own callback');
+    client.query(own as never, other as never);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.match(String(ownError), /refused: broken/);
+    privates._queryable = true;
+    privates._ending = true;
+    await assert.rejects(client.query('select 1'), /refused: ending/);
+    assert.deepEqual(states, [
+      'broken',
+      'broken',
+      'broken',
+      'broken',
+      'broken',
+      'broken',
+      'ending',
+    ]);
+  });
 });
