@@ -735,6 +735,8 @@ describe('VersionedAttestation V1: the msgpack walk and each field rule', () => 
       () => parseLegacyEventLog(entry({ digest: 'zz' })),
       eventLog(/entry 0 has a field that is not hex/),
     );
+    const [undigested] = parseLegacyEventLog(entry({}));
+    assert.equal(undigested?.digest.byteLength, 0, 'an entry without a digest has an empty one');
     const [parsed] = parseLegacyEventLog(entry({ imr: 0xffffffff, digest: '0A0b' }));
     assert.equal(parsed?.imr, 0xffffffff);
     assert.equal(toHex(parsed?.digest ?? new Uint8Array()), '0a0b');
