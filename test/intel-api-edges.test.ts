@@ -8,12 +8,12 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { isRaTlsError, type RaTlsError } from '../src/errors.js';
 import {
   IntelApiVerifier,
   type IntelApiVerifierOptions,
   verificationResultFromClaims,
 } from '../src/verification/intel-api-verifier.js';
+import { refusal, rejection } from './support/refusals.js';
 
 const QUOTE = new Uint8Array(
   readFileSync(new URL('./fixtures/intel-tdx-v4/quote.bin', import.meta.url)),
@@ -36,26 +36,6 @@ function claims(changes: Record<string, unknown> = {}): Record<string, unknown> 
   const merged: Record<string, unknown> = { ...base, ...changes };
   for (const [name, value] of Object.entries(merged)) if (value === undefined) delete merged[name];
   return merged;
-}
-
-function refusal(run: () => unknown): RaTlsError {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(isRaTlsError(error), String(error));
-    return error;
-  }
-  assert.fail('accepted');
-}
-
-async function rejection(promise: Promise<unknown>): Promise<RaTlsError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(isRaTlsError(error), String(error));
-    return error;
-  }
-  assert.fail('accepted');
 }
 
 describe('verificationResultFromClaims', () => {

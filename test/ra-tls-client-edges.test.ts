@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { AttestedConnector } from '../src/connection/attested-connector.js';
 import { RaTlsClient } from '../src/connection/ra-tls-client.js';
-import { isRaTlsError, type RaTlsError } from '../src/errors.js';
+import { isRaTlsError } from '../src/errors.js';
 import type { RaTlsVerifier } from '../src/verification/verifier.js';
+import { refusal } from './support/refusals.js';
 
 const DSN = `postgres://teesql_read:${'a3'.repeat(32)}@127.0.0.1:1/db`;
 const verifier: RaTlsVerifier = {
@@ -17,16 +18,6 @@ const verifier: RaTlsVerifier = {
   verify: () => Promise.reject(new Error('the verifier must not be reached')),
 };
 const identity = { clientCertOverride: { key: 'k', cert: 'c' } };
-
-function refusal(run: () => unknown): RaTlsError {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(isRaTlsError(error), String(error));
-    return error;
-  }
-  assert.fail('accepted');
-}
 
 describe('RaTlsClient without a server', () => {
   test('options a shared connector owns are refused next to it, each named', () => {
