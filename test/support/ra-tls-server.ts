@@ -17,8 +17,9 @@ export interface RaTlsServer {
   readonly open: number;
   /** Subject of the client certificate of each completed handshake ('' without one). */
   readonly clientSubjects: readonly string[];
-  /** SNI of each completed handshake (false without one). */
-  readonly servernames: readonly (string | false)[];
+  /** SNI of each completed handshake (false without one), by the client's port: handshakes
+   *  of tests running alongside cannot be mixed up with a test's own. */
+  readonly servernameByClientPort: ReadonlyMap<number, string | false>;
   /** Presents `credentials` from the next handshake on. */
   present(credentials: SidecarCredentials): void;
   /** Destroys every connection the server holds. */
@@ -42,11 +43,13 @@ export async function startRaTlsServer(
     socket.on('close', () => sockets.delete(socket));
   });
   const clientSubjects: string[] = [];
-  const servernames: (string | false)[] = [];
+  const servernameByClientPort = new Map<number, string | false>();
   server.on('secureConnection', (socket: TLSSocket) => {
     socket.on('error', () => {});
     clientSubjects.push(socket.getPeerX509Certificate()?.subject ?? '');
-    servernames.push(socket.servername ?? false);
+    if (socket.remotePort !== undefined) {
+      servernameByClientPort.set(socket.remotePort, socket.servername ?? false);
+    }
   });
   server.on('tlsClientError', () => {});
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -59,7 +62,7 @@ export async function startRaTlsServer(
       return sockets.size;
     },
     clientSubjects,
-    servernames,
+    servernameByClientPort,
     present: (next) => server.setSecureContext(next),
     hangUpAll: () => {
       for (const socket of sockets) socket.destroy();
