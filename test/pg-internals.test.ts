@@ -177,10 +177,14 @@ describe('pg internals', () => {
     const client = new pg.Client();
     const states: string[] = [];
     const internals = clientInternals(client);
-    internals.refuseQueriesWhenUnusable((state) => {
-      states.push(state);
-      return new Error(`refused: ${state}`) as never;
-    });
+    let connectFailed = false;
+    internals.refuseQueriesWhenUnusable(
+      (state) => {
+        states.push(state);
+        return new Error(`refused: ${state}`) as never;
+      },
+      () => connectFailed,
+    );
     const privates = client as unknown as { _queryable: boolean; _ending: boolean };
     privates._queryable = false;
     await assert.rejects(client.query('select 1'), /refused: broken/);
@@ -218,6 +222,11 @@ describe('pg internals', () => {
     privates._queryable = true;
     privates._ending = true;
     await assert.rejects(client.query('select 1'), /refused: ending/);
+    // pg's own states first; a failed connect() (which pg does not track) after them.
+    connectFailed = true;
+    await assert.rejects(client.query('select 1'), /refused: ending/);
+    privates._ending = false;
+    await assert.rejects(client.query('select 1'), /refused: failed/);
     assert.deepEqual(states, [
       'broken',
       'broken',
@@ -226,6 +235,21 @@ describe('pg internals', () => {
       'broken',
       'broken',
       'ending',
+      'ending',
+      'failed',
     ]);
+  });
+
+  test('failQueued fails what pg holds in its queue with the error given, nothing sent', async () => {
+    const client = new pg.Client();
+    const internals = clientInternals(client);
+    // Queued before connect(), as pg allows: sent once a session is ready.
+    const first = client.query('select 1');
+    const second = client.query('select 2');
+    const error = new Error('the connect failed');
+    internals.failQueued(error);
+    await assert.rejects(first, (failure) => failure === error);
+    await assert.rejects(second, (failure) => failure === error);
+    assert.equal((client as unknown as { queryQueue: unknown[] }).queryQueue.length, 0);
   });
 });

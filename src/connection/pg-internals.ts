@@ -29,8 +29,12 @@ interface PgClientPrivates {
   _ending: boolean;
 }
 
-/** Why pg would refuse a new query on a client at once, without sending it. */
-export type UnusableState = 'broken' | 'ending';
+/**
+ * Why a new query on a client is refused at once, without sending it: pg's
+ * own two states (a connection error, end() called), and a connect() that
+ * failed, on which pg would queue the query for ever.
+ */
+export type UnusableState = 'failed' | 'broken' | 'ending';
 
 /** The pg-pool internals the pool uses, checked. */
 export interface PoolInternals {
@@ -58,9 +62,16 @@ export interface ClientInternals {
    * Error (after a connection error, or once end() was called), fails it with
    * `refusal(state)` instead, through the same path pg would use: the
    * submittable's handleError, the callback, or the returned promise. Nothing
-   * is written in either case.
+   * is written in either case. `connectFailed` says whether the client's
+   * connect() failed: pg never sends what is queued then (the session never
+   * became ready), so such queries are refused too ('failed').
    */
-  refuseQueriesWhenUnusable(refusal: (state: UnusableState) => Error): void;
+  refuseQueriesWhenUnusable(
+    refusal: (state: UnusableState) => Error,
+    connectFailed: () => boolean,
+  ): void;
+  /** Fails the queries waiting in pg's queue (and the active one) with `error`. */
+  failQueued(error: Error): void;
 }
 
 type QueryCallback = (error: Error) => void;
@@ -136,7 +147,8 @@ export function clientInternals(client: pg.Client): ClientInternals {
       privates._errorAllQueries = (error) => errorAllQueries.call(client, map(error));
       privates._handleErrorEvent = (error) => handleErrorEvent.call(client, map(error));
     },
-    refuseQueriesWhenUnusable: (refusal) => {
+    failQueued: (error) => privates._errorAllQueries.call(client, error),
+    refuseQueriesWhenUnusable: (refusal, connectFailed) => {
       const query = client.query as (
         config: unknown,
         values: unknown,
@@ -157,7 +169,9 @@ export function clientInternals(client: pg.Client): ClientInternals {
               ? 'broken'
               : privates._ending
                 ? 'ending'
-                : undefined;
+                : connectFailed()
+                  ? 'failed'
+                  : undefined;
         if (state === undefined) return query.call(this, config, values, callback);
         const error = refusal(state);
         if (typeof (config as Partial<Submittable>).submit === 'function') {

@@ -8,7 +8,7 @@ import {
   resolveConnectionSettings,
   toPgClientConfig,
 } from '../config/connection-settings.js';
-import { RaTlsError } from '../errors.js';
+import { describeCause, RaTlsError } from '../errors.js';
 import {
   reportAttributes,
   SpanAttributes,
@@ -112,6 +112,8 @@ export class RaTlsClient extends pgBase('Client') {
   readonly #lost = new WeakMap<Error, RaTlsError>();
   /** The first error pg gave this session: what made it unusable, if it is. */
   #brokenBy: Error | undefined;
+  /** Why connect() failed, once it has: no query is sent from then on. */
+  #connectFailure: { readonly error: unknown } | undefined;
 
   /**
    * @param options where to connect and how to attest.
@@ -128,7 +130,10 @@ export class RaTlsClient extends pgBase('Client') {
     this.#endpointOf = bound.endpoint;
     this.#pg = clientInternals(this);
     this.#pg.mapSessionErrors((error) => this.#sessionError(error));
-    this.#pg.refuseQueriesWhenUnusable((state) => this.#unusable(state));
+    this.#pg.refuseQueriesWhenUnusable(
+      (state) => this.#unusable(state),
+      () => this.#connectFailure !== undefined,
+    );
     // pg's placeholder stream must never open a plaintext connection: only the
     // attested socket may carry the session.
     Object.defineProperty(this.#pg.stream(), 'connect', {
@@ -244,6 +249,10 @@ export class RaTlsClient extends pgBase('Client') {
     try {
       await this.#connectOnce();
     } catch (error) {
+      // Queries queued before or during connect() would wait for ever for a
+      // session that will not come (pg sends them once it is ready).
+      this.#connectFailure = { error };
+      this.#pg.failQueued(this.#unusable('failed'));
       this.#hooks?.failed?.(this, error);
       throw error;
     }
@@ -329,6 +338,15 @@ export class RaTlsClient extends pgBase('Client') {
    */
   #unusable(state: UnusableState): RaTlsError {
     const { host, port } = this.#target ?? this.settings.endpoint;
+    if (state === 'failed') {
+      const failure = this.#connectFailure?.error;
+      return new RaTlsError(
+        'CONNECTION_ENDED',
+        `this client's connect() to ${host}:${port} failed (${describeCause(failure)}) and it ` +
+          'sends no queries; create a new client (RaTlsPool does so for each checkout)',
+        { cause: failure, details: { host, port } },
+      );
+    }
     if (state === 'ending') {
       return new RaTlsError(
         'CONNECTION_ENDED',

@@ -29,7 +29,11 @@ export interface RaTlsServer {
 
 export async function startRaTlsServer(
   credentials: SidecarCredentials,
-  options: { requestCert?: boolean } = {},
+  options: {
+    requestCert?: boolean;
+    /** Plays the server's side of each completed handshake (a minimal Postgres, a hang-up). */
+    onSecureConnection?: (socket: TLSSocket) => void;
+  } = {},
 ): Promise<RaTlsServer> {
   let connections = 0;
   const sockets = new Set<Socket>();
@@ -50,6 +54,7 @@ export async function startRaTlsServer(
     if (socket.remotePort !== undefined) {
       servernameByClientPort.set(socket.remotePort, socket.servername ?? false);
     }
+    options.onSecureConnection?.(socket);
   });
   server.on('tlsClientError', () => {});
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

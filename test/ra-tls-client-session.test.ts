@@ -1,0 +1,310 @@
+/**
+ * What a RaTlsClient makes of its session's failures, against a real TLS
+ * server with a real test-root attestation that plays the Postgres side of
+ * the protocol by hand (the few backend messages each case needs): an error
+ * Postgres sends at startup stays Postgres's, a hang-up or a broken socket is
+ * CONNECTION_LOST (naming where, carrying pg's error), a later query says why
+ * the client is unusable, and end() during attestation ends the attempt with
+ * the socket closed. The happy paths run on real Postgres elsewhere
+ * (connection-lost, integration-pg); these are the edges a real server will
+ * not produce on demand.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { after, before, describe, test } from 'node:test';
+import type { TLSSocket } from 'node:tls';
+import { AttestedConnector } from '../src/connection/attested-connector.js';
+import { RaTlsClient } from '../src/connection/ra-tls-client.js';
+import { isRaTlsError, type RaTlsError } from '../src/errors.js';
+import { createTestAuthority } from '../src/testing/authority/test-authority.js';
+import { DcapVerifier } from '../src/verification/dcap-verifier.js';
+import type {
+  RaTlsVerifier,
+  VerificationResult,
+  VerifyOptions,
+} from '../src/verification/verifier.js';
+import { raTlsCredentials, waitFor } from './pool-harness.js';
+import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
+
+/** How the server answers pg's startup message in the current test. */
+type Startup = 'ready' | 'auth-error' | 'hang-up';
+let startup: Startup = 'ready';
+/** Data events the server has seen: the startup message, then queries. */
+let received = 0;
+
+function message(type: string, body: Buffer): Buffer {
+  const header = Buffer.alloc(5);
+  header.write(type, 0, 'latin1');
+  header.writeInt32BE(body.length + 4, 1);
+  return Buffer.concat([header, body]);
+}
+const int32 = (value: number) => {
+  const buffer = Buffer.alloc(4);
+  buffer.writeInt32BE(value);
+  return buffer;
+};
+const AUTH_FAILED = 'password authentication failed for user "teesql_read"';
+const backend = {
+  authenticationOk: message('R', int32(0)),
+  backendKey: message('K', Buffer.concat([int32(4242), int32(777)])),
+  readyForQuery: message('Z', Buffer.from('I')),
+  authError: message('E', Buffer.from(`SFATAL\0VFATAL\0C28P01\0M${AUTH_FAILED}\0\0`, 'latin1')),
+};
+
+function playPostgres(socket: TLSSocket): void {
+  socket.on('data', () => received++);
+  socket.once('data', () => {
+    if (startup === 'hang-up') socket.destroy();
+    else if (startup === 'auth-error') socket.end(backend.authError);
+    else {
+      socket.write(
+        Buffer.concat([backend.authenticationOk, backend.backendKey, backend.readyForQuery]),
+      );
+    }
+  });
+}
+
+let server: RaTlsServer;
+let dcap: DcapVerifier;
+let mrtd: string;
+const connectors: AttestedConnector[] = [];
+
+before(async () => {
+  const authority = await createTestAuthority({ seed: 'pg-ra-tls client session tests' });
+  mrtd = authority.describe().quoteDefaults.mrtd;
+  dcap = new DcapVerifier({
+    engine: 'js',
+    rootCa: authority.rootCaDer,
+    collateral: authority.collateral(),
+    logger: () => {},
+  });
+  server = await startRaTlsServer(raTlsCredentials(authority), {
+    onSecureConnection: playPostgres,
+  });
+});
+
+after(async () => {
+  for (const connector of connectors) connector.close();
+  await server.close();
+});
+
+function client(verifier: RaTlsVerifier = dcap): RaTlsClient {
+  const connector = new AttestedConnector(
+    {
+      verifier,
+      policy: { allowedMrtds: [mrtd] },
+      presentClientCertificate: false,
+      logger: () => {},
+    },
+    'none',
+  );
+  connectors.push(connector);
+  return new RaTlsClient({ connectionString: dsn(), connector });
+}
+
+const dsn = () => `postgres://teesql_read:${'a3'.repeat(32)}@127.0.0.1:${server.port}/db`;
+
+/** The CONNECTION_LOST a session failure becomes: where, what to do, pg's error as cause. */
+function assertLost(
+  error: unknown,
+  cause: (cause: unknown) => boolean,
+): asserts error is RaTlsError {
+  assert.ok(isRaTlsError(error, 'CONNECTION_LOST'), `CONNECTION_LOST expected: ${String(error)}`);
+  assert.ok(cause(error.cause), `cause: ${String(error.cause)}`);
+  assert.ok(!isRaTlsError(error.cause), 'the cause is what pg or the socket reported');
+  assert.match(
+    error.message,
+    new RegExp(`^the connection to 127\\.0\\.0\\.1:${server.port} was lost \\(`),
+  );
+  assert.match(error.message, /retry on a new connection/);
+  assert.deepEqual(error.details, { host: '127.0.0.1', port: server.port });
+}
+
+describe('RaTlsClient session failures', () => {
+  test('an error Postgres sends at startup stays its own; a later query is refused naming it', async () => {
+    startup = 'auth-error';
+    const session = client();
+    try {
+      const error = await session.connect().then(
+        () => assert.fail('connect must fail'),
+        (failure: unknown) => failure,
+      );
+      assert.ok(!isRaTlsError(error), `Postgres's error is not re-typed: ${String(error)}`);
+      assert.equal((error as { code?: string }).code, '28P01');
+      // pg itself would queue this query for ever: the session never became ready.
+      await assert.rejects(session.query('select 1'), (refused: unknown) => {
+        assert.ok(isRaTlsError(refused, 'CONNECTION_ENDED'), String(refused));
+        assert.equal(
+          refused.message,
+          `this client's connect() to 127.0.0.1:${server.port} failed (${AUTH_FAILED}) and it ` +
+            'sends no queries; create a new client (RaTlsPool does so for each checkout)',
+        );
+        assert.equal(refused.cause, error, 'the cause is what failed the connect');
+        assert.deepEqual(refused.details, { host: '127.0.0.1', port: server.port });
+        return true;
+      });
+    } finally {
+      startup = 'ready';
+      await session.end().catch(() => {});
+    }
+  });
+
+  test('a server that hangs up after attestation is CONNECTION_LOST naming where, with pg’s error', async () => {
+    startup = 'hang-up';
+    const session = client();
+    try {
+      const error = await session.connect().then(
+        () => assert.fail('connect must fail'),
+        (failure: unknown) => failure,
+      );
+      assertLost(
+        error,
+        (cause) => cause instanceof Error && cause.message === 'Connection terminated unexpectedly',
+      );
+      await assert.rejects(session.query('select 1'), (refused: unknown) => {
+        assert.ok(isRaTlsError(refused, 'CONNECTION_ENDED'), String(refused));
+        assert.equal(refused.cause, error);
+        return true;
+      });
+    } finally {
+      startup = 'ready';
+      await session.end().catch(() => {});
+    }
+  });
+
+  test('queries queued before a connect() that is refused fail with it, nothing sent', async () => {
+    const connector = new AttestedConnector(
+      {
+        verifier: dcap,
+        policy: { allowedMrtds: ['00'.repeat(48)] },
+        presentClientCertificate: false,
+        logger: () => {},
+      },
+      'none',
+    );
+    connectors.push(connector);
+    const session = new RaTlsClient({ connectionString: dsn(), connector });
+    const before = received;
+    // pg allows queries before connect(): it sends them once the session is ready.
+    const queued = session.query('select 1');
+    const refused = await session.connect().then(
+      () => assert.fail('the policy refuses this server'),
+      (failure: unknown) => failure,
+    );
+    assert.ok(isRaTlsError(refused, 'MRTD_NOT_ALLOWED'), String(refused));
+    await assert.rejects(queued, (error: unknown) => {
+      assert.ok(isRaTlsError(error, 'CONNECTION_ENDED'), String(error));
+      assert.match(error.message, /connect\(\) to 127\.0\.0\.1:\d+ failed \(/);
+      assert.equal(error.cause, refused);
+      return true;
+    });
+    assert.equal(received, before, 'not a byte of Postgres was sent');
+    await session.end();
+  });
+
+  for (const code of ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED']) {
+    test(`a socket that breaks with ${code} is CONNECTION_LOST, one error for the query and the event`, async () => {
+      const session = client();
+      await session.connect();
+      try {
+        const emitted = once(session, 'error') as Promise<[unknown]>;
+        // Written and never answered: in flight when the socket breaks.
+        const pending = session.query('select 1').then(
+          () => assert.fail('the query must fail'),
+          (failure: unknown) => failure,
+        );
+        const before = received;
+        await waitFor(() => received > before, 'the query written');
+        const broken = Object.assign(new Error(`socket ${code}`), { code });
+        (session as unknown as { connection: { stream: TLSSocket } }).connection.stream.destroy(
+          broken,
+        );
+        const [event] = await emitted;
+        assertLost(event, (cause) => cause === broken);
+        assert.equal(await pending, event, 'pg reports one loss twice: the same RaTlsError');
+        await assert.rejects(session.query('select 2'), (refused: unknown) => {
+          assert.ok(isRaTlsError(refused, 'CONNECTION_LOST'), String(refused));
+          assert.equal(
+            refused.message,
+            `this connection to 127.0.0.1:${server.port} was lost earlier (socket ${code}) and ` +
+              'sends no more queries; release it with release(true) and retry on a new connection',
+          );
+          assert.equal(refused.cause, broken, 'the socket’s error, not the typed one');
+          assert.deepEqual(refused.details, { host: '127.0.0.1', port: server.port });
+          return true;
+        });
+      } finally {
+        await session.end().catch(() => {});
+      }
+    });
+  }
+
+  test('a socket error that is not a loss reaches the caller as it is', async () => {
+    const session = client();
+    await session.connect();
+    try {
+      const emitted = once(session, 'error') as Promise<[unknown]>;
+      const broken = Object.assign(new Error('bad record mac'), { code: 'EPROTO' });
+      (session as unknown as { connection: { stream: TLSSocket } }).connection.stream.destroy(
+        broken,
+      );
+      const [event] = await emitted;
+      assert.equal(event, broken);
+    } finally {
+      await session.end().catch(() => {});
+    }
+  });
+
+  test('a query after end() is CONNECTION_ENDED, naming the connection and what to do', async () => {
+    const session = client();
+    await session.connect();
+    await session.end();
+    await assert.rejects(session.query('select 1'), (refused: unknown) => {
+      assert.ok(isRaTlsError(refused, 'CONNECTION_ENDED'), String(refused));
+      assert.equal(
+        refused.message,
+        `this connection to 127.0.0.1:${server.port} was ended (end() or release(true)) and ` +
+          'sends no more queries; check out a new connection from the pool',
+      );
+      assert.deepEqual(refused.details, { host: '127.0.0.1', port: server.port });
+      return true;
+    });
+  });
+
+  test('end() during attestation ends connect() with CONNECTION_ENDED and closes the socket', async () => {
+    let entered!: () => void;
+    const verifying = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slow: RaTlsVerifier = {
+      name: 'held',
+      async verify(quote: Uint8Array, options?: VerifyOptions): Promise<VerificationResult> {
+        entered();
+        await held;
+        return dcap.verify(quote, options);
+      },
+    };
+    const session = client(slow);
+    const opened = server.connections;
+    const before = received;
+    const connecting = session.connect();
+    await verifying;
+    await session.end();
+    release();
+    await assert.rejects(connecting, (error: unknown) => {
+      assert.ok(isRaTlsError(error, 'CONNECTION_ENDED'), String(error));
+      assert.equal(
+        error.message,
+        'client.end() was called before the server was attested; the connection was not used',
+      );
+      return true;
+    });
+    assert.equal(server.connections, opened + 1);
+    await waitFor(() => server.open === 0, 'the attested socket closed');
+    assert.equal(received, before, 'not a byte of Postgres was sent');
+  });
+});
