@@ -79,6 +79,31 @@ describe('misspelled options are BAD_CONFIG with a suggestion, before any I/O', 
     );
   });
 
+  test('verifyServer, inspectServer and pgConnectOptsRaTls without an options object: BAD_CONFIG, not a TypeError', async () => {
+    const calls = {
+      verifyServer: (options: unknown) => verifyServer('db.example.com:5433', options as never),
+      inspectServer: (options: unknown) => inspectServer('db.example.com:5433', options as never),
+      pgConnectOptsRaTls: (options: unknown) =>
+        pgConnectOptsRaTls(connectionString, options as never),
+    };
+    for (const [name, call] of Object.entries(calls)) {
+      for (const options of [undefined, null, 'verifier', 5]) {
+        await assert.rejects(call(options), (error: unknown) => {
+          assert.ok(
+            isRaTlsError(error, 'BAD_CONFIG'),
+            `${name}(${String(options)}): ${String(error)}`,
+          );
+          assert.equal(
+            error.message,
+            `${name} needs an options object with at least { verifier } as its second argument`,
+          );
+          assert.deepEqual(error.details, { option: 'options' });
+          return true;
+        });
+      }
+    }
+  });
+
   test('cluster options', () => {
     assert.throws(
       () =>

@@ -251,10 +251,23 @@ const INSPECT_OPTION_KEYS: readonly string[] = Object.freeze([
   'signal',
 ]);
 
-/** BAD_CONFIG (with a did-you-mean) for a misspelled option of a one-shot check. */
+/**
+ * BAD_CONFIG for options that are not an object (a one-shot check needs at
+ * least its verifier) or hold a misspelled key (with a did-you-mean).
+ */
 export function assertInspectOptions(options: InspectServerOptions, where: string): void {
-  if (options !== null && typeof options === 'object') {
-    assertKnownOptions(options, INSPECT_OPTION_KEYS, where);
+  assertOptionsObject(options, where);
+  assertKnownOptions(options, INSPECT_OPTION_KEYS, where);
+}
+
+/** BAD_CONFIG unless `options` is an object: missing options would surface as a TypeError. */
+export function assertOptionsObject(options: unknown, where: string): void {
+  if (options === null || typeof options !== 'object') {
+    throw new RaTlsError(
+      'BAD_CONFIG',
+      `${where} needs an options object with at least { verifier } as its second argument`,
+      { details: { option: 'options' } },
+    );
   }
 }
 

@@ -19,6 +19,7 @@ import { assertKnownOptions } from '../util/known-options.js';
 import { type AttestationOptions, CONNECTOR_OWNED } from './attested-connector.js';
 import {
   assertInspectOptions,
+  assertOptionsObject,
   createConnector,
   type InspectServerOptions,
   inspectServer,
@@ -73,9 +74,8 @@ export async function pgConnectOptsRaTls(
   dsn: string,
   options: PgConnectOptsOptions,
 ): Promise<ClientConfig & { readonly attestation: AttestationReport }> {
-  if (options !== null && typeof options === 'object') {
-    assertKnownOptions(options, PG_CONNECT_OPTS_KEYS, 'pgConnectOptsRaTls');
-  }
+  assertOptionsObject(options, 'pgConnectOptsRaTls');
+  assertKnownOptions(options, PG_CONNECT_OPTS_KEYS, 'pgConnectOptsRaTls');
   const settings = resolveConnectionSettings({ ...options, connectionString: dsn });
   const connector = createConnector(options);
   try {
