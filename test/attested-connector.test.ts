@@ -7,6 +7,7 @@
  * policy, and every failure is a RaTlsError with its code.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { getEventListeners } from 'node:events';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { SpanStatusCode, trace } from '@opentelemetry/api';
@@ -345,12 +346,36 @@ describe('AttestedConnector.verifyCertificate', () => {
           ),
       ),
     });
-    await assert.rejects(
-      made.verifyCertificate(der, undefined, issuers),
-      (error: unknown) =>
-        isCode('VERIFY_TIMEOUT', /took longer than 50 ms \(verifyTimeout\)/)(error) &&
-        typeof (error as RaTlsError).details?.fingerprint === 'string',
-    );
+    const fingerprint = createHash('sha256').update(der).digest('hex');
+    await assert.rejects(made.verifyCertificate(der, undefined, issuers), (error: unknown) => {
+      assert.ok(isRaTlsError(error, 'VERIFY_TIMEOUT'), String(error));
+      // The certificate named by its fingerprint's first 16 hex digits, not all 64.
+      assert.equal(
+        error.message,
+        `verifying the server certificate ${fingerprint.slice(0, 16)}… took longer than 50 ms ` +
+          "(verifyTimeout); check the verifier's collateral service",
+      );
+      assert.deepEqual(error.details, { fingerprint });
+      return true;
+    });
+  });
+
+  test('an anonymous connector fetches no client certificate, even with an identity at hand', () => {
+    const identity = new ClientIdentity({ clientCertOverride: { key: 'k', cert: 'c' } });
+    let prefetched = 0;
+    identity.prefetch = () => {
+      prefetched++;
+    };
+    connector({
+      clientIdentity: identity,
+      presentClientCertificate: false,
+    }).prefetchClientCertificate();
+    assert.equal(prefetched, 0);
+    connector({
+      clientIdentity: identity,
+      presentClientCertificate: true,
+    }).prefetchClientCertificate();
+    assert.equal(prefetched, 1, 'one that presents a certificate starts fetching it');
   });
 
   test('a verifier failing with a plain Error is QUOTE_INVALID with its cause', async () => {

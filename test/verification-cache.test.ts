@@ -42,6 +42,18 @@ describe('VerificationCache lifetime', () => {
     assert.equal(runs, 2);
   });
 
+  it('a verdict shared between caches lives no longer than the storing cache allows', async () => {
+    let clock = 1_000_000;
+    const scope = () => 'shared scope';
+    const short = new VerificationCache({ maxAgeMs: MINUTE, now: () => clock, scope });
+    const long = new VerificationCache({ maxAgeMs: 10 * MINUTE, now: () => clock, scope });
+    await short.verify('fp', async () => report(clock, clock + 60 * MINUTE));
+    assert.notEqual(long.get('fp'), undefined, 'the other cache reuses it while it is fresh');
+    clock += 2 * MINUTE;
+    // Within the reader's 10 minutes, past the 1 minute it was stored for.
+    assert.equal(long.get('fp'), undefined);
+  });
+
   it('still expires a verdict after maxAgeMs when its evidence lasts longer', async () => {
     let clock = 1_000_000;
     const cache = new VerificationCache({ maxAgeMs: MINUTE, now: () => clock });
@@ -56,6 +68,7 @@ describe('VerificationCache lifetime', () => {
   it('does not store a verdict whose evidence had already expired when it settled', async () => {
     let clock = 1_000_000;
     const cache = new VerificationCache({ maxAgeMs: MINUTE, now: () => clock });
+    const held = storedVerdictCounts().verdicts;
     const result = await cache.verify('fp', async () => {
       const made = report(clock, clock + 10);
       clock += 10;
@@ -64,6 +77,7 @@ describe('VerificationCache lifetime', () => {
 
     assert.equal(result.cacheHit, false);
     assert.equal(cache.size, 0);
+    assert.equal(storedVerdictCounts().verdicts, held, 'not even held until the next sweep');
   });
 
   it('keeps a verdict without validUntil (e.g. a custom verifier) for maxAgeMs', async () => {

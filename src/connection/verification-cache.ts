@@ -198,7 +198,7 @@ export class VerificationCache {
       return undefined;
     }
     // Too old for this cache's reattestEvery, perhaps not for another's.
-    return this.#fresh(stored) ? stored.report : undefined;
+    return this.#now() - stored.report.verifiedAt < this.#maxAgeMs ? stored.report : undefined;
   }
 
   #store(fingerprint: string, scope: string, report: AttestationReport): void {
@@ -206,8 +206,9 @@ export class VerificationCache {
       report.verifiedAt + this.#maxAgeMs,
       report.validUntil ?? Number.POSITIVE_INFINITY,
     );
+    // Its evidence expired (or this cache's limit passed) while it was verified.
+    if (this.#now() >= expiresAt) return;
     const stored = { report, expiresAt };
-    if (!this.#fresh(stored)) return;
     let byScope = verdicts.get(fingerprint);
     if (byScope === undefined) {
       byScope = new Map();
@@ -215,15 +216,6 @@ export class VerificationCache {
     }
     byScope.set(scope, stored);
     if (++storesSinceSweep >= SWEEP_EVERY) this.#sweep();
-  }
-
-  /** Reusable until min(verifiedAt + maxAgeMs, validUntil), and the storing cache's limit. */
-  #fresh(stored: StoredVerdict): boolean {
-    const now = this.#now();
-    const { report } = stored;
-    if (now - report.verifiedAt >= this.#maxAgeMs) return false;
-    if (report.validUntil !== undefined && now >= report.validUntil) return false;
-    return now < stored.expiresAt;
   }
 
   /** Drops expired verdicts of every scope, so certificates seen once do not accumulate. */
