@@ -14,16 +14,22 @@ import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { AttestedConnector } from '../src/connection/attested-connector.js';
+import { inspectServer } from '../src/connection/inspect-server.js';
 import { RaTlsClient } from '../src/connection/ra-tls-client.js';
+import { closeSharedDefaults } from '../src/connection/shared-defaults.js';
 import { isRaTlsError, type RaTlsError } from '../src/errors.js';
-import { createTestAuthority } from '../src/testing/authority/test-authority.js';
+import {
+  createTestAuthority,
+  type TestAuthority,
+} from '../src/testing/authority/test-authority.js';
+import { type GuestAgent, startGuestAgent } from '../src/testing/stack/guest-agent.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import type {
   RaTlsVerifier,
   VerificationResult,
   VerifyOptions,
 } from '../src/verification/verifier.js';
-import { raTlsCredentials, waitFor } from './pool-harness.js';
+import { ClientCertIssuer, raTlsCredentials, waitFor } from './pool-harness.js';
 import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
 /** How the server answers pg's startup message in the current test. */
@@ -67,10 +73,11 @@ function playPostgres(socket: TLSSocket): void {
 let server: RaTlsServer;
 let dcap: DcapVerifier;
 let mrtd: string;
+let authority: TestAuthority;
 const connectors: AttestedConnector[] = [];
 
 before(async () => {
-  const authority = await createTestAuthority({ seed: 'pg-ra-tls client session tests' });
+  authority = await createTestAuthority({ seed: 'pg-ra-tls client session tests' });
   mrtd = authority.describe().quoteDefaults.mrtd;
   dcap = new DcapVerifier({
     engine: 'js',
@@ -79,6 +86,7 @@ before(async () => {
     logger: () => {},
   });
   server = await startRaTlsServer(raTlsCredentials(authority), {
+    requestCert: true,
     onSecureConnection: playPostgres,
   });
 });
@@ -306,5 +314,71 @@ describe('RaTlsClient session failures', () => {
     assert.equal(server.connections, opened + 1);
     await waitFor(() => server.open === 0, 'the attested socket closed');
     assert.equal(received, before, 'not a byte of Postgres was sent');
+  });
+});
+
+describe('the client certificate a standalone client or one-shot check presents', () => {
+  let agent: GuestAgent;
+  before(async () => {
+    agent = await startGuestAgent({ issuer: new ClientCertIssuer(authority) });
+  });
+  after(async () => {
+    closeSharedDefaults();
+    await agent.close();
+  });
+  const tlsKeyRequests = () => agent.requests.filter((request) => request.method === 'GetTlsKey');
+  const standalone = { verifier: () => dcap, policy: () => ({ allowedMrtds: [mrtd] }) };
+
+  test('clients without an identity of their own share the process’s guest-agent certificate', async () => {
+    const subjects = server.clientSubjects.length;
+    const options = () => ({
+      connectionString: dsn(),
+      verifier: standalone.verifier(),
+      policy: standalone.policy(),
+      dstackEndpoint: agent.endpoint,
+      logger: () => {},
+    });
+    const clients = [new RaTlsClient(options()), new RaTlsClient(options())];
+    try {
+      for (const each of clients) await each.connect();
+      assert.equal(tlsKeyRequests().length, 1, 'one certificate for the process, not one each');
+      assert.deepEqual(
+        server.clientSubjects.slice(subjects).map((subject) => /CN=pg-ra-tls client/.test(subject)),
+        [true, true],
+      );
+      // One given explicitly is presented instead of the shared one.
+      const own = raTlsCredentials(authority, {}, {}, 'CN=own client certificate');
+      const explicit = new RaTlsClient({ ...options(), clientCertOverride: own });
+      clients.push(explicit);
+      await explicit.connect();
+      assert.equal(server.clientSubjects.at(-1), 'CN=own client certificate');
+      assert.equal(tlsKeyRequests().length, 1);
+    } finally {
+      for (const each of clients) await each.end().catch(() => {});
+    }
+  });
+
+  test('inspectServer uses the process’s guest-agent certificate, not one of its own per call', async () => {
+    // It hangs up before the server completes its side of the handshake, so what
+    // it presents is seen at the guest agent: one certificate for every check.
+    const target = `127.0.0.1:${server.port}`;
+    const base = {
+      verifier: standalone.verifier(),
+      policy: standalone.policy(),
+      dstackEndpoint: agent.endpoint,
+      logger: () => {},
+    };
+    const inspect = async (options: Parameters<typeof inspectServer>[1]) => {
+      const inspection = await inspectServer(target, options);
+      assert.equal(inspection.error, undefined, String(inspection.error));
+    };
+    await inspect(base);
+    const requests = tlsKeyRequests().length;
+    assert.ok(requests >= 1, 'the first check fetched the shared certificate');
+    await inspect(base);
+    const own = raTlsCredentials(authority, {}, {}, 'CN=own inspection certificate');
+    await inspect({ ...base, clientCertOverride: own });
+    await inspect({ ...base, presentClientCertificate: false });
+    assert.equal(tlsKeyRequests().length, requests, 'no check fetched a certificate of its own');
   });
 });
