@@ -13,11 +13,12 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import type { TLSSocket } from 'node:tls';
+import { resolveConnectionSettings } from '../src/config/connection-settings.js';
 import { AttestedConnector } from '../src/connection/attested-connector.js';
 import { inspectServer } from '../src/connection/inspect-server.js';
-import { RaTlsClient } from '../src/connection/ra-tls-client.js';
+import { RaTlsClient, type RaTlsClientHooks } from '../src/connection/ra-tls-client.js';
 import { closeSharedDefaults } from '../src/connection/shared-defaults.js';
-import { isRaTlsError, type RaTlsError } from '../src/errors.js';
+import { isRaTlsError, RaTlsError } from '../src/errors.js';
 import {
   createTestAuthority,
   type TestAuthority,
@@ -57,9 +58,13 @@ const backend = {
   authError: message('E', Buffer.from(`SFATAL\0VFATAL\0C28P01\0M${AUTH_FAILED}\0\0`, 'latin1')),
 };
 
+/** The first bytes of each connection: a startup message, or a CancelRequest. */
+const firstChunks: Buffer[] = [];
+
 function playPostgres(socket: TLSSocket): void {
   socket.on('data', () => received++);
-  socket.once('data', () => {
+  socket.once('data', (chunk: Buffer) => {
+    firstChunks.push(chunk);
     if (startup === 'hang-up') socket.destroy();
     else if (startup === 'auth-error') socket.end(backend.authError);
     else {
@@ -380,5 +385,148 @@ describe('the client certificate a standalone client or one-shot check presents'
     await inspect({ ...base, clientCertOverride: own });
     await inspect({ ...base, presentClientCertificate: false });
     assert.equal(tlsKeyRequests().length, requests, 'no check fetched a certificate of its own');
+  });
+});
+
+describe('the hooks a pool binds to its clients', () => {
+  function bound(
+    hooks: RaTlsClientHooks,
+    endpoint?: () => Promise<{
+      host: string;
+      port: number;
+      connectTimeoutMs: number;
+      handshakeTimeoutMs: number;
+    }>,
+  ): RaTlsClient {
+    const connector = new AttestedConnector(
+      {
+        verifier: dcap,
+        policy: { allowedMrtds: [mrtd] },
+        presentClientCertificate: false,
+        logger: () => {},
+      },
+      'none',
+    );
+    connectors.push(connector);
+    return new RaTlsClient(undefined as never, {
+      settings: resolveConnectionSettings({ connectionString: dsn() }),
+      connector,
+      hooks,
+      ...(endpoint === undefined ? {} : { endpoint }),
+    });
+  }
+  const failedWith = (promise: Promise<unknown>) =>
+    promise.then(
+      () => assert.fail('connect must fail'),
+      (error: unknown) => error,
+    );
+  const ENDED =
+    'client.end() was called before the server was attested; the connection was not used';
+
+  test('end() while the pool looks up where to dial: nothing is dialled', async () => {
+    let resolveEndpoint!: () => void;
+    const looked = new Promise<void>((resolve) => {
+      resolveEndpoint = resolve;
+    });
+    const client = bound({}, async () => {
+      await looked;
+      return {
+        host: '127.0.0.1',
+        port: server.port,
+        connectTimeoutMs: 2000,
+        handshakeTimeoutMs: 2000,
+      };
+    });
+    const dialled = server.connections;
+    const connecting = failedWith(client.connect());
+    await client.end();
+    resolveEndpoint();
+    const error = await connecting;
+    assert.ok(isRaTlsError(error, 'CONNECTION_ENDED'), String(error));
+    assert.equal(error.message, ENDED);
+    assert.equal(server.connections, dialled, 'no connection was opened');
+  });
+
+  test('end() called as the verdict is admitted: the attested socket is closed unused', async () => {
+    const before = received;
+    const client: RaTlsClient = bound({
+      admit: (_report, admitted) => {
+        assert.equal(admitted, client, 'the pool judges this very client');
+        void admitted.end();
+        return undefined;
+      },
+    });
+    const error = await failedWith(client.connect());
+    assert.ok(isRaTlsError(error, 'CONNECTION_ENDED'), String(error));
+    assert.equal(error.message, ENDED);
+    await waitFor(() => server.open === 0, 'the attested socket closed');
+    assert.equal(received, before, 'not a byte of Postgres was sent');
+  });
+
+  test('a refusal by the attested hook closes the socket before pg writes a byte', async () => {
+    const before = received;
+    const refusal = new RaTlsError('SERVER_CHANGED', 'refused by the pool');
+    let failed: unknown[] = [];
+    const client = bound({
+      attested: () => {
+        throw refusal;
+      },
+      failed: (who, error) => {
+        failed = [who, error];
+      },
+    });
+    assert.equal(await failedWith(client.connect()), refusal);
+    assert.deepEqual(failed, [client, refusal], 'the pool hears which client failed and why');
+    await waitFor(() => server.open === 0, 'the attested socket closed');
+    assert.equal(received, before, 'not a byte of Postgres was sent');
+  });
+
+  test('a client the ready hook refuses is ended and its connect() fails', async () => {
+    const refusal = new RaTlsError('SERVER_CHANGED', 'not ready');
+    const client = bound({
+      ready: async () => {
+        throw refusal;
+      },
+    });
+    assert.equal(await failedWith(client.connect()), refusal);
+    await waitFor(() => server.open === 0, 'the session closed');
+  });
+
+  test('cancelActiveQuery obeys the pool: a refusal sends nothing, an admitted server gets the key', async () => {
+    let refusal: RaTlsError | undefined;
+    const admitted: unknown[] = [];
+    const client: RaTlsClient = bound({
+      refusal: () => refusal,
+      admit: (report, who) => {
+        admitted.push([report.fingerprint, who]);
+        return undefined;
+      },
+    });
+    await client.connect();
+    try {
+      refusal = new RaTlsError('SERVER_CHANGED', 'the pool refuses this server now');
+      const dialled = server.connections;
+      await assert.rejects(client.cancelActiveQuery(), (error: unknown) => error === refusal);
+      assert.equal(server.connections, dialled, 'no connection carried the backend key');
+      refusal = undefined;
+      const chunks = firstChunks.length;
+      await client.cancelActiveQuery();
+      await waitFor(() => firstChunks.length > chunks, 'the CancelRequest arrived');
+      const cancel = firstChunks.at(-1)!;
+      assert.deepEqual(
+        [
+          cancel.length,
+          cancel.readInt32BE(0),
+          cancel.readInt32BE(4),
+          cancel.readInt32BE(8),
+          cancel.readInt32BE(12),
+        ],
+        [16, 16, 80877102, 4242, 777],
+      );
+      assert.equal(admitted.length, 2, 'the session and the cancel connection were admitted');
+      assert.equal((admitted[1] as unknown[])[1], client);
+    } finally {
+      await client.end();
+    }
   });
 });
