@@ -397,10 +397,11 @@ describe('the hooks a pool binds to its clients', () => {
       connectTimeoutMs: number;
       handshakeTimeoutMs: number;
     }>,
+    verifier: RaTlsVerifier = dcap,
   ): RaTlsClient {
     const connector = new AttestedConnector(
       {
-        verifier: dcap,
+        verifier,
         policy: { allowedMrtds: [mrtd] },
         presentClientCertificate: false,
         logger: () => {},
@@ -445,6 +446,37 @@ describe('the hooks a pool binds to its clients', () => {
     assert.ok(isRaTlsError(error, 'CONNECTION_ENDED'), String(error));
     assert.equal(error.message, ENDED);
     assert.equal(server.connections, dialled, 'no connection was opened');
+  });
+
+  test('pg-pool destroying the placeholder stream (connectionTimeoutMillis) ends the attestation', async () => {
+    const before = received;
+    let verifying!: () => void;
+    const entered = new Promise<void>((resolve) => {
+      verifying = resolve;
+    });
+    // Verifies until the attempt is abandoned, as behind a stalled collateral service.
+    const stalled: RaTlsVerifier = {
+      name: 'stalled',
+      verify: (_quote, options) =>
+        new Promise((_resolve, reject) => {
+          verifying();
+          options?.signal?.addEventListener('abort', () => reject(options.signal?.reason));
+        }),
+    };
+    const client = bound({}, undefined, stalled);
+    const connecting = failedWith(client.connect());
+    await entered;
+    // What pg-pool's connection timeout does: destroy client.connection.stream,
+    // which is still pg's placeholder while the server is being attested.
+    (client as unknown as { connection: { stream: TLSSocket } }).connection.stream.destroy();
+    const error = await connecting;
+    assert.ok(isRaTlsError(error, 'CONNECTION_ENDED'), String(error));
+    assert.equal(
+      error.message,
+      'the connection was destroyed before the server was attested (connectionTimeoutMillis?)',
+    );
+    await waitFor(() => server.open === 0, 'the attested socket closed');
+    assert.equal(received, before, 'not a byte of Postgres was sent');
   });
 
   test('end() called as the verdict is admitted: the attested socket is closed unused', async () => {
