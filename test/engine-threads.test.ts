@@ -84,7 +84,10 @@ describe('DCAP engines in worker threads', () => {
     await js.terminate();
     await assert.rejects(verifying, (error: unknown) => {
       assert.ok(isRaTlsError(error, 'ENGINE_UNAVAILABLE'), String(error));
-      assert.match(error.message, /@phala\/dcap-qvl \(JS\)/);
+      assert.match(
+        error.message,
+        /@phala\/dcap-qvl \(JS\) is unavailable \(it exited \(code \d+\)\)/,
+      );
       return true;
     });
 
@@ -281,6 +284,44 @@ describe('engine threads and process exit', () => {
     `);
     assert.equal(code, 0, stderr);
     assert.match(stdout, /status UpToDate dcap:js/);
+  });
+
+  it('two verifications waiting on one thread both get their answers before the process exits', async () => {
+    const { code, stdout, stderr } = await runScript(`
+      import { readFileSync } from 'node:fs';
+      import { normalizeCollateral } from './src/verification/collateral.ts';
+      import { ThreadedEngine } from './src/verification/engines/engine-worker.ts';
+      const dir = './test/fixtures/intel-tdx-v4/';
+      const quote = new Uint8Array(readFileSync(dir + 'quote.bin'));
+      const collateral = normalizeCollateral(JSON.parse(readFileSync(dir + 'collateral.json', 'utf8')));
+      const engine = new ThreadedEngine('js');
+      const verdicts = await Promise.all([1, 2].map(() => engine.verify(quote, collateral, 1751328000)));
+      console.log('statuses', verdicts.map((verdict) => verdict.status).join(' '));
+    `);
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /statuses UpToDate UpToDate/);
+  });
+
+  it('a request that cannot be sent neither lets the process exit under a waiting verification nor keeps it alive', async () => {
+    const { code, stdout, stderr } = await runScript(`
+      import { readFileSync } from 'node:fs';
+      import { normalizeCollateral } from './src/verification/collateral.ts';
+      import { ThreadedEngine } from './src/verification/engines/engine-worker.ts';
+      const dir = './test/fixtures/intel-tdx-v4/';
+      const quote = new Uint8Array(readFileSync(dir + 'quote.bin'));
+      const collateral = normalizeCollateral(JSON.parse(readFileSync(dir + 'collateral.json', 'utf8')));
+      const unsendable = { ...collateral, tcb_info: () => 'not cloneable' };
+      const engine = new ThreadedEngine('js');
+      const waiting = engine.verify(quote, collateral, 1751328000);
+      const refused = await engine.verify(quote, unsendable, 1751328000).catch((error) => error.code);
+      console.log('with another waiting', refused, (await waiting).status);
+      console.log('alone', await engine.verify(quote, unsendable, 1751328000).catch((error) => error.code));
+    `);
+    assert.equal(code, 0, stderr);
+    assert.match(
+      stdout,
+      /with another waiting ENGINE_UNAVAILABLE UpToDate\nalone ENGINE_UNAVAILABLE\n/,
+    );
   });
 
   it('a warm-up nobody awaits keeps the process only until it is done', async () => {

@@ -31,6 +31,7 @@ export type EngineRequest =
       readonly collateralId: number;
       /** Present the first time this thread sees `collateralId`. */
       readonly collateral?: NormalizedCollateral;
+      /** The sets the thread may drop (empty when none). */
       readonly forget?: readonly number[];
       readonly nowSeconds: number;
       /** DER of a test root CA (JS engine only). */
@@ -199,7 +200,7 @@ class EngineThread {
       quote,
       collateralId: id,
       ...(held ? {} : { collateral }),
-      ...(forget.length === 0 ? {} : { forget }),
+      forget,
       nowSeconds,
       rootCa,
     });
@@ -210,8 +211,8 @@ class EngineThread {
     const id = this.#nextId++;
     return new Promise<EngineReply>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      // Whoever awaits an answer keeps the process alive until it comes.
-      if (this.#pending.size === 1) this.worker.ref();
+      // Whoever awaits an answer keeps the process alive until it comes (ref() is not counted).
+      this.worker.ref();
       try {
         this.worker.postMessage({ ...request, id });
       } catch (cause) {
