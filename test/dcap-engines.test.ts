@@ -76,6 +76,17 @@ describe('DCAP engine wrappers', () => {
     );
   });
 
+  it('each engine calls an SGX enclave quote NOT_TDX, naming itself', async () => {
+    const { quote, collateral } = fixture('intel-sgx-v3');
+    for (const engine of [new WasmEngine(), new JsEngine()]) {
+      await assert.rejects(engine.verify(quote, collateral, V4_NOW_SECONDS), (error: unknown) => {
+        assert.ok(isRaTlsError(error, 'NOT_TDX'), String(error));
+        assert.deepEqual(error.details, { engine: engine.name });
+        return true;
+      });
+    }
+  });
+
   it("wraps the JS engine's Errors the same way", async () => {
     const { quote, collateral } = fixture('intel-tdx-v4');
 
