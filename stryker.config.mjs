@@ -34,7 +34,18 @@ export default {
   testRunner: 'tap',
   tap: {
     testFiles: testFiles,
-    nodeArgs: ['--import', 'tsx', '--test-reporter=tap', '-r', '{{hookFile}}', '{{testFile}}'],
+    // The second preload carries coverage out of the DCAP engines' worker threads
+    // (see the script): without it their code counts as "no coverage".
+    nodeArgs: [
+      '--import',
+      'tsx',
+      '--test-reporter=tap',
+      '-r',
+      '{{hookFile}}',
+      '-r',
+      './scripts/stryker-worker-coverage.cjs',
+      '{{testFile}}',
+    ],
     forceBail: true,
   },
   checkers: ['typescript'],
