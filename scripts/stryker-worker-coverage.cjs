@@ -12,17 +12,24 @@ const namespace = process.env.STRYKER_NAMESPACE ?? '__stryker__';
 const channel = new BroadcastChannel('pg-ra-tls:stryker-worker-coverage');
 channel.unref();
 
+/** Stryker's namespace object in this thread, created if its hook has not. */
+function strykerNamespace() {
+  if (globalThis[namespace] === undefined) globalThis[namespace] = {};
+  return globalThis[namespace];
+}
+
 if (isMainThread) {
   channel.onmessage = ({ data }) => {
-    const stryker = (globalThis[namespace] ??= {});
-    const coverage = (stryker.mutantCoverage ??= { static: {}, perTest: {} });
+    const stryker = strykerNamespace();
+    if (stryker.mutantCoverage === undefined) stryker.mutantCoverage = { static: {}, perTest: {} };
+    const coverage = stryker.mutantCoverage;
     for (const id of data) coverage.static[id] = (coverage.static[id] ?? 0) + 1;
   };
 } else {
   // Stryker's hook, inherited by the worker, would write this thread's (empty)
   // result over the main thread's at exit: the same file, named by the pid.
   process.removeAllListeners('exit');
-  const stryker = (globalThis[namespace] ??= {});
+  const stryker = strykerNamespace();
   const reached = {};
   stryker.mutantCoverage = {
     static: new Proxy(reached, {
