@@ -7,7 +7,7 @@
 import { describeCause, RaTlsError } from '../errors.js';
 import { asn1Schema, asn1X509 } from '../util/asn1.js';
 import { fromHex, normalizeHex } from '../util/bytes.js';
-import { parseDuration } from '../util/duration.js';
+import { parseTimeout } from '../util/duration.js';
 import { BodyTooLargeError, readResponseBody } from '../util/http-body.js';
 import { pemBlocks } from '../util/pem.js';
 import { type Collateral, type NormalizedCollateral, normalizeCollateral } from './collateral.js';
@@ -48,7 +48,8 @@ export class PccsClient {
 
   constructor(options: PccsClientOptions = {}) {
     this.url = normalizePccsUrl(options.url ?? INTEL_PCS_URL);
-    this.#timeoutMs = parseDuration(
+    // A Node timer holds at most ~24.8 days; a longer one would fire at once.
+    this.#timeoutMs = parseTimeout(
       options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT_MS,
       'requestTimeout',
     );
@@ -64,7 +65,7 @@ export class PccsClient {
     // The caller's signal ends every request of the batch (no one waits for it any more).
     const onAbort = (): void => batch.abort();
     if (signal?.aborted) batch.abort();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    signal?.addEventListener('abort', onAbort);
     const fmspc = pck.fmspc.toUpperCase();
     try {
       const [pckCrl, tcb, qe] = await Promise.all([
@@ -134,7 +135,8 @@ export class PccsClient {
     const url = pathOrUrl.startsWith('/') ? `${this.url}${pathOrUrl}` : pathOrUrl;
     const controller = new AbortController();
     const onBatchAbort = (): void => controller.abort();
-    batch.addEventListener('abort', onBatchAbort, { once: true });
+    // The batch lives for one fetchCollateral only, so this listener needs no removal.
+    batch.addEventListener('abort', onBatchAbort);
     // A batch already over (its caller gone before this request) sends nothing.
     if (batch.aborted) controller.abort();
     let timedOut = false;
@@ -175,7 +177,6 @@ export class PccsClient {
       );
     } finally {
       clearTimeout(timer);
-      batch.removeEventListener('abort', onBatchAbort);
     }
   }
 }
@@ -219,7 +220,7 @@ function issuerChainHeader(response: Fetched, ...names: string[]): string {
 function crlBytes(response: Fetched): Uint8Array {
   const body = response.body;
   if (body[0] === 0x30) return body;
-  const text = Buffer.from(body).toString('utf8').trim();
+  const text = Buffer.from(body).toString('utf8');
   const pem = pemBlocks(text, 'X509 CRL')[0];
   if (pem !== undefined) return pem;
   const hex = normalizeHex(text);
@@ -236,21 +237,21 @@ function signedJsonMember(response: Fetched, key: string): { text: string; signa
   const body = Buffer.from(response.body).toString('utf8');
   const parsed = JSON.parse(body) as Record<string, unknown>;
   const signature = parsed['signature'];
-  if (typeof signature !== 'string' || typeof parsed[key] !== 'object') {
+  const text = typeof parsed[key] === 'object' ? rawMember(body, key) : undefined;
+  if (typeof signature !== 'string' || text === undefined) {
     throw new Error(`${response.url} did not return {"${key}": ..., "signature": ...}`);
   }
-  const text = rawMember(body, key);
-  if (text === undefined) throw new Error(`${response.url}: ${key} not found`);
   return { text, signature };
 }
 
 // Scans the (already JSON.parse-validated) body for the raw value of a
-// top-level key, tracking nesting and skipping strings.
+// top-level key, tracking nesting and skipping strings. Only whitespace can
+// follow the top-level object's closing brace, so the scan need not leave it.
 function rawMember(body: string, key: string): string | undefined {
   let depth = 0;
   let currentKey: string | undefined;
   let inValue = false;
-  let valueStart = -1;
+  let valueStart = 0;
   for (let i = 0; i < body.length; i++) {
     const ch = body[i];
     if (ch === '"') {
@@ -268,7 +269,6 @@ function rawMember(body: string, key: string): string | undefined {
       if (inValue && currentKey === key) return body.slice(valueStart, i).trim();
       inValue = false;
       currentKey = undefined;
-      if (ch === '}') depth--;
     }
   }
   return undefined;
