@@ -52,7 +52,6 @@ export interface CollateralCacheOptions {
 interface InFlight extends SharedRun<CachedCollateral> {
   promise: Promise<CachedCollateral>;
   readonly controller: AbortController;
-  settled: boolean;
 }
 
 /**
@@ -101,7 +100,7 @@ export class CollateralCache {
     }
     let flight = this.#inFlight.get(key);
     if (flight === undefined) {
-      if (this.#lastFailure !== undefined && !this.#backoff.ready()) throw this.#backedOff();
+      if (!this.#backoff.ready()) throw this.#backedOff();
       flight = this.#start(key, pck, now);
     }
     return this.#wait(key, flight, signal);
@@ -127,7 +126,6 @@ export class CollateralCache {
     const flight: InFlight = {
       controller,
       waiters: 0,
-      settled: false,
       promise: Promise.resolve() as Promise<never>,
     };
     flight.promise = (async () => {
@@ -151,7 +149,6 @@ export class CollateralCache {
         }
         throw error;
       } finally {
-        flight.settled = true;
         if (this.#inFlight.get(key) === flight) this.#inFlight.delete(key);
       }
     })();
@@ -165,7 +162,8 @@ export class CollateralCache {
     return waitForRun(flight, signal, (waitersLeft) => {
       // Whoever comes next must not join a fetch that already outlasted a caller's patience.
       if (this.#inFlight.get(key) === flight) this.#inFlight.delete(key);
-      if (waitersLeft === 0 && !flight.settled) flight.controller.abort();
+      // (Aborting a fetch that has already settled changes nothing.)
+      if (waitersLeft === 0) flight.controller.abort();
     });
   }
 
