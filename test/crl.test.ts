@@ -463,6 +463,45 @@ describe('strict CRL check: each refusal is its own rule', () => {
     checkCrlsStrictly({ ...input, pckCrl: near });
   });
 
+  it('reads serial number zero as 00, never as an empty serial', async () => {
+    const { input } = await setup();
+    const crl = parseCrl(
+      signedCrl('pck-platform-ca', input.pckCrlIssuerChain[0]!, {
+        nextUpdate: crlNextUpdate,
+        revoked: [Uint8Array.of(0), Uint8Array.of(0, 0x80)],
+      }),
+      'PCK CRL',
+    );
+    assert.deepEqual([...crl.revokedSerials], ['00', '80']);
+  });
+
+  it('names the CRL that does not decode when the collateral is prepared', async () => {
+    const { input } = await setup();
+    const broken = Uint8Array.of(0x30, 0x03, 0x02, 0x01);
+    assert.throws(
+      () => prepareCrls({ ...input, rootCaCrl: broken }),
+      code('CRL_INVALID', /^The root CA CRL is not a DER certificate revocation list/, {
+        crl: 'root CA CRL',
+      }),
+    );
+    assert.throws(
+      () => prepareCrls({ ...input, pckCrl: broken }),
+      code('CRL_INVALID', /^The PCK CRL is not a DER certificate revocation list/, {
+        crl: 'PCK CRL',
+      }),
+    );
+  });
+
+  it('isRevoked refuses a certificate it cannot read, saying so', async () => {
+    const { prepared } = await setup();
+    assert.throws(
+      () => isRevoked(prepared.pckCrl, Uint8Array.of(0x30, 0x00)),
+      code('CRL_INVALID', /^The certificate is not a DER X\.509 certificate$/, {
+        certificate: 'certificate',
+      }),
+    );
+  });
+
   it('a parsed CRL keeps its own copy of the bytes it was read from', async () => {
     const { input } = await setup();
     const der = input.rootCaCrl.slice();

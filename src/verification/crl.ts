@@ -108,7 +108,7 @@ function verifyCrlSignature(crl: ParsedCrl, issuer: CertificateFacts, label: str
       { details: { ...details, algorithm: crl.signatureAlgorithm } },
     );
   }
-  let valid = false;
+  let valid: boolean;
   try {
     valid = createVerify(digest).update(crl.tbs).verify(issuer.x509.publicKey, crl.signature);
   } catch {
@@ -290,7 +290,7 @@ export function checkCrlsStrictly(input: StrictCrlInput): { readonly validUntil:
 interface CertificateFacts {
   readonly der: Uint8Array;
   readonly x509: X509Certificate;
-  /** DER of the subject and issuer Names. */
+  /** DER of the subject and issuer Names (views into `der`: facts live only while checking). */
   readonly subject: Uint8Array;
   readonly issuer: Uint8Array;
   /** Serial number, lowercase hex without leading zero bytes. */
@@ -306,8 +306,8 @@ function readCertificate(der: Uint8Array, label: string): CertificateFacts {
     return {
       der,
       x509: new X509Certificate(der),
-      subject: names.subject.slice(),
-      issuer: names.issuer.slice(),
+      subject: names.subject,
+      issuer: names.issuer,
       serial: serialHex(names.serial),
     };
   } catch (cause) {
