@@ -161,20 +161,22 @@ function readIssueDates(
 ):
   | { issueDate: number; nextUpdate: number; tcbEvaluationDataNumber: number | undefined }
   | undefined {
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(json);
-    if (typeof parsed !== 'object' || parsed === null) return undefined;
-    const { issueDate, nextUpdate, tcbEvaluationDataNumber } = parsed as Record<string, unknown>;
-    if (typeof issueDate !== 'string' || typeof nextUpdate !== 'string') return undefined;
-    const dates = {
-      issueDate: Date.parse(issueDate),
-      nextUpdate: Date.parse(nextUpdate),
-      tcbEvaluationDataNumber: Number.isSafeInteger(tcbEvaluationDataNumber)
-        ? (tcbEvaluationDataNumber as number)
-        : undefined,
-    };
-    return Number.isNaN(dates.issueDate) || Number.isNaN(dates.nextUpdate) ? undefined : dates;
+    parsed = JSON.parse(json);
   } catch {
     return undefined;
   }
+  if (parsed === null) return undefined;
+  // Any other JSON value destructures: a string, number or array has none of these fields.
+  const { issueDate, nextUpdate, tcbEvaluationDataNumber } = parsed as Record<string, unknown>;
+  if (typeof issueDate !== 'string' || typeof nextUpdate !== 'string') return undefined;
+  const dates = {
+    issueDate: Date.parse(issueDate),
+    nextUpdate: Date.parse(nextUpdate),
+    tcbEvaluationDataNumber: Number.isSafeInteger(tcbEvaluationDataNumber)
+      ? (tcbEvaluationDataNumber as number)
+      : undefined,
+  };
+  return Number.isNaN(dates.issueDate) || Number.isNaN(dates.nextUpdate) ? undefined : dates;
 }
