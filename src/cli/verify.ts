@@ -17,7 +17,7 @@ import { resolveDstackEndpoint } from '../identity/dstack-endpoint.js';
 import { normalizePolicy, policyWarnings } from '../policy/policy.js';
 import type { MeasurementSet, NormalizedPolicy, Policy } from '../policy/types.js';
 import { sha256, toHex } from '../util/bytes.js';
-import { parseDuration } from '../util/duration.js';
+import { parseTimeout } from '../util/duration.js';
 import { pemBlocks } from '../util/pem.js';
 import { DcapVerifier, type EngineChoice } from '../verification/dcap-verifier.js';
 import { INTEL_API_KEY_ENV, IntelApiVerifier } from '../verification/intel-api-verifier.js';
@@ -204,7 +204,7 @@ export function parseVerifyArguments(args: readonly string[]): VerifyArguments {
 
   const timeout = string('timeout');
   const timeoutMs =
-    timeout === undefined ? undefined : asUsage(() => parseDuration(timeout, '--timeout'));
+    timeout === undefined ? undefined : asUsage(() => parseTimeout(timeout, '--timeout'));
   if (timeoutMs === 0) throw usageError('--timeout must be more than 0, e.g. 5s');
 
   const verifier = parseVerifierChoice({

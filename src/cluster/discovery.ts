@@ -5,7 +5,7 @@
 import type { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { describeCause, RaTlsError } from '../errors.js';
-import { parseDuration } from '../util/duration.js';
+import { parseTimeout } from '../util/duration.js';
 import { type LeaderManifest, normalizeSigner, verifyManifest } from './manifest.js';
 
 /** Options of {@link resolveLeader}. */
@@ -60,7 +60,7 @@ export async function resolveLeader(
 ): Promise<ClusterLeader> {
   const name = recordName(clusterDomain);
   const signer = normalizeSigner(options?.signer);
-  const timeoutMs = parseDuration(options.timeout ?? DEFAULT_TIMEOUT, 'timeout');
+  const timeoutMs = parseTimeout(options.timeout ?? DEFAULT_TIMEOUT, 'timeout');
   const resolver = createResolver(options.resolver, timeoutMs);
   const records = await lookupTxt(resolver, name, timeoutMs);
   const failures: RaTlsError[] = [];

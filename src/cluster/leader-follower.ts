@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import type { AttestationReport } from '../attest/report.js';
 import type { EndpointTarget } from '../connection/attested-connector.js';
 import { describeCause, RaTlsError } from '../errors.js';
-import { parseDuration } from '../util/duration.js';
+import { parseTimeout } from '../util/duration.js';
 import { type ClusterLeader, recordName, resolveLeader } from './discovery.js';
 import { normalizeSigner } from './manifest.js';
 
@@ -97,11 +97,12 @@ export class LeaderFollower {
     this.domain = options.domain;
     this.#signer = normalizeSigner(options.signer);
     this.#options = options;
-    this.#refreshEveryMs = parseDuration(
+    // Both feed timers, which hold at most ~24.8 days (a longer one fires at once).
+    this.#refreshEveryMs = parseTimeout(
       options.refreshEvery ?? DEFAULT_REFRESH_EVERY,
       'cluster.refreshEvery',
     );
-    this.#lookupTimeoutMs = parseDuration(
+    this.#lookupTimeoutMs = parseTimeout(
       options.lookupTimeout ?? DEFAULT_LOOKUP_TIMEOUT,
       'cluster.lookupTimeout',
     );

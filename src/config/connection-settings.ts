@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import type { ClientConfig } from 'pg';
 import { RaTlsError } from '../errors.js';
 import { closestName } from '../util/did-you-mean.js';
-import { parseDuration, parseTimeout } from '../util/duration.js';
+import { parseTimeout } from '../util/duration.js';
 import { assertKnownOptions } from '../util/known-options.js';
 import { type ParsedConnectionString, parseConnectionString } from './connection-string.js';
 import { checkTeesqlCredentials } from './credentials.js';
@@ -252,7 +252,8 @@ export function resolveConnectionSettings(
     if ((STRING_PARAMETERS as readonly string[]).includes(key)) {
       session[key] = value;
     } else if ((MS_PARAMETERS as readonly string[]).includes(key)) {
-      session[key] = parseDuration(value, `connection string parameter ${key}`);
+      // Postgres and pg's query timer hold at most 2^31-1 ms, as a Node timer does.
+      session[key] = parseTimeout(value, `connection string parameter ${key}`);
     } else if (key === 'connect_timeout') {
       // libpq: seconds, and 0 means "wait forever", which we do not allow.
       const seconds = Number(value);

@@ -2,7 +2,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { describeCause, RaTlsError } from '../errors.js';
 import { Backoff } from '../util/backoff.js';
-import { parseDuration } from '../util/duration.js';
+import { parseDuration, parseTimeout } from '../util/duration.js';
 import { resolveDstackEndpoint } from './dstack-endpoint.js';
 import { callGuestAgent, GuestAgentCallError } from './guest-agent-rpc.js';
 
@@ -104,7 +104,7 @@ export class ClientIdentity extends EventEmitter<ClientIdentityEvents> {
       now: () => this.#now(),
     });
     this.#subject = options.subject ?? 'pg-ra-tls';
-    this.#requestTimeoutMs = parseDuration(options.requestTimeout ?? '10s', 'requestTimeout');
+    this.#requestTimeoutMs = parseTimeout(options.requestTimeout ?? '10s', 'requestTimeout');
     this.#lifetimeMs = parseDuration(options.lifetime ?? '1h', 'clientCertLifetime');
     if (this.#lifetimeMs < 60_000) {
       throw new RaTlsError('BAD_CONFIG', 'clientCertLifetime must be at least one minute', {

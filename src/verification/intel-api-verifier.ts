@@ -8,7 +8,7 @@ import { describeCause, RaTlsError } from '../errors.js';
 import { parseQuote } from '../evidence/quote.js';
 import type { ParsedQuote } from '../evidence/types.js';
 import { bytesEqual, normalizeHex } from '../util/bytes.js';
-import { parseDuration } from '../util/duration.js';
+import { parseDuration, parseTimeout } from '../util/duration.js';
 import { BodyTooLargeError, readResponseBody } from '../util/http-body.js';
 import { assertKnownOptions } from '../util/known-options.js';
 import { loadJose, readJwks, type TokenKeys, verifyAttestationToken } from './jwt.js';
@@ -129,7 +129,7 @@ function resolveConfig(options: IntelApiVerifierOptions): ResolvedConfig {
     attestUrl: `${base.href.replace(/\/+$/, '')}/appraisal/v2/attest`,
     jwksUrl: jwks.href,
     jwksOrigin: jwks.origin,
-    timeoutMs: parseDuration(options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT, 'requestTimeout'),
+    timeoutMs: parseTimeout(options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT, 'requestTimeout'),
     jwksTtlMs: parseDuration(options.jwksCacheTtl ?? DEFAULT_JWKS_CACHE_TTL, 'jwksCacheTtl'),
   });
 }
