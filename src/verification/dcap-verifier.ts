@@ -23,7 +23,7 @@ import { checkPckChain, type PreparedCrls, prepareCrls } from './crl.js';
 import { dcapQvl } from './dcap-qvl.js';
 import type { DcapEngine, EngineVerdict, TdReportFields } from './engines/engine.js';
 import { ThreadedEngine, warmUpEngines } from './engines/engine-worker.js';
-import { INTEL_PCS_URL, PccsClient } from './pccs-client.js';
+import { PccsClient } from './pccs-client.js';
 import { type PckInfo, readPckInfo } from './pck-info.js';
 import type { RaTlsVerifier, VerificationResult, VerifyOptions } from './verifier.js';
 
@@ -121,10 +121,11 @@ export class DcapVerifier implements RaTlsVerifier {
       // Fixed collateral cannot be refreshed: it is good until its own nextUpdate.
       this.#fixed = { collateral, window, usableUntil: window.nextUpdate };
     } else {
+      // PccsClient defaults each option left undefined (Intel PCS, 10 s, the global fetch).
       const client = new PccsClient({
-        url: options.pccsUrl ?? INTEL_PCS_URL,
-        ...(options.requestTimeout === undefined ? {} : { requestTimeout: options.requestTimeout }),
-        ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
+        url: options.pccsUrl,
+        requestTimeout: options.requestTimeout,
+        fetch: options.fetch,
       });
       this.#cache = new CollateralCache((pck, signal) => client.fetchCollateral(pck, signal), {
         maxAgeMs: collateralMaxAge(options.collateralMaxAge),
