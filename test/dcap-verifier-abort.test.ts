@@ -53,7 +53,16 @@ describe('DcapVerifier: an aborted verification says why it was aborted', () => 
     const during = new AbortController();
     const pending = verifier.verify(quote, { now: NOW, signal: during.signal });
     during.abort();
-    await assert.rejects(pending, (error: unknown) => isRaTlsError(error, 'VERIFY_TIMEOUT'));
+    await assert.rejects(pending, (error: unknown) => {
+      assert.ok(isRaTlsError(error, 'VERIFY_TIMEOUT'));
+      assert.equal(
+        error.message,
+        'Attestation verification was aborted (verifyTimeout or caller signal)',
+      );
+      // The abort's own reason stays reachable for whoever debugs it.
+      assert.equal(error.cause, during.signal.reason);
+      return true;
+    });
 
     await assert.rejects(
       verifier.verify(quote, { now: NOW, signal: AbortSignal.abort(poolEnded()) }),

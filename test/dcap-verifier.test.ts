@@ -617,13 +617,15 @@ describe('DcapVerifier: the quote header, a PEM root and one-sided engine verdic
 
     it('JS rejects, WASM accepts', async (t) => {
       oneSided(t, 'js');
-      await assert.rejects(
-        both(),
+      await assert.rejects(both(), (error: unknown) => {
         rejectsWith(
           'QUOTE_INVALID',
-          /; the WASM engine accepted it, but both engines must accept$/,
-        ),
-      );
+          /^the engine refused the TCB; the WASM engine accepted it, but both engines must accept$/,
+        )(error);
+        assert.deepEqual((error as RaTlsError).details, { otherEngine: 'accepted' });
+        assert.equal((error as RaTlsError).cause, refusal);
+        return true;
+      });
     });
 
     it('WASM calls a v4 quote malformed: that stands (only v5, which WASM cannot decode, is left to JS)', async (t) => {
