@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import { isRaTlsError, RaTlsError } from '../src/errors.js';
+import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { normalizeCollateral } from '../src/verification/collateral.js';
 import { engineFailure } from '../src/verification/engines/engine.js';
 import { JsEngine } from '../src/verification/engines/js-engine.js';
@@ -98,6 +99,44 @@ describe('DCAP engine wrappers', () => {
         return true;
       },
     );
+  });
+
+  it('each engine refuses a genuine SGX enclave quote as NOT_TDX, naming itself', async () => {
+    // The verifier's header check stops SGX quotes first; this is the engines' own refusal.
+    const { quote, collateral } = fixture('intel-sgx-v3');
+    const inWindow = Date.parse('2025-07-01T00:00:00Z') / 1000;
+
+    for (const [engine, label] of [
+      [new WasmEngine(), '@phala/dcap-qvl-web (WASM)'],
+      [new JsEngine(), '@phala/dcap-qvl (JS)'],
+    ] as const) {
+      await assert.rejects(engine.verify(quote, collateral, inWindow), (error: unknown) => {
+        assert.ok(isRaTlsError(error, 'NOT_TDX'));
+        assert.equal(
+          error.message,
+          `DCAP engine ${label} verified an SGX enclave quote, not an Intel TDX trust domain; pg-ra-tls accepts only TDX quotes`,
+        );
+        assert.deepEqual(error.details, { engine: engine.name });
+        return true;
+      });
+    }
+  });
+
+  it("passes on the JS engine's advisory ids and TCB status as the collateral states them", async () => {
+    const authority = await createTestAuthority({ seed: 'dcap-engines-advisories' });
+    const collateral = authority.collateral({
+      tcbStatus: 'OutOfDate',
+      advisoryIds: ['INTEL-SA-00615', 'INTEL-SA-00837'],
+    });
+
+    const verdict = await new JsEngine(authority.rootCaDer).verify(
+      authority.issueQuote(),
+      collateral,
+      Date.now() / 1000,
+    );
+
+    assert.equal(verdict.status, 'OutOfDate');
+    assert.deepEqual(verdict.advisoryIds, ['INTEL-SA-00615', 'INTEL-SA-00837']);
   });
 
   it('maps engine texts to codes that say what failed', () => {
