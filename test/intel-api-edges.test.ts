@@ -6,6 +6,7 @@
  * client is a stub `fetch` answering real `Response` objects.
  */
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import {
@@ -156,6 +157,19 @@ describe('IntelApiVerifier endpoints', () => {
     assert.deepEqual(region.details, { option: 'region' });
   });
 
+  test('a bad duration and an unknown option are named, and the verifier names itself', () => {
+    assert.deepEqual(refusal(() => make({ jwksCacheTtl: 'soon' })).details, {
+      option: 'jwksCacheTtl',
+    });
+    assert.deepEqual(refusal(() => make({ requestTimeout: 'soon' })).details, {
+      option: 'requestTimeout',
+    });
+    const unknown = refusal(() => make({ apikey: KEY } as IntelApiVerifierOptions));
+    assert.equal(unknown.code, 'BAD_CONFIG');
+    assert.match(unknown.message, /^IntelApiVerifier has no option "apikey"/);
+    assert.equal(make({}).name, 'intel-api');
+  });
+
   test('an API key of only spaces is no key; a key with spaces around it is sent trimmed', async () => {
     const blank = refusal(
       () => new IntelApiVerifier({ apiKey: '   ', baseUrl: 'http://127.0.0.1:1' }),
@@ -214,6 +228,57 @@ describe('IntelApiVerifier HTTP answers and failures', () => {
     assert.equal(echoed.message, `${ATTEST} answered HTTP 500: bad request [redacted] !`);
     const long = await rejection(answering(500, 'x'.repeat(1000)).verify(QUOTE));
     assert.equal(long.message, `${ATTEST} answered HTTP 500: ${'x'.repeat(300)}`);
+    const padded = await rejection(answering(500, '\n  denied \r\n ').verify(QUOTE));
+    assert.equal(padded.message, `${ATTEST} answered HTTP 500: denied`);
+    const blank = await rejection(answering(500, ' \r\n\t ').verify(QUOTE));
+    assert.equal(blank.message, `${ATTEST} answered HTTP 500`);
+  });
+
+  test('a body over 1 MiB is refused as too large; a body that breaks off is a failure', async () => {
+    const large = await rejection(answering(200, 'x'.repeat(1024 * 1024 + 1)).verify(QUOTE));
+    assert.equal(large.code, 'INTEL_API_ERROR');
+    assert.equal(
+      large.message,
+      `${ATTEST} answered more than 1048576 bytes; check baseUrl/jwksUrl point at Intel Trust Authority`,
+    );
+    const broken = await rejection(
+      answering(200, '', {
+        fetch: async () =>
+          new Response(
+            new ReadableStream<Uint8Array>({
+              pull(controller) {
+                controller.error(new Error('connection reset'));
+              },
+            }),
+            { status: 200 },
+          ),
+      }).verify(QUOTE),
+    );
+    assert.equal(broken.code, 'INTEL_API_ERROR');
+    assert.equal(broken.message, `${ATTEST} failed: connection reset`);
+  });
+
+  test('an error response from a custom fetch (status 0) is an HTTP error, not an answer', async () => {
+    const error = await rejection(
+      answering(200, '', { fetch: async () => Response.error() }).verify(QUOTE),
+    );
+    assert.equal(error.code, 'INTEL_API_ERROR');
+    assert.equal(error.message, `${ATTEST} answered HTTP 0`);
+    assert.deepEqual(error.details, { status: 0 });
+  });
+
+  test('no abort listener is left on the request signal once an exchange is over', async () => {
+    const signals: AbortSignal[] = [];
+    const verifier = answering(200, '', {
+      fetch: async (_url, init) => {
+        if (init?.signal) signals.push(init.signal);
+        return new Response('{}', { status: 200 });
+      },
+    });
+    await rejection(verifier.verify(QUOTE));
+    await rejection(verifier.verify(QUOTE, { signal: new AbortController().signal }));
+    assert.equal(signals.length, 2);
+    for (const signal of signals) assert.equal(getEventListeners(signal, 'abort').length, 0);
   });
 
   test('a 200 answer whose body is not JSON, is null, or has no string token has no token', async () => {
@@ -285,17 +350,22 @@ describe('IntelApiVerifier HTTP answers and failures', () => {
     const JWKS = `${BASE}/certs`;
     const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
     const token = `${b64({ alg: 'PS384', kid: 'k1', jku: JWKS })}.${b64({ exp: 2e9 })}.AAAA`;
+    const jwksRequests: RequestInit[] = [];
     const withJwks = (status: number, body: string) =>
       new IntelApiVerifier({
         apiKey: KEY,
         baseUrl: BASE,
         jwksUrl: JWKS,
-        fetch: async (url) =>
-          String(url) === JWKS
-            ? new Response(body, { status })
-            : new Response(JSON.stringify({ token }), { status: 200 }),
+        fetch: async (url, init) => {
+          if (String(url) !== JWKS) return new Response(JSON.stringify({ token }), { status: 200 });
+          jwksRequests.push(init ?? {});
+          return new Response(body, { status });
+        },
       });
     const failed = await rejection(withJwks(503, 'down').verify(QUOTE));
+    assert.equal(jwksRequests[0]?.method, 'GET');
+    assert.deepEqual(jwksRequests[0]?.headers, { Accept: 'application/json' });
+    assert.equal(jwksRequests[0]?.redirect, 'error');
     assert.equal(failed.code, 'INTEL_API_ERROR');
     assert.equal(failed.message, `The JWKS at ${JWKS} answered HTTP 503`);
     assert.deepEqual(failed.details, { status: 503, url: JWKS });
