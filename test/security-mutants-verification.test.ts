@@ -165,6 +165,11 @@ describe('malformed and foreign tokens', () => {
       now,
       /not the pinned/,
     );
+    await refused(
+      token({ exp: EXP }, { jku: 'portal.trustauthority.intel.com' }),
+      now,
+      /not the pinned/,
+    );
     await refused(token({ exp: EXP }, { kid: undefined }), now, /no key id/);
     const jwt = token({ exp: EXP });
     const [header, payload] = jwt.split('.');
@@ -284,7 +289,7 @@ describe('token refusals: their details, and every failure jose reports', () => 
   });
 
   test('a JWKS document that is not an object with a keys array is refused', async () => {
-    for (const document of [null, 'keys', [], { keys: 'k1' }]) {
+    for (const document of [undefined, null, 42, 'keys', [], { keys: 'k1' }]) {
       assert.throws(
         () => readJwks(document),
         (error: unknown) =>
@@ -293,6 +298,13 @@ describe('token refusals: their details, and every failure jose reports', () => 
         JSON.stringify(document),
       );
     }
+  });
+
+  test('a keys array jose cannot read as a key set is refused as malformed', async () => {
+    const error = await rejection(localTokenKeys({ keys: [['not', 'a', 'key']] }));
+    assert.equal(error.code, 'TOKEN_INVALID');
+    assert.equal(error.message, 'The JWKS document is malformed');
+    assert.ok(error.cause instanceof Error, 'jose’s error is kept as the cause');
   });
 });
 

@@ -131,7 +131,7 @@ function checkHeader(jose: typeof Jose, token: string, check: TokenCheck): JWSHe
   try {
     origin = typeof jku === 'string' ? new URL(jku).origin : undefined;
   } catch {
-    origin = undefined;
+    // Not a URL: no origin, refused below.
   }
   if (origin !== check.jwksOrigin) {
     const shown = typeof jku === 'string' ? jku.slice(0, 200) : String(jku);
