@@ -165,11 +165,35 @@ describe('IntelApiVerifier against a local Trust Authority', () => {
     assert.equal(server.jwksRequests, before + 2);
   });
 
+  test('close() forgets the cached keys: the next verify fetches the JWKS again', async () => {
+    const verifier = verifierFor();
+    const before = server.jwksRequests;
+    await verifier.verify(QUOTE);
+    verifier.close();
+    await verifier.verify(QUOTE);
+    assert.equal(server.jwksRequests, before + 2);
+  });
+
   test('a genuine token about a different quote is refused', async () => {
     // Given a Trust Authority that answers with measurements of another TD
     server.configure({ claims: { tdx_mrtd: 'ab'.repeat(48) } });
     // Then the token does not vouch for the submitted quote
     await assert.rejects(verifierFor().verify(QUOTE), rejectsWith('VERIFIER_MISMATCH', /mrtd/));
+    // Every differing field is named, in the message and the details
+    server.configure({ claims: { tdx_mrtd: 'ab'.repeat(48), tdx_rtmr2: 'cd'.repeat(48) } });
+    await assert.rejects(verifierFor().verify(QUOTE), (error: RaTlsError) => {
+      rejectsWith('VERIFIER_MISMATCH')(error);
+      assert.equal(
+        error.message,
+        'Intel Trust Authority returned a token about a different quote (mrtd, rtmr2 differ); refusing it',
+      );
+      assert.deepEqual(error.details, {
+        differing: ['mrtd', 'rtmr2'],
+        tokenMrtd: 'ab'.repeat(48),
+        quoteMrtd: MRTD,
+      });
+      return true;
+    });
     server.configure({ claims: { tdx_report_data: '00'.repeat(64) } });
     await assert.rejects(
       verifierFor().verify(QUOTE),

@@ -360,10 +360,7 @@ export class IntelApiVerifier implements RaTlsVerifier {
     } catch {
       throw tokenInvalid(`${what} is not JSON; check jwksUrl`);
     }
-    return new Response(JSON.stringify(readJwks(document)), {
-      status: 200,
-      headers: { 'content-type': 'application/json' },
-    });
+    return Response.json(readJwks(document));
   }
 
   async #requestToken(quote: Uint8Array, signal: AbortSignal | undefined): Promise<string> {
@@ -402,7 +399,7 @@ export class IntelApiVerifier implements RaTlsVerifier {
     try {
       token = (JSON.parse(body) as Record<string, unknown> | null)?.['token'];
     } catch {
-      token = undefined;
+      // Not JSON: no token, refused below.
     }
     if (typeof token !== 'string') {
       throw new RaTlsError('INTEL_API_ERROR', `${what} answered HTTP ${status} without a token`, {
@@ -431,8 +428,9 @@ export class IntelApiVerifier implements RaTlsVerifier {
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => reject(combined.reason);
+      // Removed in `finally`, whether or not it fired.
       if (combined.aborted) onAbort();
-      else combined.addEventListener('abort', onAbort, { once: true });
+      else combined.addEventListener('abort', onAbort);
     });
     // The loser of the race must not become an unhandled rejection.
     exchange.catch(() => {});
