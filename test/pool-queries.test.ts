@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { RaTlsClient } from '../src/connection/ra-tls-client.js';
 import { pgConnectOptsRaTls, verifyServer } from '../src/connection/verify-server.js';
-import { type ErrorCode, isRaTlsError } from '../src/errors.js';
+import { type ErrorCode, isRaTlsError, RaTlsError } from '../src/errors.js';
 import { type AttestationFailedEvent, createPool } from '../src/pool/ra-tls-pool.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { createRaTlsCertificate, generateRaTlsKeyPair } from '../src/testing/ra-tls-certificate.js';
@@ -251,9 +251,22 @@ describe('pg-pool timeouts', () => {
       }),
     );
     try {
-      await assert.rejects(pool.query('select 1'), (error: unknown) =>
-        isRaTlsError(error, 'CONNECT_TIMEOUT'),
-      );
+      await assert.rejects(pool.query('select 1'), (error: unknown) => {
+        assert.ok(isRaTlsError(error, 'CONNECT_TIMEOUT'), String(error));
+        assert.equal(
+          error.message,
+          `no attested connection to ${pool.settings.description} within ` +
+            'connectionTimeoutMillis (1000 ms)',
+        );
+        // pg-pool's own timeout error, which carries ours (the attempt it ended).
+        const poolError = error.cause;
+        assert.ok(
+          poolError instanceof Error && !(poolError instanceof RaTlsError),
+          String(poolError),
+        );
+        assert.ok(poolError.cause instanceof RaTlsError, 'the ended attempt stays visible');
+        return true;
+      });
       assert.equal(pool.totalCount, 0);
       const connections = stack.sidecar.stats.connections.slice(before);
       assertNoBytesToPostgres(connections);
