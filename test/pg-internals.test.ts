@@ -240,6 +240,65 @@ describe('pg internals', () => {
     ]);
   });
 
+  test('a missing _idle list or a connection that is no object is named, not a TypeError later', () => {
+    assert.throws(
+      () => poolInternals({ _remove() {}, _pulseQueue() {} } as unknown as pg.Pool),
+      (error: unknown) =>
+        isRaTlsError(error, 'PG_UNSUPPORTED_VERSION') &&
+        (error.details as { missing?: unknown }).missing === 'Pool#_idle list',
+    );
+    for (const connection of [undefined, 'connection']) {
+      const client = new pg.Client();
+      (client as unknown as { connection: unknown }).connection = connection;
+      assert.throws(
+        () => clientInternals(client),
+        (error: unknown) =>
+          isRaTlsError(error, 'PG_UNSUPPORTED_VERSION') &&
+          (error.details as { missing?: unknown }).missing === 'Client#connection',
+        String(connection),
+      );
+    }
+  });
+
+  test("on an unusable client a missing query is still pg's TypeError, and a submittable without a callback function takes the callback after its values", async () => {
+    const client = new pg.Client();
+    clientInternals(client).refuseQueriesWhenUnusable(
+      (state) => new Error(`refused: ${state}`) as never,
+      () => false,
+    );
+    (client as unknown as { _queryable: boolean })._queryable = false;
+    for (const missing of [null, undefined]) {
+      assert.throws(
+        () => client.query(missing as never),
+        (error: unknown) =>
+          error instanceof TypeError && /null or undefined query/.test(error.message),
+      );
+    }
+    // (submittable, values, callback): the values are no callback, pg takes the third argument.
+    for (const values of [[1], undefined]) {
+      const submitted = new pg.Query('select $1');
+      const error = await new Promise((resolve) =>
+        client.query(submitted as never, values as never, resolve as never),
+      );
+      assert.match(String(error), /refused: broken/);
+    }
+  });
+
+  test("the guarded query stays replaceable and removable, like pg's own", () => {
+    const client = new pg.Client();
+    clientInternals(client).refuseQueriesWhenUnusable(
+      () => new Error('refused') as never,
+      () => false,
+    );
+    assert.ok(Object.hasOwn(client, 'query'));
+    // Instrumentation wraps a client's query by assignment.
+    const wrapped = () => 'wrapped';
+    (client as unknown as { query: unknown }).query = wrapped;
+    assert.equal(client.query, wrapped);
+    assert.ok(delete (client as unknown as { query?: unknown }).query);
+    assert.equal(client.query, pg.Client.prototype.query);
+  });
+
   test('failQueued fails what pg holds in its queue with the error given, nothing sent', async () => {
     const client = new pg.Client();
     const internals = clientInternals(client);

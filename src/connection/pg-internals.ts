@@ -176,10 +176,10 @@ export function clientInternals(client: pg.Client): ClientInternals {
         const error = refusal(state);
         if (typeof (config as Partial<Submittable>).submit === 'function') {
           const submittable = config as Submittable;
-          if (submittable.callback === undefined) {
-            const done = typeof values === 'function' ? values : callback;
-            if (typeof done === 'function') submittable.callback = done as QueryCallback;
-          }
+          // pg's order: a submittable's own callback, else the function passed after it.
+          submittable.callback ??= (typeof values === 'function' ? values : callback) as
+            | QueryCallback
+            | undefined;
           process.nextTick(() => submittable.handleError(error, connection));
           return submittable;
         }
@@ -188,10 +188,8 @@ export function clientInternals(client: pg.Client): ClientInternals {
             ? values
             : typeof callback === 'function'
               ? callback
-              : typeof (config as { callback?: unknown }).callback === 'function'
-                ? (config as { callback: unknown }).callback
-                : undefined;
-        if (done === undefined) return Promise.reject(error);
+              : (config as { callback?: unknown }).callback;
+        if (typeof done !== 'function') return Promise.reject(error);
         process.nextTick(() => (done as QueryCallback)(error));
         return undefined;
       };
