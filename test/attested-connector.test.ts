@@ -206,6 +206,25 @@ describe('AttestedConnector options', () => {
     connector({ policy: undefined, logger });
     assert.equal(logged.length, 4);
     assert.match(logged[3]!, /^pg-ra-tls: policy\.allowedMrtds is empty/);
+    // null is no policy too: said every time, no WeakMap key error.
+    connector({ policy: null as never, logger });
+    connector({ policy: null as never, logger });
+    assert.equal(logged.length, 6);
+    assert.match(logged[5]!, /^pg-ra-tls: policy\.allowedMrtds is empty/);
+  });
+
+  test('a policy object judged without warnings warns once it is changed to need one', () => {
+    const logged: string[] = [];
+    const logger = (message: string) => logged.push(message);
+    const pinned: { trustedKmsRoots: string[]; allowDebugMode?: boolean } = {
+      trustedKmsRoots: ['ab'.repeat(32)],
+    };
+    connector({ policy: pinned, logger });
+    assert.deepEqual(logged, [], 'nothing to say');
+    pinned.allowDebugMode = true;
+    connector({ policy: pinned, logger });
+    assert.equal(logged.length, 1);
+    assert.match(logged[0]!, /^pg-ra-tls: policy\.allowDebugMode is true/);
   });
 
   test('setPolicy validates, applies and counts', () => {
@@ -392,6 +411,46 @@ describe('AttestedConnector.verifyCertificate', () => {
         isCode('QUOTE_INVALID', /^Verifier hooked rejected the quote: engine exploded$/)(error) &&
         (error as RaTlsError).cause === cause,
     );
+  });
+
+  test('a verifier whose result throws when read is QUOTE_INVALID naming the certificate', async () => {
+    const { der, issuers } = await certificate();
+    const cause = new TypeError('result exploded');
+    const exploding: RaTlsVerifier = {
+      name: 'exploding',
+      async verify() {
+        return {
+          get mrtd(): string {
+            throw cause;
+          },
+        } as unknown as VerificationResult;
+      },
+    };
+    await assert.rejects(
+      connector({ verifier: exploding }).verifyCertificate(der, undefined, issuers),
+      (error: unknown) => {
+        assert.ok(
+          isCode('QUOTE_INVALID', /^verifying the server certificate failed: /)(error),
+          String(error),
+        );
+        assert.equal((error as RaTlsError).cause, cause);
+        assert.match(String((error as RaTlsError).details?.fingerprint), /^[0-9a-f]{64}$/);
+        return true;
+      },
+    );
+  });
+
+  test('open() leaves no listener of its own on the socket it returns', async () => {
+    const made = connector();
+    const dialed = await made.dial(target());
+    const plain = dialed.socket.listenerCount('close');
+    dialed.socket.destroy();
+    const attested = await made.open(target());
+    try {
+      assert.equal(attested.socket.listenerCount('close'), plain);
+    } finally {
+      attested.socket.destroy();
+    }
   });
 
   test('a policy change while verifying: judged again under the new policy, never admitted under it', async () => {

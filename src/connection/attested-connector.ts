@@ -311,8 +311,9 @@ export class AttestedConnector {
       return await dialTls({
         host: target.host,
         port: target.port,
-        ...(target.servername === undefined ? {} : { servername: target.servername }),
-        ...(clientCertificate === undefined ? {} : { clientCertificate }),
+        // dialTls reads an absent servername or certificate as not given.
+        servername: target.servername,
+        clientCertificate,
         connectTimeoutMs: target.connectTimeoutMs,
         handshakeTimeoutMs: target.handshakeTimeoutMs,
         signal: scope.signal,
@@ -412,14 +413,11 @@ export class AttestedConnector {
     const options = this.#identityOptions;
     return (
       options.clientIdentity ??
+      // ClientIdentity reads an undefined option as not given (its default).
       new ClientIdentity({
-        ...(options.dstackEndpoint === undefined ? {} : { dstackEndpoint: options.dstackEndpoint }),
-        ...(options.clientCertOverride === undefined
-          ? {}
-          : { clientCertOverride: options.clientCertOverride }),
-        ...(options.clientCertLifetime === undefined
-          ? {}
-          : { lifetime: options.clientCertLifetime }),
+        dstackEndpoint: options.dstackEndpoint,
+        clientCertOverride: options.clientCertOverride,
+        lifetime: options.clientCertLifetime,
       })
     );
   }
@@ -492,6 +490,7 @@ let lastIdentity = 0;
 function identityOf(object: object): number {
   let identity = identities.get(object);
   if (identity === undefined) {
+    // Stryker disable next-line UpdateOperator: any process-unique number will do; counting down is as unique
     identity = ++lastIdentity;
     identities.set(object, identity);
   }
@@ -503,7 +502,8 @@ const warnedPolicies = new WeakMap<object, WeakSet<(message: string) => void>>()
 
 /** True the first time `policy` is judged for `logger`; always true without a policy object. */
 function firstWarningFor(policy: Policy | undefined, logger: (message: string) => void): boolean {
-  if (policy === undefined || policy === null || typeof policy !== 'object') return true;
+  // normalizePolicy has refused every other non-object; null is read as no policy.
+  if (policy == null) return true;
   let loggers = warnedPolicies.get(policy);
   if (loggers === undefined) {
     loggers = new WeakSet();
