@@ -1,10 +1,22 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { SpanStatusCode, trace } from '@opentelemetry/api';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
 import { inspectServer } from '../src/connection/inspect-server.js';
-import { verifyServer } from '../src/connection/verify-server.js';
+import { pgConnectOptsRaTls, verifyServer } from '../src/connection/verify-server.js';
 import { isRaTlsError } from '../src/errors.js';
+import { SpanAttributes, SpanNames } from '../src/telemetry/tracing.js';
+import { NoopVerifier } from '../src/verification/noop-verifier.js';
 import { type PoolStack, raTlsCredentials, startPoolStack } from './pool-harness.js';
+
+const exporter = new InMemorySpanExporter();
+const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+trace.setGlobalTracerProvider(provider);
 
 let stack: PoolStack;
 let originalCredentials: PoolStack['serverCredentials'];
@@ -12,9 +24,13 @@ before(async () => {
   stack = await startPoolStack();
   originalCredentials = stack.serverCredentials;
 });
-after(() => stack.close());
+after(async () => {
+  await stack.close();
+  await provider.shutdown();
+});
 beforeEach(() => {
   stack.serverCredentials = originalCredentials;
+  exporter.reset();
 });
 
 /** A loopback port nothing listens on (bound, then released). */
@@ -199,5 +215,95 @@ describe('inspectServer', () => {
         isRaTlsError(error, 'BAD_CONFIG'),
       );
     }
+  });
+
+  test('a debug TD refused for it still shows what it attests, verified without pins', async () => {
+    // The DCAP engines refuse a debug TD themselves; the NoopVerifier leaves that to the policy.
+    stack.serverCredentials = raTlsCredentials(stack.authority, { debug: true });
+    const verifier = new NoopVerifier({ logger: () => {} });
+    const inspection = await inspectServer(target(), { ...options(), verifier });
+    assert.ok(isRaTlsError(inspection.error, 'DEBUG_MODE'));
+    assert.equal(inspection.policyRefused, true);
+    assert.equal(inspection.report?.mrtd, stack.mrtd);
+  });
+
+  test('a refused inspection’s durations are within the call', async () => {
+    const started = performance.now();
+    const inspection = await inspectServer(target(), options(['ab'.repeat(48)]));
+    const elapsed = performance.now() - started;
+    assert.equal(inspection.policyRefused, true);
+    for (const ms of [inspection.timings.dialMs, inspection.timings.verifyMs]) {
+      assert.ok(typeof ms === 'number' && ms >= 0 && ms <= elapsed, `${ms} of ${elapsed} ms`);
+    }
+  });
+
+  test('the connect span names the server; it fails with the inspection’s error, or carries the report', async () => {
+    await inspectServer(target(), options());
+    await inspectServer(target(), options(['ab'.repeat(48)]));
+    const spans = exporter.getFinishedSpans().filter((span) => span.name === SpanNames.CONNECT);
+    assert.equal(spans.length, 2);
+    for (const span of spans) {
+      assert.equal(span.attributes[SpanAttributes.SERVER_ADDRESS], '127.0.0.1');
+      assert.equal(span.attributes[SpanAttributes.SERVER_PORT], stack.sidecar.port);
+    }
+    const [passed, refused] = spans;
+    assert.equal(passed!.status.code, SpanStatusCode.UNSET);
+    assert.equal(Object.values(passed!.attributes).includes(stack.mrtd), true, 'report attributes');
+    assert.equal(refused!.status.code, SpanStatusCode.ERROR);
+    assert.match(String(refused!.status.message), /^MRTD_NOT_ALLOWED: /);
+  });
+});
+
+describe('pgConnectOptsRaTls', () => {
+  const attestation = () => ({
+    verifier: stack.verifier,
+    dstackEndpoint: stack.agent.endpoint,
+    policy: { allowedMrtds: [stack.mrtd] },
+  });
+
+  test('takes the connection options besides the DSN and a signal; the config hands out its socket once', async () => {
+    const config = await pgConnectOptsRaTls(stack.dsn, {
+      ...attestation(),
+      database: 'teesql',
+      connectTimeout: '5s',
+      signal: new AbortController().signal,
+    });
+    const stream = config.stream as () => { destroy(): void };
+    const socket = stream();
+    try {
+      assert.equal(config.attestation.mrtd, stack.mrtd);
+      assert.equal(config.database, 'teesql');
+      const [span] = exporter.getFinishedSpans().filter((span) => span.name === SpanNames.CONNECT);
+      assert.equal(span?.attributes[SpanAttributes.SERVER_ADDRESS], '127.0.0.1');
+      assert.equal(span?.attributes[SpanAttributes.SERVER_PORT], stack.sidecar.port);
+      assert.throws(stream, (error: unknown) => {
+        assert.ok(isRaTlsError(error, 'BAD_CONFIG'));
+        assert.equal(
+          error.message,
+          'a pgConnectOptsRaTls config carries one verified socket and can be used once: ' +
+            'call pgConnectOptsRaTls again for another connection',
+        );
+        return true;
+      });
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  test('an aborted signal ends it before a byte; an unknown option is named with the function', async () => {
+    const before = stack.sidecar.stats.connections.length;
+    const controller = new AbortController();
+    controller.abort();
+    await assert.rejects(
+      pgConnectOptsRaTls(stack.dsn, { ...attestation(), signal: controller.signal }),
+      (error: unknown) => isRaTlsError(error, 'CONNECTION_ENDED'),
+    );
+    assert.equal(stack.sidecar.stats.connections.length, before, 'no dial');
+    await assert.rejects(
+      pgConnectOptsRaTls(stack.dsn, { ...attestation(), databse: 'teesql' } as never),
+      (error: unknown) =>
+        isRaTlsError(error, 'BAD_CONFIG') &&
+        /^pgConnectOptsRaTls has no option "databse"/.test(error.message),
+    );
   });
 });

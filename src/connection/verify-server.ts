@@ -86,10 +86,7 @@ export async function pgConnectOptsRaTls(
         [SpanAttributes.SERVER_PORT]: settings.port,
       },
       async (span) => {
-        const result = await connector.open(
-          settings.endpoint,
-          options.signal === undefined ? {} : { signal: options.signal },
-        );
+        const result = await connector.open(settings.endpoint, { signal: options.signal });
         span.setAttribute(SpanAttributes.CACHE_HIT, result.cacheHit);
         setAttributes(span, reportAttributes(result.report));
         return result;
