@@ -39,3 +39,12 @@ export function sharedCertificates(
 function sameIssuers(a: readonly Uint8Array[], b: readonly Uint8Array[]): boolean {
   return a.length === b.length && a.every((der, i) => bytesEqual(der, b[i]!));
 }
+
+/**
+ * How many certificates the process-wide map holds, collected ones included
+ * until their finalizer runs. For tests that hold its memory bound (a
+ * collected certificate leaves it). @internal
+ */
+export function sharedCertificateCount(): number {
+  return leaves.size;
+}
