@@ -31,7 +31,7 @@ export function linkPgBase(
   name: PgClassName,
 ): void {
   const base = pgModule()[name];
-  if (Object.getPrototypeOf(derived) === base) return;
+  // Setting the prototype it already has changes nothing (so linking again is harmless).
   Object.setPrototypeOf(derived, base);
   Object.setPrototypeOf(derived.prototype, base.prototype);
 }
