@@ -299,6 +299,19 @@ describe('pg internals', () => {
     assert.equal(client.query, pg.Client.prototype.query);
   });
 
+  test('a submittable given a non-function after it is refused through its own error event, no crash', async () => {
+    const client = new pg.Client();
+    clientInternals(client).refuseQueriesWhenUnusable(
+      () => new Error('refused') as never,
+      () => false,
+    );
+    (client as unknown as { _queryable: boolean })._queryable = false;
+    const submitted = new pg.Query('select 1');
+    const refused = new Promise<unknown>((resolve) => submitted.once('error', resolve));
+    client.query(submitted as never, [1] as never, 'not a function' as never);
+    assert.match(String(await refused), /refused/);
+  });
+
   test('failQueued fails what pg holds in its queue with the error given, nothing sent', async () => {
     const client = new pg.Client();
     const internals = clientInternals(client);

@@ -176,10 +176,15 @@ export function clientInternals(client: pg.Client): ClientInternals {
         const error = refusal(state);
         if (typeof (config as Partial<Submittable>).submit === 'function') {
           const submittable = config as Submittable;
-          // pg's order: a submittable's own callback, else the function passed after it.
-          submittable.callback ??= (typeof values === 'function' ? values : callback) as
-            | QueryCallback
-            | undefined;
+          // pg's order: a submittable's own callback, else a function passed after it
+          // (never a non-function: handleError would call it).
+          submittable.callback ??= (
+            typeof values === 'function'
+              ? values
+              : typeof callback === 'function'
+                ? callback
+                : undefined
+          ) as QueryCallback | undefined;
           process.nextTick(() => submittable.handleError(error, connection));
           return submittable;
         }
