@@ -188,13 +188,19 @@ describe('fault matrix: transport', () => {
       const held = await pool.connect();
       let next: string | undefined;
       try {
-        held.on('error', () => {});
+        let goodbye = false;
+        held.on('error', () => {
+          goodbye = true;
+        });
         const admin = await kit.admin();
         const { rows } = await admin.query(
           "select count(*)::int as n from (select pg_terminate_backend(pid) from pg_stat_activity where usename = 'teesql_readwrite') t",
         );
         assert.equal(rows[0].n, 3, 'three pooled backends');
         await waitUntil(() => pool.idleCount === 0);
+        // The held one's next query must come after its own goodbye: sent before it
+        // arrives (a loaded machine), the query itself would get the 57P01.
+        await waitUntil(() => goodbye);
         next = await held.query('select 1').then(
           () => 'fulfilled',
           // Typed, with what ended the session (Postgres's goodbye) as its cause.
