@@ -61,10 +61,16 @@ const backend = {
 /** The first bytes of each connection: a startup message, or a CancelRequest. */
 const firstChunks: Buffer[] = [];
 
+/** What the server does with a query: leave it unanswered, or hang up (end its side). */
+let onQuery: 'ignore' | 'hang-up' = 'ignore';
+
 function playPostgres(socket: TLSSocket): void {
   socket.on('data', () => received++);
   socket.once('data', (chunk: Buffer) => {
     firstChunks.push(chunk);
+    socket.on('data', () => {
+      if (onQuery === 'hang-up') socket.end();
+    });
     if (startup === 'hang-up') socket.destroy();
     else if (startup === 'auth-error') socket.end(backend.authError);
     else {
@@ -251,6 +257,60 @@ describe('RaTlsClient session failures', () => {
       }
     });
   }
+
+  test('a server that hangs up mid-query: the query and the error event get one CONNECTION_LOST', async () => {
+    const session = client();
+    await session.connect();
+    onQuery = 'hang-up';
+    try {
+      const emitted = once(session, 'error') as Promise<[unknown]>;
+      const pending = session.query('select 1').then(
+        () => assert.fail('the query must fail'),
+        (failure: unknown) => failure,
+      );
+      const [event] = await emitted;
+      assertLost(
+        event,
+        (cause) => cause instanceof Error && cause.message === 'Connection terminated unexpectedly',
+      );
+      assert.equal(
+        (event as RaTlsError).message,
+        `the connection to 127.0.0.1:${server.port} was lost (Connection terminated ` +
+          'unexpectedly): the server closed it or went away, as in a leader switch; retry on ' +
+          'a new connection (a statement in flight may or may not have committed)',
+      );
+      assert.equal(await pending, event, 'pg reports one loss twice: the same RaTlsError');
+    } finally {
+      onQuery = 'ignore';
+      await session.end().catch(() => {});
+    }
+  });
+
+  test('a second connect() is refused; so is one while the first is running', async () => {
+    const session = client();
+    const first = session.connect();
+    const refusedOnce = (error: unknown) => {
+      assert.ok(isRaTlsError(error, 'BAD_CONFIG'), String(error));
+      assert.equal(
+        error.message,
+        'a RaTlsClient connects only once: create a new client (or use RaTlsPool)',
+      );
+      return true;
+    };
+    await assert.rejects(session.connect(), refusedOnce);
+    await first;
+    await assert.rejects(session.connect(), refusedOnce);
+    await session.end();
+  });
+
+  test('an unknown option is named with the class it was given to', () => {
+    assert.throws(
+      () => new RaTlsClient({ connectionString: dsn(), verifyTimout: '1s' } as never),
+      (error: unknown) =>
+        isRaTlsError(error, 'BAD_CONFIG') &&
+        /^RaTlsClient has no option "verifyTimout"/.test(error.message),
+    );
+  });
 
   test('a socket error that is not a loss reaches the caller as it is', async () => {
     const session = client();
