@@ -211,3 +211,19 @@ describe('engine thread: the collateral sets it holds', () => {
     assert.match(again.error.message, /^The wasm engine thread does not hold collateral set 3;/);
   });
 });
+
+describe('engine thread: one engine per root of trust', () => {
+  it("a verification against another root never uses the engine for Intel's root, whichever came first", async () => {
+    // An empty root (hex '') is no root of trust: it verifies nothing, Intel's root verifies the fixture.
+    for (const emptyFirst of [true, false]) {
+      const js = thread('js', 0);
+      const byEmpty = () => js.verify({ rootCa: new Uint8Array(0) }).reply;
+      const byIntel = () => js.verify().reply;
+      const [empty, intel] = emptyFirst
+        ? [await byEmpty(), await byIntel()]
+        : [await byIntel(), await byEmpty()].reverse();
+      assert.equal(empty?.ok, false, `empty root ${emptyFirst ? 'first' : 'second'}`);
+      assert.ok(intel?.ok && intel.verdict?.status === 'UpToDate', JSON.stringify(intel));
+    }
+  });
+});

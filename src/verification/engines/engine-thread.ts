@@ -29,7 +29,8 @@ const port = parentPort!;
 const engines = new Map<string, Promise<DcapEngine>>();
 
 function engineFor(rootCa: Uint8Array | undefined): Promise<DcapEngine> {
-  const key = rootCa === undefined ? '' : toHex(rootCa);
+  // Intel's root under a key no root's hex can be (an empty root's hex is '').
+  const key = rootCa === undefined ? 'intel' : toHex(rootCa);
   let engine = engines.get(key);
   if (engine === undefined) {
     engine =
