@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
@@ -13,27 +12,15 @@ import {
 import { deriveP256Key } from '../src/testing/authority/keys.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { startPccsServer } from '../src/testing/pccs-server.js';
-import {
-  type Collateral,
-  collateralWindow,
-  normalizeCollateral,
-} from '../src/verification/collateral.js';
+import { collateralWindow, normalizeCollateral } from '../src/verification/collateral.js';
 import { CollateralCache, type CollateralSource } from '../src/verification/collateral-cache.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import { MAX_PCCS_RESPONSE_BYTES, PccsClient } from '../src/verification/pccs-client.js';
 import { readPckInfo } from '../src/verification/pck-info.js';
+import { fixture, V4_NOW } from './support/dcap-fixtures.js';
 
-const FIXTURES = new URL('./fixtures/', import.meta.url);
-const V4_NOW = new Date(1751328000 * 1000);
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
-
-function fixture(name: string): { quote: Uint8Array; collateral: Collateral } {
-  return {
-    quote: new Uint8Array(readFileSync(new URL(`${name}/quote.bin`, FIXTURES))),
-    collateral: JSON.parse(readFileSync(new URL(`${name}/collateral.json`, FIXTURES), 'utf8')),
-  };
-}
 
 function unavailable(pattern: RegExp) {
   return (error: unknown): boolean => {

@@ -5,14 +5,12 @@
  * v5 path where the JS engine's verdict stands alone. Postgres-free.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, describe, it, mock, type TestContext } from 'node:test';
 import { RaTlsError } from '../src/errors.js';
 import { parseQuote } from '../src/evidence/quote.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
 import { startPccsServer } from '../src/testing/pccs-server.js';
 import { toHex } from '../src/util/bytes.js';
-import type { Collateral } from '../src/verification/collateral.js';
 import {
   DcapVerifier,
   type DcapVerifierOptions,
@@ -20,20 +18,11 @@ import {
 } from '../src/verification/dcap-verifier.js';
 import type { EngineVerdict } from '../src/verification/engines/engine.js';
 import { ThreadedEngine } from '../src/verification/engines/engine-worker.js';
+import { fixture, V4_NOW } from './support/dcap-fixtures.js';
 import { alterEngineVerdicts } from './support/engine-verdicts.js';
 import { refusal, rejection } from './support/refusals.js';
 
-const FIXTURES = new URL('./fixtures/', import.meta.url);
-
-function fixture(name: string): { quote: Uint8Array; collateral: Collateral } {
-  return {
-    quote: new Uint8Array(readFileSync(new URL(`${name}/quote.bin`, FIXTURES))),
-    collateral: JSON.parse(readFileSync(new URL(`${name}/collateral.json`, FIXTURES), 'utf8')),
-  };
-}
-
 // Inside each fixture's collateral window (fixtures/README.md).
-const V4_NOW = new Date(1751328000 * 1000);
 const V5_NOW = new Date('2026-03-01T00:00:00Z');
 const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;

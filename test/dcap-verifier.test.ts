@@ -1,33 +1,19 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { describe, it, type TestContext } from 'node:test';
 import { isRaTlsError, RaTlsError } from '../src/errors.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
-import {
-  type Collateral,
-  collateralWindow,
-  normalizeCollateral,
-} from '../src/verification/collateral.js';
+import { collateralWindow, normalizeCollateral } from '../src/verification/collateral.js';
 import {
   DcapVerifier,
   type EngineChoice,
   verifyWithCollateral,
 } from '../src/verification/dcap-verifier.js';
 import { WasmEngine } from '../src/verification/engines/wasm-engine.js';
+import { fixture, V4_NOW } from './support/dcap-fixtures.js';
 import { alterEngineVerdicts } from './support/engine-verdicts.js';
 
-const FIXTURES = new URL('./fixtures/', import.meta.url);
-
-function fixture(name: string): { quote: Uint8Array; collateral: Collateral } {
-  return {
-    quote: new Uint8Array(readFileSync(new URL(`${name}/quote.bin`, FIXTURES))),
-    collateral: JSON.parse(readFileSync(new URL(`${name}/collateral.json`, FIXTURES), 'utf8')),
-  };
-}
-
 // Inside each fixture's collateral window (fixtures/README.md).
-const V4_NOW = new Date(1751328000 * 1000);
 const V4B_NOW = new Date('2025-09-15T00:00:00Z');
 const V5_NOW = new Date('2026-03-01T00:00:00Z');
 const ENGINES: readonly EngineChoice[] = ['both', 'js'];

@@ -107,18 +107,18 @@ after(async () => {
   await server.close();
 });
 
-function client(verifier: RaTlsVerifier = dcap): RaTlsClient {
+/** A connector of its own (no verdict shared with another test), closed after the file. */
+function connectorFor(verifier: RaTlsVerifier, allowedMrtds = [mrtd]): AttestedConnector {
   const connector = new AttestedConnector(
-    {
-      verifier,
-      policy: { allowedMrtds: [mrtd] },
-      presentClientCertificate: false,
-      logger: () => {},
-    },
+    { verifier, policy: { allowedMrtds }, presentClientCertificate: false, logger: () => {} },
     'none',
   );
   connectors.push(connector);
-  return new RaTlsClient({ connectionString: dsn(), connector });
+  return connector;
+}
+
+function client(verifier: RaTlsVerifier = dcap): RaTlsClient {
+  return new RaTlsClient({ connectionString: dsn(), connector: connectorFor(verifier) });
 }
 
 const dsn = () => `postgres://teesql_read:${'a3'.repeat(32)}@127.0.0.1:${server.port}/db`;
@@ -192,17 +192,10 @@ describe('RaTlsClient session failures', () => {
   });
 
   test('queries queued before a connect() that is refused fail with it, nothing sent', async () => {
-    const connector = new AttestedConnector(
-      {
-        verifier: dcap,
-        policy: { allowedMrtds: ['00'.repeat(48)] },
-        presentClientCertificate: false,
-        logger: () => {},
-      },
-      'none',
-    );
-    connectors.push(connector);
-    const session = new RaTlsClient({ connectionString: dsn(), connector });
+    const session = new RaTlsClient({
+      connectionString: dsn(),
+      connector: connectorFor(dcap, ['00'.repeat(48)]),
+    });
     const before = received;
     // pg allows queries before connect(): it sends them once the session is ready.
     const queued = session.query('select 1');
@@ -459,19 +452,9 @@ describe('the hooks a pool binds to its clients', () => {
     }>,
     verifier: RaTlsVerifier = dcap,
   ): RaTlsClient {
-    const connector = new AttestedConnector(
-      {
-        verifier,
-        policy: { allowedMrtds: [mrtd] },
-        presentClientCertificate: false,
-        logger: () => {},
-      },
-      'none',
-    );
-    connectors.push(connector);
     return new RaTlsClient(undefined as never, {
       settings: resolveConnectionSettings({ connectionString: dsn() }),
-      connector,
+      connector: connectorFor(verifier),
       hooks,
       ...(endpoint === undefined ? {} : { endpoint }),
     });
