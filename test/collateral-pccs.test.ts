@@ -18,6 +18,12 @@ import { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import { MAX_PCCS_RESPONSE_BYTES, PccsClient } from '../src/verification/pccs-client.js';
 import { readPckInfo } from '../src/verification/pck-info.js';
 import { fixture, V4_NOW } from './support/dcap-fixtures.js';
+import {
+  type Answer,
+  forwardingFetch,
+  INTEL_PCS,
+  ROOT_CRL_POINT,
+} from './support/pccs-forwarding.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -534,33 +540,13 @@ describe('collateral cache with a test root of trust and an injected clock', () 
 });
 
 describe('PCCS client: Intel PCS, CRL encodings and answers it cannot use', () => {
-  const INTEL = 'https://api.trustedservices.intel.com';
-  // The Intel SGX Root CA names this CRL distribution point; Intel PCS has no /rootcacrl.
-  const ROOT_CRL_POINT = 'https://certificates.trustedservices.intel.com/IntelSGXRootCA.der';
+  const INTEL = INTEL_PCS;
 
-  /**
-   * A fetch that answers requests for `base` (and the root CRL distribution point) from the
-   * local PCCS server over real HTTP, unless `answer` replaces a reply; it records every URL.
-   */
-  async function forwarding(
-    base: string,
-    answer: (
-      path: string,
-      forwarded: () => Promise<Response>,
-    ) => Promise<Response | undefined> | undefined = () => undefined,
-  ) {
+  /** A fetch forwarding `base` to a local PCCS server of its own (support/pccs-forwarding.ts). */
+  async function forwarding(base: string, answer?: Answer) {
     const { collateral } = fixture('intel-tdx-v4');
     const pccs = await pccsServing(collateral);
-    const requested: string[] = [];
-    const fetchDouble = async (input: string | URL | Request, init?: RequestInit) => {
-      const url = String(input);
-      requested.push(url);
-      const path =
-        url === ROOT_CRL_POINT ? '/sgx/certification/v4/rootcacrl' : url.slice(base.length);
-      const forwarded = () => fetch(`${pccs.url}${path}`, init);
-      return (await answer(path, forwarded)) ?? forwarded();
-    };
-    return { requested, fetch: fetchDouble as typeof fetch, collateral };
+    return { ...forwardingFetch(pccs.url, base, answer), collateral };
   }
   const pck = () => readPckInfo(fixture('intel-tdx-v4').quote);
   const unavailable = (message: RegExp) => (error: unknown) => {

@@ -5,7 +5,7 @@
  * v5 path where the JS engine's verdict stands alone. Postgres-free.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it, mock, type TestContext } from 'node:test';
+import { after, describe, it, mock } from 'node:test';
 import { RaTlsError } from '../src/errors.js';
 import { parseQuote } from '../src/evidence/quote.js';
 import { createTestAuthority } from '../src/testing/authority/test-authority.js';
@@ -17,9 +17,8 @@ import {
   verifyWithCollateral,
 } from '../src/verification/dcap-verifier.js';
 import type { EngineVerdict } from '../src/verification/engines/engine.js';
-import { ThreadedEngine } from '../src/verification/engines/engine-worker.js';
 import { fixture, V4_NOW } from './support/dcap-fixtures.js';
-import { alterEngineVerdicts } from './support/engine-verdicts.js';
+import { alterEngineVerdicts, settleEngineRefusals } from './support/engine-verdicts.js';
 import { refusal, rejection } from './support/refusals.js';
 
 // Inside each fixture's collateral window (fixtures/README.md).
@@ -211,28 +210,8 @@ describe('a v5 quote, which the WASM engine cannot decode: the JS verdict stands
       report: { ...fields, reportData: toHex(reportData) },
     };
   }
-  function settleEngines(
-    t: TestContext,
-    settle: (engine: ThreadedEngine['name'], error: unknown) => EngineVerdict,
-  ): void {
-    const original = ThreadedEngine.prototype.verify;
-    t.after(() => mock.restoreAll());
-    mock.method(
-      ThreadedEngine.prototype,
-      'verify',
-      async function (this: ThreadedEngine, ...args: Parameters<ThreadedEngine['verify']>) {
-        try {
-          await original.apply(this, args);
-        } catch (error) {
-          return settle(this.name, error);
-        }
-        assert.fail(`the ${this.name} engine was expected to refuse the v5 fixture`);
-      },
-    );
-  }
-
   it('WASM says malformed, JS accepts: verifier dcap:js, valid no longer than the collateral may be used', async (t) => {
-    settleEngines(t, (engine, error) => {
+    settleEngineRefusals(t, (engine, error) => {
       if (engine === 'js') return jsAccepts();
       assert.ok(error instanceof RaTlsError && error.code === 'MALFORMED_QUOTE', String(error));
       throw error;
@@ -258,7 +237,7 @@ describe('a v5 quote, which the WASM engine cannot decode: the JS verdict stands
       Object.assign(new Error('engine thread crashed'), { code: 'MALFORMED_QUOTE' }),
     ];
     for (const wasmRefusal of refusals) {
-      settleEngines(t, (engine) => {
+      settleEngineRefusals(t, (engine) => {
         if (engine === 'js') return jsAccepts();
         throw wasmRefusal;
       });

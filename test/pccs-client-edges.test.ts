@@ -14,6 +14,12 @@ import { startPccsServer } from '../src/testing/pccs-server.js';
 import { type Collateral, normalizeCollateral } from '../src/verification/collateral.js';
 import { PccsClient } from '../src/verification/pccs-client.js';
 import { readPckInfo } from '../src/verification/pck-info.js';
+import {
+  type Answer,
+  forwardingFetch,
+  INTEL_PCS,
+  ROOT_CRL_POINT,
+} from './support/pccs-forwarding.js';
 
 const FIXTURES = new URL('./fixtures/intel-tdx-v4/', import.meta.url);
 const quote = new Uint8Array(readFileSync(new URL('quote.bin', FIXTURES)));
@@ -21,11 +27,8 @@ const collateral: Collateral = JSON.parse(
   readFileSync(new URL('collateral.json', FIXTURES), 'utf8'),
 );
 const pck = readPckInfo(quote);
-const INTEL = 'https://api.trustedservices.intel.com';
-// The Intel SGX Root CA names this CRL distribution point; Intel PCS has no /rootcacrl.
-const ROOT_CRL_POINT = 'https://certificates.trustedservices.intel.com/IntelSGXRootCA.der';
-const ROOT_CRL_PATH = '/sgx/certification/v4/rootcacrl';
 
+const INTEL = INTEL_PCS;
 const servers: { close(): Promise<void> }[] = [];
 after(async () => {
   await Promise.all(servers.map((server) => server.close()));
@@ -37,28 +40,9 @@ async function pccsServing() {
   return server;
 }
 
-/**
- * A fetch that answers requests for `base` (and the root CRL distribution point)
- * from the local PCCS server over real HTTP unless `answer` replaces the reply;
- * it records every URL.
- */
-async function forwarding(
-  base: string,
-  answer: (
-    path: string,
-    forwarded: () => Promise<Response>,
-  ) => Promise<Response | undefined> | undefined = () => undefined,
-) {
-  const pccs = await pccsServing();
-  const requested: string[] = [];
-  const fetchDouble = async (input: string | URL | Request, init?: RequestInit) => {
-    const url = String(input);
-    requested.push(url);
-    const path = url === ROOT_CRL_POINT ? ROOT_CRL_PATH : url.slice(base.length);
-    const forwarded = () => fetch(`${pccs.url}${path}`, init);
-    return (await answer(path, forwarded)) ?? forwarded();
-  };
-  return { requested, fetch: fetchDouble as typeof fetch };
+/** A fetch forwarding `base` to a local PCCS server of its own (support/pccs-forwarding.ts). */
+async function forwarding(base: string, answer?: Answer) {
+  return forwardingFetch((await pccsServing()).url, base, answer);
 }
 
 /** The same reply with `header` set to `value` (or removed when undefined). */
