@@ -238,10 +238,18 @@ describe('the client certificate', () => {
     stack.issuer.lifetimeMs = 8000;
     const pool = createPool(options({ max: 2 }));
     const refreshes: IssuedClientCertificate[] = [];
-    pool.connector.identity.on('refresh', (certificate) => refreshes.push(certificate));
+    let refreshed!: () => void;
+    const backgroundRefresh = new Promise<void>((resolve) => {
+      refreshed = resolve;
+    });
+    pool.connector.identity.on('refresh', (certificate) => {
+      refreshes.push(certificate);
+      if (refreshes.length === 2) refreshed();
+    });
     try {
       await pool.query('select 1');
-      await waitFor(() => refreshes.length >= 2, 'a background refresh');
+      // The first certificate, then the one fetched in the background (~6.4 s later).
+      await backgroundRefresh;
       assert.ok(refreshes[1]!.obtainedAt < refreshes[0]!.notAfter.getTime(), 'before expiry');
       // Hold the idle connection so that the next query needs a new one.
       const held = await pool.connect();
