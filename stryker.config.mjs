@@ -20,6 +20,7 @@ const defaultTests = [
   'test/pck-info.test.ts',
   'test/dcap-*.test.ts',
   'test/engine-*.test.ts',
+  'test/wasm-engine-*.test.ts',
   'test/dial.test.ts',
   'test/evidence-*.test.ts',
   'test/intel-api-*.test.ts',

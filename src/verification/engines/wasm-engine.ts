@@ -66,16 +66,26 @@ const DYNAMIC_TIERING_FLAG = /wasm[-_]dynamic[-_]tiering/;
  * is left alone.
  */
 function compileTieringUpEagerly(bytes: Uint8Array): object {
-  const userSet = [...process.execArgv, process.env['NODE_OPTIONS'] ?? ''].some((arg) =>
-    DYNAMIC_TIERING_FLAG.test(arg),
-  );
-  if (userSet) return new WebAssembly.Module(bytes);
+  if (tieringSetByUser(process.execArgv, process.env['NODE_OPTIONS']))
+    return new WebAssembly.Module(bytes);
   setFlagsFromString('--no-wasm-dynamic-tiering');
   try {
     return new WebAssembly.Module(bytes);
   } finally {
     setFlagsFromString('--wasm-dynamic-tiering');
   }
+}
+
+/**
+ * Whether the process was started with `--(no-)wasm-dynamic-tiering`, on its
+ * command line or in `NODE_OPTIONS` (exported for tests).
+ * @internal
+ */
+export function tieringSetByUser(
+  execArgv: readonly string[],
+  nodeOptions: string | undefined,
+): boolean {
+  return [...execArgv, nodeOptions ?? ''].some((arg) => DYNAMIC_TIERING_FLAG.test(arg));
 }
 
 /** The WASM engine behind the {@link DcapEngine} interface. */
@@ -95,11 +105,17 @@ export class WasmEngine implements DcapEngine {
     } catch (cause) {
       throw engineFailure('wasm', cause);
     }
-    return normalize(raw);
+    return normalizeWasmVerdict(raw);
   }
 }
 
-function normalize(raw: unknown): EngineVerdict {
+/**
+ * The engine's verdict object as an {@link EngineVerdict}; any other shape is
+ * ENGINE_UNAVAILABLE, an SGX report NOT_TDX (exported for tests: the engine's
+ * own output cannot be bent into those shapes here).
+ * @internal
+ */
+export function normalizeWasmVerdict(raw: unknown): EngineVerdict {
   const verdict = asRecord(raw);
   const report = asRecord(verdict?.['report']);
   if (verdict === undefined || report === undefined) throw unexpected('no report');
