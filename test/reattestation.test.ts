@@ -25,6 +25,11 @@ import {
 } from '../src/testing/authority/test-authority.js';
 import { Scope } from '../src/util/deadline.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
+import type {
+  RaTlsVerifier,
+  VerificationResult,
+  VerifyOptions,
+} from '../src/verification/verifier.js';
 import { CountingVerifier, raTlsCredentials } from './pool-harness.js';
 import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
@@ -33,10 +38,55 @@ const REATTEST_EVERY = 60_000;
 /** A clock that moves only when the test moves it (the reattestEvery boundaries are exact). */
 function manualClock() {
   let at = Date.now();
+  let broken: Error | undefined;
   return {
-    now: () => new Date(at),
+    now: () => {
+      if (broken !== undefined) throw broken;
+      return new Date(at);
+    },
     advance: (ms: number) => {
       at += ms;
+    },
+    /** From now on, reading the clock throws `error` (a faulty `now` option). */
+    breakWith: (error: Error) => {
+      broken = error;
+    },
+  };
+}
+
+/**
+ * `inner` behind a gate: once `hold()` is called, the next verifications wait
+ * (`reached` settles when the first one does) until `open()`.
+ */
+function heldVerifier(inner: RaTlsVerifier) {
+  let holding = false;
+  let open = () => {};
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let reach = () => {};
+  const reached = new Promise<void>((resolve) => {
+    reach = resolve;
+  });
+  const held: RaTlsVerifier = {
+    name: inner.name,
+    async verify(quote: Uint8Array, options?: VerifyOptions): Promise<VerificationResult> {
+      if (holding) {
+        reach();
+        await gate;
+      }
+      return inner.verify(quote, options);
+    },
+  };
+  return {
+    verifier: held,
+    reached,
+    hold: () => {
+      holding = true;
+    },
+    open: () => {
+      holding = false;
+      open();
     },
   };
 }
@@ -94,11 +144,12 @@ const open: AttestedConnector[] = [];
 async function setup(
   mode: ServerChangeMode,
   policy: object = { allowedMrtds: [mrtd] },
+  connectorVerifier: RaTlsVerifier = verifier,
 ): Promise<Setup> {
   const clock = manualClock();
   const connector = new AttestedConnector(
     {
-      verifier,
+      verifier: connectorVerifier,
       policy,
       reattestEvery: REATTEST_EVERY,
       now: clock.now,
@@ -204,6 +255,19 @@ describe('Reattestation without a probe: re-verifies the connection’s certific
   });
 });
 
+describe('Reattestation of a fault that is not a RaTlsError', () => {
+  test('fails REATTEST_FAILED naming the fault, which stays the cause', async () => {
+    const s = await setup('reverify');
+    const fault = new Error('the clock broke');
+    s.clock.breakWith(fault);
+    const outcome = await run(s, false);
+    assert.ok(outcome.kind === 'failed');
+    assert.equal(outcome.error.code, 'REATTEST_FAILED');
+    assert.equal(outcome.error.message, 're-attestation failed: the clock broke');
+    assert.equal(outcome.error.cause, fault);
+  });
+});
+
 describe('Reattestation with a probe: which certificate does the server present now?', () => {
   test('the same certificate: fresh; one handshake per endpoint per reattestEvery, shared', async () => {
     const s = await setup('reject');
@@ -290,6 +354,41 @@ describe('Reattestation with a probe: which certificate does the server present 
     s.pin.admit(second.report);
     const outcome = await run(s, true);
     assert.deepEqual(outcome, { kind: 'superseded' });
+  });
+
+  test('a new certificate pinned by another connection while this one verified it: superseded, no change, later probe results kept', async () => {
+    // Given a connection whose re-attestation saw a new certificate and is verifying it
+    const held = heldVerifier(verifier);
+    const s = await setup('reverify', { allowedMrtds: [mrtd] }, held.verifier);
+    server.present(raTlsCredentials(authority));
+    held.hold();
+    const pending = run(s, true);
+    let outcome: Awaited<typeof pending>;
+    try {
+      await held.reached;
+      // When meanwhile another connection pins that certificate (the pool then
+      // forgets the probes, as on every change) and a re-attestation through
+      // another endpoint probes the server anew
+      const other = new AttestedConnector(
+        { verifier, policy: { allowedMrtds: [mrtd] }, presentClientCertificate: false },
+        'none',
+      );
+      open.push(other);
+      const second = await other.open(target());
+      second.socket.destroy();
+      assert.notEqual(s.pin.admit(second.report).change, undefined);
+      s.reattestation.resetProbe();
+      assert.deepEqual(await run(s, true, s.first, target('c.example')), { kind: 'superseded' });
+    } finally {
+      held.open();
+      outcome = await pending;
+    }
+    // Then the first connection is superseded without a second change, and the
+    // probe made after the change still answers for its interval: no handshake
+    assert.deepEqual(outcome, { kind: 'superseded' });
+    const before = server.connections;
+    assert.deepEqual(await run(s, true, s.first, target('c.example')), { kind: 'superseded' });
+    assert.equal(server.connections, before);
   });
 
   test('an ended pool: the probe’s new certificate fails with the pool’s reason', async () => {
