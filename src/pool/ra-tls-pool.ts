@@ -120,7 +120,6 @@ export class RaTlsPool extends pgBase('Pool') {
       }),
       emit: (event, ...args) => this.emit(event, ...args),
     });
-    const endpoint = attestation.endpoint;
     const binding: RaTlsClientBinding = {
       settings: attestation.settings,
       connector: attestation.connector,
@@ -131,7 +130,8 @@ export class RaTlsPool extends pgBase('Pool') {
         ready: (client) => attestation.sessionReady(client, (sql) => client.query(sql)),
         failed: (client, error) => attestation.connectFailed(client, error),
       },
-      ...(endpoint === undefined ? {} : { endpoint }),
+      // Undefined (a single-host pool): the client dials settings.endpoint.
+      endpoint: attestation.endpoint,
     };
     const Client = class extends RaTlsClient {
       constructor() {

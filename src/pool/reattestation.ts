@@ -147,7 +147,8 @@ export class Reattestation {
   }
 
   #sharedProbe(target: EndpointTarget, signal: AbortSignal): Promise<ProbeResult> {
-    const key = `${target.host}|${target.port}|${target.servername ?? ''}`;
+    // No servername and an empty one dial differently (SNI), so they are two keys.
+    const key = JSON.stringify([target.host, target.port, target.servername]);
     let shared = this.#probes.get(key);
     if (shared === undefined) {
       shared = {};
