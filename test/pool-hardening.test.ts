@@ -12,12 +12,8 @@ import {
   type RaTlsPoolOptions,
   type ServerChangedEvent,
 } from '../src/pool/ra-tls-pool.js';
-import type {
-  RaTlsVerifier,
-  VerificationResult,
-  VerifyOptions,
-} from '../src/verification/verifier.js';
 import {
+  GatedVerifier,
   type PoolStack,
   raTlsCredentials,
   stackOptions,
@@ -39,43 +35,6 @@ beforeEach(() => {
 
 function options(extra: Partial<RaTlsPoolOptions> = {}): RaTlsPoolOptions {
   return stackOptions(stack, { reattestEvery: '1m', ...extra });
-}
-
-/**
- * The real verifier behind a gate the test opens: `hold()` makes later calls
- * wait (honouring their abort signal) until `open()`; `entered` counts calls.
- */
-class GatedVerifier implements RaTlsVerifier {
-  readonly name = 'gated';
-  entered = 0;
-  #gate: Promise<void> | undefined;
-  #open: () => void = () => {};
-  constructor(readonly inner: RaTlsVerifier) {}
-  hold(): void {
-    this.#gate = new Promise((resolve) => {
-      this.#open = resolve;
-    });
-  }
-  open(): void {
-    this.#gate = undefined;
-    this.#open();
-  }
-  async verify(quote: Uint8Array, options?: VerifyOptions): Promise<VerificationResult> {
-    this.entered++;
-    const gate = this.#gate;
-    if (gate !== undefined) {
-      await new Promise<void>((resolve, reject) => {
-        const signal = options?.signal;
-        const onAbort = () => reject(signal?.reason);
-        signal?.addEventListener('abort', onAbort, { once: true });
-        gate.then(() => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve();
-        });
-      });
-    }
-    return this.inner.verify(quote, options);
-  }
 }
 
 async function adminClient(): Promise<pg.Client> {

@@ -46,6 +46,49 @@ export class CountingVerifier implements RaTlsVerifier {
   }
 }
 
+/**
+ * The real verifier behind a gate the test opens: `hold()` makes later calls
+ * wait (honouring their abort signal) until `open()`; `entered` counts calls,
+ * and `nextCall()` settles when the next one starts.
+ */
+export class GatedVerifier implements RaTlsVerifier {
+  readonly name = 'gated';
+  entered = 0;
+  #gate: Promise<void> | undefined;
+  #open: () => void = () => {};
+  #callWaiters: (() => void)[] = [];
+  constructor(readonly inner: RaTlsVerifier) {}
+  hold(): void {
+    this.#gate = new Promise((resolve) => {
+      this.#open = resolve;
+    });
+  }
+  open(): void {
+    this.#gate = undefined;
+    this.#open();
+  }
+  nextCall(): Promise<void> {
+    return new Promise((resolve) => this.#callWaiters.push(resolve));
+  }
+  async verify(quote: Uint8Array, options?: VerifyOptions): Promise<VerificationResult> {
+    this.entered++;
+    for (const started of this.#callWaiters.splice(0)) started();
+    const gate = this.#gate;
+    if (gate !== undefined) {
+      await new Promise<void>((resolve, reject) => {
+        const signal = options?.signal;
+        const onAbort = () => reject(signal?.reason);
+        signal?.addEventListener('abort', onAbort, { once: true });
+        gate.then(() => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        });
+      });
+    }
+    return this.inner.verify(quote, options);
+  }
+}
+
 /** An RA-TLS key and certificate whose quote binds the key, made by `authority`. */
 export function raTlsCredentials(
   authority: TestAuthority,

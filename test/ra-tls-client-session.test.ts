@@ -31,6 +31,7 @@ import type {
   VerifyOptions,
 } from '../src/verification/verifier.js';
 import { ClientCertIssuer, raTlsCredentials, waitFor } from './pool-harness.js';
+import { backend, backendMessage } from './support/postgres-backend.js';
 import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
 /** How the server answers pg's startup message in the current test. */
@@ -39,24 +40,11 @@ let startup: Startup = 'ready';
 /** Data events the server has seen: the startup message, then queries. */
 let received = 0;
 
-function message(type: string, body: Buffer): Buffer {
-  const header = Buffer.alloc(5);
-  header.write(type, 0, 'latin1');
-  header.writeInt32BE(body.length + 4, 1);
-  return Buffer.concat([header, body]);
-}
-const int32 = (value: number) => {
-  const buffer = Buffer.alloc(4);
-  buffer.writeInt32BE(value);
-  return buffer;
-};
 const AUTH_FAILED = 'password authentication failed for user "teesql_read"';
-const backend = {
-  authenticationOk: message('R', int32(0)),
-  backendKey: message('K', Buffer.concat([int32(4242), int32(777)])),
-  readyForQuery: message('Z', Buffer.from('I')),
-  authError: message('E', Buffer.from(`SFATAL\0VFATAL\0C28P01\0M${AUTH_FAILED}\0\0`, 'latin1')),
-};
+const authError = backendMessage(
+  'E',
+  Buffer.from(`SFATAL\0VFATAL\0C28P01\0M${AUTH_FAILED}\0\0`, 'latin1'),
+);
 
 /** The first bytes of each connection: a startup message, or a CancelRequest. */
 const firstChunks: Buffer[] = [];
@@ -72,7 +60,7 @@ function playPostgres(socket: TLSSocket): void {
       if (onQuery === 'hang-up') socket.end();
     });
     if (startup === 'hang-up') socket.destroy();
-    else if (startup === 'auth-error') socket.end(backend.authError);
+    else if (startup === 'auth-error') socket.end(authError);
     else {
       socket.write(
         Buffer.concat([backend.authenticationOk, backend.backendKey, backend.readyForQuery]),
