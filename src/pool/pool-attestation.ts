@@ -114,10 +114,10 @@ interface Checkout {
   /**
    * Created by the first retry or re-attestation the checkout needs: its
    * deadlines (connectionTimeoutMillis for new connections, reattestTimeout
-   * once a re-attestation starts) bound every retry that follows.
+   * once a re-attestation starts; a later deadline never extends an earlier
+   * one) bound every retry that follows.
    */
   budget: Scope | undefined;
-  reattestBounded: boolean;
   lastFailure: RaTlsError | undefined;
 }
 
@@ -145,7 +145,7 @@ export class PoolAttestation<C extends PooledConnection> {
 
   /** Validates `options` (BAD_CONFIG before any I/O); nothing runs until {@link start}. */
   constructor(options: PoolAttestationOptions, pool: ConnectionPool<C>) {
-    if (options === undefined || options === null || typeof options !== 'object') {
+    if (options === null || typeof options !== 'object') {
       throw new RaTlsError('BAD_CONFIG', 'RaTlsPool needs an options object', {
         details: { option: 'options' },
       });
@@ -196,12 +196,11 @@ export class PoolAttestation<C extends PooledConnection> {
     this.connector.prefetchClientCertificate();
   }
 
-  /** Stops the sweep and the topology; the first call also refuses what is in flight. */
+  /** Stops the sweep and the topology, and refuses what is in flight (the first reason stays). */
   close(): void {
-    if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
+    clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
     this.#topology.close();
-    if (this.#pool.ending()) return;
     const ended = new RaTlsError('POOL_ENDED', 'the pool was ended during attestation');
     this.#pin.close(ended);
     this.connector.close(ended);
@@ -261,7 +260,6 @@ export class PoolAttestation<C extends PooledConnection> {
       attempt: 0,
       started: Date.now(),
       budget: undefined,
-      reattestBounded: false,
       lastFailure: undefined,
     };
     try {
@@ -308,11 +306,8 @@ export class PoolAttestation<C extends PooledConnection> {
     if (freshness === 'fresh') return { client };
     let outcome: ReattestOutcome = { kind: 'superseded' };
     if (freshness !== 'superseded') {
-      if (!checkout.reattestBounded) {
-        checkout.budget = this.#reattestBudget(checkout.budget);
-        checkout.reattestBounded = true;
-      }
-      outcome = await this.#reattest(freshness === 'stale', client, [client], checkout.budget!);
+      checkout.budget = this.#reattestBudget(checkout.budget);
+      outcome = await this.#reattest(freshness === 'stale', client, [client], checkout.budget);
     }
     if (outcome.kind === 'fresh') return { client };
     this.#pool.release(client, new Error(`pg-ra-tls: connection ${outcome.kind}`));
@@ -448,10 +443,10 @@ export class PoolAttestation<C extends PooledConnection> {
    */
   #sweep(): void {
     const pinned = this.#pin.pinned;
-    if (this.#sweeping || this.#pool.ending() || this.#pin.refusal !== undefined) return;
+    // An ended pool has no sweep (close() stops it and sets the refusal first).
+    if (this.#sweeping || this.#pin.refusal !== undefined) return;
     if (pinned === undefined) return;
     const stale = this.#pool.idle().filter((idle) => this.#pin.freshness(idle) !== 'fresh');
-    if (stale.length === 0) return;
     const current = stale.filter((idle) => idle.attestation?.fingerprint === pinned.fingerprint);
     this.#removeIdle((idle) => stale.includes(idle) && !current.includes(idle));
     const first = current[0];
@@ -475,7 +470,7 @@ export class PoolAttestation<C extends PooledConnection> {
       'CONNECT_TIMEOUT',
       `no attested connection to ${this.settings.description} within connectionTimeoutMillis ` +
         `(${limit} ms)`,
-      cause === undefined ? {} : { cause },
+      { cause },
     );
   }
 
