@@ -28,6 +28,8 @@ import {
   createTestAuthority,
   type TestAuthority,
 } from '../src/testing/authority/test-authority.js';
+import { startDnsServer } from '../src/testing/cluster/dns-server.js';
+import { createManifestSigner } from '../src/testing/cluster/manifest-signer.js';
 import type { SidecarCredentials } from '../src/testing/stack/sidecar.js';
 import { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import type { RaTlsVerifier } from '../src/verification/verifier.js';
@@ -476,6 +478,131 @@ describe('connectionTimeoutMillis bounds a whole checkout, retries on other host
       await end();
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => stalling.close(() => resolve()));
+    }
+  });
+});
+
+describe('a cluster pool', () => {
+  const DOMAIN = 'pool-attestation.cluster.test';
+
+  /** Two members (certificates A and B) behind a manifest on a loopback DNS server; `publish` names the leader. */
+  async function clusterOf() {
+    const signer = createManifestSigner();
+    const dns = await startDnsServer();
+    const members = [
+      await startRaTlsServer(certificateA, { onSecureConnection: answerStartup }),
+      await startRaTlsServer(certificateB, { onSecureConnection: answerStartup }),
+    ];
+    const publish = (epoch: number, leader: 0 | 1) =>
+      dns.setTxt(`_teesql-leader.${DOMAIN}`, [
+        signer.sign({
+          cluster: signer.address,
+          epoch,
+          leader_instance: `${leader}`.repeat(40),
+          leader_url: `https://127.0.0.1:${members[leader]!.port}`,
+          valid_until: Math.floor(Date.now() / 1000) + 600,
+        }),
+      ]);
+    publish(1, 0);
+    return {
+      members,
+      dns,
+      publish,
+      // Only a lookup the pool asks for moves it within a test.
+      options: {
+        connectionString: dsn(DOMAIN),
+        cluster: {
+          domain: DOMAIN,
+          signer: signer.address,
+          resolver: [dns.address],
+          refreshEvery: '1h',
+        },
+      },
+      close: async () => {
+        for (const member of members) await member.close();
+        await dns.close();
+      },
+    };
+  }
+
+  /** The follower reads the manifest at most once per 100 ms; no event marks the gap's end. */
+  const lookupGap = () => new Promise((resolve) => setTimeout(resolve, 150));
+
+  test('a connection released with an error makes it look for the leader again; the move closes idle connections to the old one', async () => {
+    const cluster = await clusterOf();
+    const { pool, end } = poolOf(cluster.options);
+    try {
+      const lost = await connect(pool);
+      const idle = await connect(pool);
+      assert.equal(idle.endpoint?.port, cluster.members[0]!.port);
+      idle.release();
+      cluster.publish(2, 1);
+      const moved = once(pool, 'leaderChanged');
+      await lookupGap();
+      lost.release(new Error('Connection terminated unexpectedly'));
+      await moved;
+      assert.equal(pool.idleCount, 0, 'the idle connection to the old leader is closed at once');
+      const next = await connect(pool);
+      assert.equal(next.endpoint?.port, cluster.members[1]!.port);
+      next.release();
+    } finally {
+      await end();
+      await cluster.close();
+    }
+  });
+
+  test('a connection to a leader replaced while it was being attested is refused; the checkout gets the new one', async () => {
+    const cluster = await clusterOf();
+    const verifier = new GatedVerifier(dcap);
+    const { pool, clock, end } = poolOf({ ...cluster.options, verifier });
+    try {
+      const held = await connect(pool);
+      // The old leader's verdict expires: the next connection to it is verified anew, held here.
+      clock.advance(REATTEST_EVERY);
+      verifier.hold();
+      const verifying = verifier.nextCall();
+      const checkout = connect(pool);
+      await verifying;
+      verifier.passNewCalls();
+      const changes: string[] = [];
+      pool.on('serverChanged', (event) => changes.push(event.fingerprint));
+      cluster.publish(2, 1);
+      const moved = once(pool, 'leaderChanged');
+      await lookupGap();
+      held.release(new Error('Connection terminated unexpectedly'));
+      await moved;
+      verifier.open();
+      const client = await checkout;
+      assert.equal(client.endpoint?.port, cluster.members[1]!.port);
+      assert.deepEqual(changes, [], 'the old leader is not pinned again');
+      assert.equal(pool.attestation?.fingerprint, reportOf(client).fingerprint);
+      client.release();
+    } finally {
+      verifier.open();
+      await end();
+      await cluster.close();
+    }
+  });
+
+  test('once the manifest has expired and cannot be read again, no idle connection to that leader is kept', async (t: TestContext) => {
+    // Only the wall clock the manifest's validity is judged by is the test's.
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    const cluster = await clusterOf();
+    const { pool, end } = poolOf(cluster.options);
+    try {
+      (await connect(pool)).release();
+      assert.equal(pool.idleCount, 1);
+      cluster.dns.setFault('servfail');
+      t.mock.timers.tick(3_600_000);
+      await assert.rejects(connect(pool), (error: unknown) => {
+        assert.ok(isRaTlsError(error, 'MANIFEST_EXPIRED'), String(error));
+        return true;
+      });
+      assert.equal(pool.idleCount, 0);
+      assert.equal(pool.totalCount, 0);
+    } finally {
+      await end();
+      await cluster.close();
     }
   });
 });

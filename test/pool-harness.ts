@@ -48,8 +48,9 @@ export class CountingVerifier implements RaTlsVerifier {
 
 /**
  * The real verifier behind a gate the test opens: `hold()` makes later calls
- * wait (honouring their abort signal) until `open()`; `entered` counts calls,
- * and `nextCall()` settles when the next one starts.
+ * wait (honouring their abort signal) until `open()` (`passNewCalls()` lets
+ * later ones through while those keep waiting); `entered` counts calls, and
+ * `nextCall()` settles when the next one starts.
  */
 export class GatedVerifier implements RaTlsVerifier {
   readonly name = 'gated';
@@ -66,6 +67,10 @@ export class GatedVerifier implements RaTlsVerifier {
   open(): void {
     this.#gate = undefined;
     this.#open();
+  }
+  /** Calls from now on pass; the ones already held wait for {@link open}. */
+  passNewCalls(): void {
+    this.#gate = undefined;
   }
   nextCall(): Promise<void> {
     return new Promise((resolve) => this.#callWaiters.push(resolve));
