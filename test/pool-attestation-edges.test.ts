@@ -5,7 +5,9 @@
  * authority (docs/protocol.md §8), verified by the real pure-JS engine; the
  * server plays only Postgres's startup by hand (a logged-in, idle session).
  * The test moves the pool's clock and the sweep's interval timer, so which
- * connection is stale, and when the sweep runs, is exact.
+ * connection is stale, and when the sweep runs, is exact. Cluster pools follow
+ * two such servers named by a signed manifest on a loopback DNS server
+ * (docs/protocol.md §7).
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
