@@ -458,7 +458,7 @@ describe('connectionTimeoutMillis bounds a whole checkout, retries on other host
     const { pool, end } = poolOf(
       {
         connectionString: dsn(`127.0.0.1:${port},127.0.0.1:${server.port}`),
-        connectionTimeoutMillis: 1000,
+        connectionTimeoutMillis: 2000,
         handshakeTimeout: '10s',
       },
       clock,
@@ -469,7 +469,7 @@ describe('connectionTimeoutMillis bounds a whole checkout, retries on other host
         assert.ok(isRaTlsError(error, 'CONNECT_TIMEOUT'), String(error));
         assert.equal(
           error.message,
-          `no attested connection to ${pool.settings.description} within connectionTimeoutMillis (1000 ms)`,
+          `no attested connection to ${pool.settings.description} within connectionTimeoutMillis (2000 ms)`,
         );
         return true;
       });
