@@ -28,6 +28,8 @@ const defaultTests = [
   'test/ra-tls-client-*.test.ts',
   'test/policy.test.ts',
   'test/pool-*.test.ts',
+  'test/ra-tls-pool-*.test.ts',
+  'test/reattestation.test.ts',
   'test/security-mutants*.test.ts',
   'test/telemetry.test.ts',
   'test/test-authority.test.ts',
