@@ -226,8 +226,15 @@ export class PoolTopology {
   }
 }
 
-/** SQLSTATE 25006 (read-only transaction) or a lost connection: worth re-reading the manifest. */
-function leaderMayHaveMoved(error: Error): boolean {
+/**
+ * Whether a connection that went back to the pool with `error` says the
+ * cluster's leader may have moved, so the manifest is worth re-reading at once
+ * (docs/protocol.md §7): SQLSTATE 25006 (the leader became read-only), a
+ * shutdown (57P01-57P03), or a lost connection (any error without a SQLSTATE,
+ * pg-ra-tls's own). An ordinary
+ * SQL error (42601, 23505, ...) says nothing about the leader.
+ */
+export function leaderMayHaveMoved(error: Error): boolean {
   const code = (error as { code?: unknown }).code;
   if (code === '25006' || code === '57P01' || code === '57P02' || code === '57P03') return true;
   if (error instanceof RaTlsError) return true;
