@@ -80,11 +80,7 @@ export function resolvePoolTarget(
         ? { ...options, connectionString: hosts.connectionString }
         : options,
   );
-  return {
-    settings,
-    ...(cluster === undefined ? {} : { cluster }),
-    ...(hosts === undefined ? {} : { hosts }),
-  };
+  return { settings, cluster, hosts };
 }
 
 /**
@@ -231,12 +227,11 @@ export class PoolTopology {
  * cluster's leader may have moved, so the manifest is worth re-reading at once
  * (docs/protocol.md §7): SQLSTATE 25006 (the leader became read-only), a
  * shutdown (57P01-57P03), or a lost connection (any error without a SQLSTATE,
- * pg-ra-tls's own). An ordinary
+ * pg-ra-tls's own included: its codes are no SQLSTATEs). An ordinary
  * SQL error (42601, 23505, ...) says nothing about the leader.
  */
 export function leaderMayHaveMoved(error: Error): boolean {
   const code = (error as { code?: unknown }).code;
   if (code === '25006' || code === '57P01' || code === '57P02' || code === '57P03') return true;
-  if (error instanceof RaTlsError) return true;
   return typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code);
 }
