@@ -24,19 +24,22 @@ import {
 import { type ErrorCode, isRaTlsError, RaTlsError } from '../src/errors.js';
 import { ClientIdentity } from '../src/identity/client-identity.js';
 import { SpanAttributes, SpanNames } from '../src/telemetry/tracing.js';
-import {
-  createTestAuthority,
-  type TestAuthority,
-} from '../src/testing/authority/test-authority.js';
+import type { TestAuthority } from '../src/testing/authority/test-authority.js';
 import { createRaTlsCertificate } from '../src/testing/ra-tls-certificate.js';
 import { type GuestAgent, startGuestAgent } from '../src/testing/stack/guest-agent.js';
-import { DcapVerifier } from '../src/verification/dcap-verifier.js';
+import type { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import type {
   RaTlsVerifier,
   VerificationResult,
   VerifyOptions,
 } from '../src/verification/verifier.js';
-import { ClientCertIssuer, CountingVerifier, raTlsCredentials, waitFor } from './pool-harness.js';
+import {
+  authorityWithVerifier,
+  ClientCertIssuer,
+  CountingVerifier,
+  raTlsCredentials,
+  waitFor,
+} from './pool-harness.js';
 import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
 let authority: TestAuthority;
@@ -51,14 +54,7 @@ trace.setGlobalTracerProvider(provider);
 beforeEach(() => exporter.reset());
 
 before(async () => {
-  authority = await createTestAuthority({ seed: 'pg-ra-tls attested connector tests' });
-  mrtd = authority.describe().quoteDefaults.mrtd;
-  dcap = new DcapVerifier({
-    engine: 'js',
-    rootCa: authority.rootCaDer,
-    collateral: authority.collateral(),
-    logger: () => {},
-  });
+  ({ authority, mrtd, dcap } = await authorityWithVerifier('pg-ra-tls attested connector tests'));
   server = await startRaTlsServer(raTlsCredentials(authority), { requestCert: true });
 });
 

@@ -26,16 +26,17 @@ import {
   type RaTlsPoolOptions,
 } from '../src/pool/ra-tls-pool.js';
 import { SpanNames } from '../src/telemetry/tracing.js';
-import {
-  createTestAuthority,
-  type TestAuthority,
-} from '../src/testing/authority/test-authority.js';
+import type { TestAuthority } from '../src/testing/authority/test-authority.js';
 import { startDnsServer } from '../src/testing/cluster/dns-server.js';
 import { createManifestSigner } from '../src/testing/cluster/manifest-signer.js';
 import type { SidecarCredentials } from '../src/testing/stack/sidecar.js';
-import { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import type { RaTlsVerifier } from '../src/verification/verifier.js';
-import { GatedVerifier, raTlsCredentials, testClock } from './pool-harness.js';
+import {
+  authorityWithVerifier,
+  GatedVerifier,
+  raTlsCredentials,
+  testClock,
+} from './pool-harness.js';
 import { answerStartup } from './support/postgres-backend.js';
 import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
@@ -69,14 +70,7 @@ let refusedCertificate: SidecarCredentials;
 let clientCertificate: SidecarCredentials;
 
 before(async () => {
-  authority = await createTestAuthority({ seed: 'pg-ra-tls pool attestation edges' });
-  mrtd = authority.describe().quoteDefaults.mrtd;
-  dcap = new DcapVerifier({
-    engine: 'js',
-    rootCa: authority.rootCaDer,
-    collateral: authority.collateral(),
-    logger: () => {},
-  });
+  ({ authority, mrtd, dcap } = await authorityWithVerifier('pg-ra-tls pool attestation edges'));
   certificateA = raTlsCredentials(authority);
   certificateB = raTlsCredentials(authority);
   refusedCertificate = raTlsCredentials(authority, { mrtd: '11'.repeat(48) });

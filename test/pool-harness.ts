@@ -94,6 +94,23 @@ export class GatedVerifier implements RaTlsVerifier {
   }
 }
 
+/**
+ * A test authority (seeded, so its certificates are the same every run), the
+ * MRTD its quotes carry, and a JS-engine DCAP verifier trusting its root.
+ */
+export async function authorityWithVerifier(
+  seed: string,
+): Promise<{ authority: TestAuthority; mrtd: string; dcap: DcapVerifier }> {
+  const authority = await createTestAuthority({ seed });
+  const dcap = new DcapVerifier({
+    engine: 'js',
+    rootCa: authority.rootCaDer,
+    collateral: authority.collateral(),
+    logger: () => {},
+  });
+  return { authority, mrtd: authority.describe().quoteDefaults.mrtd, dcap };
+}
+
 /** An RA-TLS key and certificate whose quote binds the key, made by `authority`. */
 export function raTlsCredentials(
   authority: TestAuthority,

@@ -16,15 +16,12 @@ import { AttestedConnector } from '../src/connection/attested-connector.js';
 import { type ErrorCode, ErrorCodes, isRaTlsError, RaTlsError } from '../src/errors.js';
 import { leaderMayHaveMoved, PoolTopology, resolvePoolTarget } from '../src/pool/pool-topology.js';
 import { createPool } from '../src/pool/ra-tls-pool.js';
-import {
-  createTestAuthority,
-  type TestAuthority,
-} from '../src/testing/authority/test-authority.js';
+import type { TestAuthority } from '../src/testing/authority/test-authority.js';
 import { type DnsServer, startDnsServer } from '../src/testing/cluster/dns-server.js';
 import { type LocalCluster, startLocalCluster } from '../src/testing/cluster/local-cluster.js';
 import { createManifestSigner } from '../src/testing/cluster/manifest-signer.js';
-import { DcapVerifier } from '../src/verification/dcap-verifier.js';
-import { raTlsCredentials } from './pool-harness.js';
+import type { DcapVerifier } from '../src/verification/dcap-verifier.js';
+import { authorityWithVerifier, raTlsCredentials } from './pool-harness.js';
 import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
 const silent = () => {};
@@ -143,14 +140,11 @@ describe('PoolTopology in cluster mode (DNS and RA-TLS servers on loopback, no P
   let domains = 0;
 
   before(async () => {
-    authority = await createTestAuthority({ seed: 'pg-ra-tls pool topology edges' });
-    mrtd = authority.describe().quoteDefaults.mrtd;
-    verifier = new DcapVerifier({
-      engine: 'js',
-      rootCa: authority.rootCaDer,
-      collateral: authority.collateral(),
-      logger: silent,
-    });
+    ({
+      authority,
+      mrtd,
+      dcap: verifier,
+    } = await authorityWithVerifier('pg-ra-tls pool topology edges'));
     dns = await startDnsServer();
     for (let i = 0; i < 2; i++) servers.push(await startRaTlsServer(raTlsCredentials(authority)));
   });

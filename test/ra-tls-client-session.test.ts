@@ -19,18 +19,20 @@ import { inspectServer } from '../src/connection/inspect-server.js';
 import { RaTlsClient, type RaTlsClientHooks } from '../src/connection/ra-tls-client.js';
 import { closeSharedDefaults } from '../src/connection/shared-defaults.js';
 import { isRaTlsError, RaTlsError } from '../src/errors.js';
-import {
-  createTestAuthority,
-  type TestAuthority,
-} from '../src/testing/authority/test-authority.js';
+import type { TestAuthority } from '../src/testing/authority/test-authority.js';
 import { type GuestAgent, startGuestAgent } from '../src/testing/stack/guest-agent.js';
-import { DcapVerifier } from '../src/verification/dcap-verifier.js';
+import type { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import type {
   RaTlsVerifier,
   VerificationResult,
   VerifyOptions,
 } from '../src/verification/verifier.js';
-import { ClientCertIssuer, raTlsCredentials, waitFor } from './pool-harness.js';
+import {
+  authorityWithVerifier,
+  ClientCertIssuer,
+  raTlsCredentials,
+  waitFor,
+} from './pool-harness.js';
 import { backend, backendMessage } from './support/postgres-backend.js';
 import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
@@ -76,14 +78,7 @@ let authority: TestAuthority;
 const connectors: AttestedConnector[] = [];
 
 before(async () => {
-  authority = await createTestAuthority({ seed: 'pg-ra-tls client session tests' });
-  mrtd = authority.describe().quoteDefaults.mrtd;
-  dcap = new DcapVerifier({
-    engine: 'js',
-    rootCa: authority.rootCaDer,
-    collateral: authority.collateral(),
-    logger: () => {},
-  });
+  ({ authority, mrtd, dcap } = await authorityWithVerifier('pg-ra-tls client session tests'));
   server = await startRaTlsServer(raTlsCredentials(authority), {
     requestCert: true,
     onSecureConnection: playPostgres,
