@@ -118,6 +118,28 @@ function poolOf(extra: Partial<RaTlsPoolOptions> = {}, clock = testClock()) {
   return { pool, clock, end };
 }
 
+/**
+ * A pool whose one idle connection is due for re-attestation, with a verifier
+ * that holds every call from now on; `end()` lets the verifier go, then ends the pool.
+ */
+async function dueWithVerifierHeld() {
+  const verifier = new GatedVerifier(dcap);
+  const { pool, clock, end: endPool } = poolOf({ verifier });
+  const end = async () => {
+    verifier.open();
+    await endPool();
+  };
+  try {
+    (await connect(pool)).release();
+  } catch (error) {
+    await end();
+    throw error;
+  }
+  clock.advance(REATTEST_EVERY);
+  verifier.hold();
+  return { pool, verifier, end };
+}
+
 /** `clients` by their names in `named` ('?' for any other), sorted: what a test compares. */
 function namesOf(clients: readonly unknown[], named: Record<string, unknown>): string[] {
   const name = (client: unknown) =>
@@ -191,12 +213,8 @@ describe('a checkout', () => {
   });
 
   test('end() during a re-attestation ends that checkout at once: POOL_ENDED, no retry', async () => {
-    const verifier = new GatedVerifier(dcap);
-    const { pool, clock, end } = poolOf({ verifier });
+    const { pool, verifier, end } = await dueWithVerifierHeld();
     try {
-      (await connect(pool)).release();
-      clock.advance(REATTEST_EVERY);
-      verifier.hold();
       const verifying = verifier.nextCall();
       const checkout = connect(pool);
       await verifying;
@@ -210,7 +228,6 @@ describe('a checkout', () => {
       await ended;
       assert.equal(verifier.entered, calls, 'no new connection was verified');
     } finally {
-      verifier.open();
       await end();
     }
   });
@@ -370,12 +387,8 @@ describe('the background sweep', () => {
 
   test('one sweep at a time: a tick while a re-attestation is in flight starts none', async (t: TestContext) => {
     t.mock.timers.enable({ apis: ['setInterval'] });
-    const verifier = new GatedVerifier(dcap);
-    const { pool, clock, end } = poolOf({ verifier });
+    const { pool, verifier, end } = await dueWithVerifierHeld();
     try {
-      (await connect(pool)).release();
-      clock.advance(REATTEST_EVERY);
-      verifier.hold();
       const verifying = verifier.nextCall();
       t.mock.timers.tick(REATTEST_EVERY);
       assert.equal(reattestsStarted(), 1);
@@ -387,7 +400,6 @@ describe('the background sweep', () => {
       await reattested;
       assert.equal(pool.idleCount, 1);
     } finally {
-      verifier.open();
       await end();
     }
   });
