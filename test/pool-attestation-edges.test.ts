@@ -17,7 +17,7 @@ import { trace } from '@opentelemetry/api';
 import { BasicTracerProvider, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type pg from 'pg';
 import type { AttestationReport } from '../src/attest/report.js';
-import type { RaTlsClient } from '../src/connection/ra-tls-client.js';
+import { RaTlsClient } from '../src/connection/ra-tls-client.js';
 import { isRaTlsError } from '../src/errors.js';
 import {
   type AttestationFailedEvent,
@@ -37,6 +37,7 @@ import {
   raTlsCredentials,
   testClock,
 } from './pool-harness.js';
+import { hangLimit } from './support/hang-limit.js';
 import { answerStartup } from './support/postgres-backend.js';
 import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
@@ -158,50 +159,62 @@ function reattestedClients(pool: RaTlsPool): RaTlsClient[] {
 }
 
 describe('the options object', () => {
-  test('null, undefined or not an object: BAD_CONFIG naming the options, before any I/O', () => {
-    for (const options of [null, undefined, 'postgres://x', 42]) {
+  test(
+    'null, undefined or not an object: BAD_CONFIG naming the options, before any I/O',
+    hangLimit,
+    () => {
+      for (const options of [null, undefined, 'postgres://x', 42]) {
+        assert.throws(
+          () => createPool(options as unknown as RaTlsPoolOptions),
+          (error: unknown) => {
+            assert.ok(isRaTlsError(error, 'BAD_CONFIG'), String(error));
+            assert.equal(error.message, 'RaTlsPool needs an options object');
+            assert.deepEqual(error.details, { option: 'options' });
+            return true;
+          },
+          String(options),
+        );
+      }
+    },
+  );
+
+  test(
+    'a reattestTimeout that is no duration: BAD_CONFIG naming reattestTimeout',
+    hangLimit,
+    () => {
       assert.throws(
-        () => createPool(options as unknown as RaTlsPoolOptions),
+        () => poolOf({ reattestTimeout: 'soon' }),
         (error: unknown) => {
           assert.ok(isRaTlsError(error, 'BAD_CONFIG'), String(error));
-          assert.equal(error.message, 'RaTlsPool needs an options object');
-          assert.deepEqual(error.details, { option: 'options' });
+          assert.deepEqual(error.details, { option: 'reattestTimeout' });
+          assert.match(error.message, /reattestTimeout/);
           return true;
         },
-        String(options),
       );
-    }
-  });
-
-  test('a reattestTimeout that is no duration: BAD_CONFIG naming reattestTimeout', () => {
-    assert.throws(
-      () => poolOf({ reattestTimeout: 'soon' }),
-      (error: unknown) => {
-        assert.ok(isRaTlsError(error, 'BAD_CONFIG'), String(error));
-        assert.deepEqual(error.details, { option: 'reattestTimeout' });
-        assert.match(error.message, /reattestTimeout/);
-        return true;
-      },
-    );
-  });
+    },
+  );
 });
 
 describe('a checkout', () => {
-  test('pg-pool sees it at once: a checkout beyond max is waiting as soon as connect() returns', async () => {
-    const { pool, end } = poolOf({ max: 1 });
-    try {
-      const held = await connect(pool);
-      const waiting = connect(pool);
-      assert.equal(pool.waitingCount, 1);
-      held.release();
-      assert.equal(await waiting, held, 'the released connection serves the waiting checkout');
-      held.release();
-    } finally {
-      await end();
-    }
-  });
+  test(
+    'pg-pool sees it at once: a checkout beyond max is waiting as soon as connect() returns',
+    hangLimit,
+    async () => {
+      const { pool, end } = poolOf({ max: 1 });
+      try {
+        const held = await connect(pool);
+        const waiting = connect(pool);
+        assert.equal(pool.waitingCount, 1);
+        held.release();
+        assert.equal(await waiting, held, 'the released connection serves the waiting checkout');
+        held.release();
+      } finally {
+        await end();
+      }
+    },
+  );
 
-  test('after end(): POOL_ENDED saying the pool has been ended', async () => {
+  test('after end(): POOL_ENDED saying the pool has been ended', hangLimit, async () => {
     const { pool } = poolOf();
     (await connect(pool)).release();
     await pool.end();
@@ -212,199 +225,256 @@ describe('a checkout', () => {
     });
   });
 
-  test('end() during a re-attestation ends that checkout at once: POOL_ENDED, no retry', async () => {
-    const { pool, verifier, end } = await dueWithVerifierHeld();
-    try {
-      const verifying = verifier.nextCall();
-      const checkout = connect(pool);
-      await verifying;
-      const calls = verifier.entered;
-      const ended = pool.end();
-      await assert.rejects(checkout, (error: unknown) => {
-        assert.ok(isRaTlsError(error, 'POOL_ENDED'), String(error));
-        assert.equal(error.message, 'the pool was ended during attestation');
-        return true;
-      });
-      await ended;
-      assert.equal(verifier.entered, calls, 'no new connection was verified');
-    } finally {
-      await end();
-    }
-  });
+  test(
+    'connect(callback), as pg-pool callers use it: the client and its release, or the error',
+    hangLimit,
+    async () => {
+      const { pool, end } = poolOf();
+      try {
+        const [error, client, release] = await new Promise<unknown[]>((resolve) => {
+          const returned = pool.connect((...args) => resolve(args));
+          assert.equal(returned, undefined, 'the callback form returns nothing');
+        });
+        assert.equal(error, undefined);
+        assert.ok(client instanceof RaTlsClient);
+        assert.equal(release, (client as unknown as pg.PoolClient).release);
+        (release as () => void)();
+        assert.equal(pool.idleCount, 1, 'the release given returns the client to the pool');
+        await pool.end();
+        const [refusal, none] = await new Promise<unknown[]>((resolve) =>
+          pool.connect((...args) => resolve(args)),
+        );
+        assert.ok(isRaTlsError(refusal, 'POOL_ENDED'), String(refusal));
+        assert.equal(none, undefined);
+      } finally {
+        await end();
+      }
+    },
+  );
 
-  test('a connection judged under an older policy is re-verified without a probe handshake', async () => {
-    const { pool, end } = poolOf();
-    try {
-      const first = await connect(pool);
-      first.release();
-      const reattested = reattestedClients(pool);
-      const handshakes = server.connections;
-      pool.updatePolicy({ allowedMrtds: [mrtd] });
-      const again = await connect(pool);
-      assert.equal(again, first);
-      assert.deepEqual(reattested, [first], 'it was re-judged');
-      assert.equal(server.connections, handshakes, 'the server was not dialled again');
-      again.release();
-    } finally {
-      await end();
-    }
-  });
+  test(
+    'end() during a re-attestation ends that checkout at once: POOL_ENDED, no retry',
+    hangLimit,
+    async () => {
+      const { pool, verifier, end } = await dueWithVerifierHeld();
+      try {
+        const verifying = verifier.nextCall();
+        const checkout = connect(pool);
+        await verifying;
+        const calls = verifier.entered;
+        const ended = pool.end();
+        await assert.rejects(checkout, (error: unknown) => {
+          assert.ok(isRaTlsError(error, 'POOL_ENDED'), String(error));
+          assert.equal(error.message, 'the pool was ended during attestation');
+          return true;
+        });
+        await ended;
+        assert.equal(verifier.entered, calls, 'no new connection was verified');
+      } finally {
+        await end();
+      }
+    },
+  );
 
-  test('a failed re-attestation closes the idle connections judged like it; a fresh idle one serves the retry', async () => {
-    const { pool, clock, end } = poolOf();
-    try {
-      const stale = await connect(pool);
-      const staleToo = await connect(pool);
-      clock.advance(REATTEST_EVERY);
-      const fresh = await connect(pool);
-      assert.ok(reportOf(fresh).verifiedAt > reportOf(stale).verifiedAt, 'verified anew');
-      // pg-pool hands out the connection released last first.
-      fresh.release();
-      staleToo.release();
-      stale.release();
-      const failures: AttestationFailedEvent[] = [];
-      pool.on('attestationFailed', (event) => failures.push(event));
-      // The probe of the stale connection meets a certificate the policy refuses.
-      server.present(refusedCertificate);
-      const served = await connect(pool);
-      const named = { stale, staleToo, fresh };
-      assert.deepEqual(
-        failures.map((f) => [f.phase, f.error.code]),
-        [['reattest', 'MRTD_NOT_ALLOWED']],
-      );
-      assert.deepEqual(namesOf([served], named), ['fresh']);
-      assert.equal(pool.totalCount, 1, 'both stale connections are closed');
-      served.release();
-    } finally {
-      await end();
-    }
-  });
+  test(
+    'a connection judged under an older policy is re-verified without a probe handshake',
+    hangLimit,
+    async () => {
+      const { pool, end } = poolOf();
+      try {
+        const first = await connect(pool);
+        first.release();
+        const reattested = reattestedClients(pool);
+        const handshakes = server.connections;
+        pool.updatePolicy({ allowedMrtds: [mrtd] });
+        const again = await connect(pool);
+        assert.equal(again, first);
+        assert.deepEqual(reattested, [first], 'it was re-judged');
+        assert.equal(server.connections, handshakes, 'the server was not dialled again');
+        again.release();
+      } finally {
+        await end();
+      }
+    },
+  );
+
+  test(
+    'a failed re-attestation closes the idle connections judged like it; a fresh idle one serves the retry',
+    hangLimit,
+    async () => {
+      const { pool, clock, end } = poolOf();
+      try {
+        const stale = await connect(pool);
+        const staleToo = await connect(pool);
+        clock.advance(REATTEST_EVERY);
+        const fresh = await connect(pool);
+        assert.ok(reportOf(fresh).verifiedAt > reportOf(stale).verifiedAt, 'verified anew');
+        // pg-pool hands out the connection released last first.
+        fresh.release();
+        staleToo.release();
+        stale.release();
+        const failures: AttestationFailedEvent[] = [];
+        pool.on('attestationFailed', (event) => failures.push(event));
+        // The probe of the stale connection meets a certificate the policy refuses.
+        server.present(refusedCertificate);
+        const served = await connect(pool);
+        const named = { stale, staleToo, fresh };
+        assert.deepEqual(
+          failures.map((f) => [f.phase, f.error.code]),
+          [['reattest', 'MRTD_NOT_ALLOWED']],
+        );
+        assert.deepEqual(namesOf([served], named), ['fresh']);
+        assert.equal(pool.totalCount, 1, 'both stale connections are closed');
+        served.release();
+      } finally {
+        await end();
+      }
+    },
+  );
 });
 
 describe('a server change closes the idle connections it made obsolete', () => {
-  test('reverify: those to the certificate left at once, not those to the one pinned again', async () => {
-    const { pool, clock, end } = poolOf({ onServerChange: 'reverify' });
-    try {
-      const onA = await connect(pool);
-      server.present(certificateB);
-      const onB = await connect(pool);
-      const onBToo = await connect(pool);
-      assert.notEqual(reportOf(onB).fingerprint, reportOf(onA).fingerprint);
-      clock.advance(REATTEST_EVERY);
-      // The server goes back to the first certificate; pg-pool hands out onB first.
-      server.present(certificateA);
-      onBToo.release();
-      onA.release();
-      onB.release();
-      const changes: string[] = [];
-      pool.on('serverChanged', (event) => changes.push(event.fingerprint));
-      // onB's probe sees the first certificate again: verified, pinned, onB superseded.
-      const served = await connect(pool);
-      assert.deepEqual(changes, [reportOf(onA).fingerprint]);
-      assert.deepEqual(namesOf([served], { onA, onB, onBToo }), ['onA'], 'pinned again: used');
-      assert.equal(pool.idleCount, 0, 'onBToo was closed at the change, not kept idle');
-      assert.equal(pool.totalCount, 1);
-      served.release();
-    } finally {
-      await end();
-    }
-  });
+  test(
+    'reverify: those to the certificate left at once, not those to the one pinned again',
+    hangLimit,
+    async () => {
+      const { pool, clock, end } = poolOf({ onServerChange: 'reverify' });
+      try {
+        const onA = await connect(pool);
+        server.present(certificateB);
+        const onB = await connect(pool);
+        const onBToo = await connect(pool);
+        assert.notEqual(reportOf(onB).fingerprint, reportOf(onA).fingerprint);
+        clock.advance(REATTEST_EVERY);
+        // The server goes back to the first certificate; pg-pool hands out onB first.
+        server.present(certificateA);
+        onBToo.release();
+        onA.release();
+        onB.release();
+        const changes: string[] = [];
+        pool.on('serverChanged', (event) => changes.push(event.fingerprint));
+        // onB's probe sees the first certificate again: verified, pinned, onB superseded.
+        const served = await connect(pool);
+        assert.deepEqual(changes, [reportOf(onA).fingerprint]);
+        assert.deepEqual(namesOf([served], { onA, onB, onBToo }), ['onA'], 'pinned again: used');
+        assert.equal(pool.idleCount, 0, 'onBToo was closed at the change, not kept idle');
+        assert.equal(pool.totalCount, 1);
+        served.release();
+      } finally {
+        await end();
+      }
+    },
+  );
 });
 
 describe('a server change seen by a new connection', () => {
-  test('forgets the probe of the certificate left: a stale connection to the new one is probed again, not flipped back', async () => {
-    const otherServer = await startRaTlsServer(certificateB, { onSecureConnection: answerStartup });
-    const clock = testClock();
-    const { pool, end } = poolOf({}, clock);
-    const other = poolOf({ connectionString: dsn(`127.0.0.1:${otherServer.port}`) }, clock);
-    try {
-      const onA = await connect(pool);
-      clock.advance(REATTEST_EVERY / 2);
-      // Another pool of the same clock verifies the second certificate: the verdict is shared.
-      (await connect(other.pool)).release();
-      clock.advance(REATTEST_EVERY / 2);
-      onA.release();
-      const probed = await connect(pool);
-      assert.equal(probed, onA, 'stale: probed (the server presents A) and re-verified');
-      server.present(certificateB);
-      const onB = await connect(pool);
-      assert.notEqual(reportOf(onB).fingerprint, reportOf(onA).fingerprint, 'pinned anew');
-      const changes: string[] = [];
-      pool.on('serverChanged', (event) => changes.push(event.fingerprint));
-      onB.release();
-      // onB's report (the shared verdict) is stale; the probe that saw A is not yet.
-      clock.advance(REATTEST_EVERY / 2 + 1000);
-      const again = await connect(pool);
-      assert.equal(again, onB, 'the server, probed again, presents B');
-      assert.deepEqual(changes, []);
-      again.release();
-      probed.release();
-    } finally {
-      await other.end();
-      await end();
-      await otherServer.close();
-    }
-  });
+  test(
+    'forgets the probe of the certificate left: a stale connection to the new one is probed again, not flipped back',
+    hangLimit,
+    async () => {
+      const otherServer = await startRaTlsServer(certificateB, {
+        onSecureConnection: answerStartup,
+      });
+      const clock = testClock();
+      const { pool, end } = poolOf({}, clock);
+      const other = poolOf({ connectionString: dsn(`127.0.0.1:${otherServer.port}`) }, clock);
+      try {
+        const onA = await connect(pool);
+        clock.advance(REATTEST_EVERY / 2);
+        // Another pool of the same clock verifies the second certificate: the verdict is shared.
+        (await connect(other.pool)).release();
+        clock.advance(REATTEST_EVERY / 2);
+        onA.release();
+        const probed = await connect(pool);
+        assert.equal(probed, onA, 'stale: probed (the server presents A) and re-verified');
+        server.present(certificateB);
+        const onB = await connect(pool);
+        assert.notEqual(reportOf(onB).fingerprint, reportOf(onA).fingerprint, 'pinned anew');
+        const changes: string[] = [];
+        pool.on('serverChanged', (event) => changes.push(event.fingerprint));
+        onB.release();
+        // onB's report (the shared verdict) is stale; the probe that saw A is not yet.
+        clock.advance(REATTEST_EVERY / 2 + 1000);
+        const again = await connect(pool);
+        assert.equal(again, onB, 'the server, probed again, presents B');
+        assert.deepEqual(changes, []);
+        again.release();
+        probed.release();
+      } finally {
+        await other.end();
+        await end();
+        await otherServer.close();
+      }
+    },
+  );
 });
 
 describe('the background sweep', () => {
-  test('re-attests the stale idle connections to the pinned certificate, together, closes superseded ones, keeps fresh ones', async (t: TestContext) => {
-    t.mock.timers.enable({ apis: ['setInterval'] });
-    const { pool, clock, end } = poolOf();
-    try {
-      const superseded = await connect(pool);
-      server.present(certificateB);
-      const stale = await connect(pool);
-      const staleToo = await connect(pool);
-      clock.advance(REATTEST_EVERY);
-      const fresh = await connect(pool);
-      for (const client of [superseded, stale, staleToo, fresh]) client.release();
-      const reattested = reattestedClients(pool);
-      const handshakes = server.connections;
+  test(
+    're-attests the stale idle connections to the pinned certificate, together, closes superseded ones, keeps fresh ones',
+    hangLimit,
+    async (t: TestContext) => {
+      t.mock.timers.enable({ apis: ['setInterval'] });
+      const { pool, clock, end } = poolOf();
+      try {
+        const superseded = await connect(pool);
+        server.present(certificateB);
+        const stale = await connect(pool);
+        const staleToo = await connect(pool);
+        clock.advance(REATTEST_EVERY);
+        const fresh = await connect(pool);
+        for (const client of [superseded, stale, staleToo, fresh]) client.release();
+        const reattested = reattestedClients(pool);
+        const handshakes = server.connections;
 
-      t.mock.timers.tick(REATTEST_EVERY / 2);
-      assert.equal(pool.idleCount, 4, 'no sweep before reattestEvery');
-      t.mock.timers.tick(REATTEST_EVERY / 2);
-      assert.equal(pool.idleCount, 3, 'the superseded connection is closed at once');
-      // Settled by its event, or by closing a connection it should have kept.
-      await new Promise<void>((resolve) => {
-        pool.once('reattested', () => resolve());
-        pool.once('attestationFailed', () => resolve());
-        pool.on('remove', (client) => {
-          if (client !== superseded) resolve();
+        t.mock.timers.tick(REATTEST_EVERY / 2);
+        assert.equal(pool.idleCount, 4, 'no sweep before reattestEvery');
+        t.mock.timers.tick(REATTEST_EVERY / 2);
+        assert.equal(pool.idleCount, 3, 'the superseded connection is closed at once');
+        // Settled by its event, or by closing a connection it should have kept.
+        await new Promise<void>((resolve) => {
+          pool.once('reattested', () => resolve());
+          pool.once('attestationFailed', () => resolve());
+          pool.on('remove', (client) => {
+            if (client !== superseded) resolve();
+          });
         });
-      });
-      assert.deepEqual(namesOf(reattested, { stale, staleToo, fresh, superseded }), [
-        'stale',
-        'staleToo',
-      ]);
-      assert.equal(pool.idleCount, 3);
-      assert.equal(server.connections, handshakes + 1, 'one probe for both');
-    } finally {
-      await end();
-    }
-  });
+        assert.deepEqual(namesOf(reattested, { stale, staleToo, fresh, superseded }), [
+          'stale',
+          'staleToo',
+        ]);
+        assert.equal(pool.idleCount, 3);
+        assert.equal(server.connections, handshakes + 1, 'one probe for both');
+      } finally {
+        await end();
+      }
+    },
+  );
 
-  test('one sweep at a time: a tick while a re-attestation is in flight starts none', async (t: TestContext) => {
-    t.mock.timers.enable({ apis: ['setInterval'] });
-    const { pool, verifier, end } = await dueWithVerifierHeld();
-    try {
-      const verifying = verifier.nextCall();
-      t.mock.timers.tick(REATTEST_EVERY);
-      assert.equal(reattestsStarted(), 1);
-      await verifying;
-      t.mock.timers.tick(REATTEST_EVERY);
-      assert.equal(reattestsStarted(), 1, 'the second tick found the sweep busy');
-      const reattested = once(pool, 'reattested');
-      verifier.open();
-      await reattested;
-      assert.equal(pool.idleCount, 1);
-    } finally {
-      await end();
-    }
-  });
+  test(
+    'one sweep at a time: a tick while a re-attestation is in flight starts none',
+    hangLimit,
+    async (t: TestContext) => {
+      t.mock.timers.enable({ apis: ['setInterval'] });
+      const { pool, verifier, end } = await dueWithVerifierHeld();
+      try {
+        const verifying = verifier.nextCall();
+        t.mock.timers.tick(REATTEST_EVERY);
+        assert.equal(reattestsStarted(), 1);
+        await verifying;
+        t.mock.timers.tick(REATTEST_EVERY);
+        assert.equal(reattestsStarted(), 1, 'the second tick found the sweep busy');
+        const reattested = once(pool, 'reattested');
+        verifier.open();
+        await reattested;
+        assert.equal(pool.idleCount, 1);
+      } finally {
+        await end();
+      }
+    },
+  );
 
-  test('none once the pool refused the server (reject)', async (t: TestContext) => {
+  test('none once the pool refused the server (reject)', hangLimit, async (t: TestContext) => {
     t.mock.timers.enable({ apis: ['setInterval'] });
     const { pool, clock, end } = poolOf({ onServerChange: 'reject' });
     try {
@@ -429,65 +499,73 @@ describe('connectionTimeoutMillis bounds a whole checkout, retries on other host
     return (server.address() as AddressInfo).port;
   }
 
-  test('a host that refuses: the next host serves the checkout (with or without a limit)', async () => {
-    const closed = createServer();
-    const refusing = await listening(closed);
-    await new Promise<void>((resolve) => closed.close(() => resolve()));
-    for (const connectionTimeoutMillis of [5000, 0]) {
-      const { pool, end } = poolOf({
-        connectionString: dsn(`127.0.0.1:${refusing},127.0.0.1:${server.port}`),
-        connectionTimeoutMillis,
+  test(
+    'a host that refuses: the next host serves the checkout (with or without a limit)',
+    hangLimit,
+    async () => {
+      const closed = createServer();
+      const refusing = await listening(closed);
+      await new Promise<void>((resolve) => closed.close(() => resolve()));
+      for (const connectionTimeoutMillis of [5000, 0]) {
+        const { pool, end } = poolOf({
+          connectionString: dsn(`127.0.0.1:${refusing},127.0.0.1:${server.port}`),
+          connectionTimeoutMillis,
+        });
+        try {
+          const client = await connect(pool);
+          assert.equal(client.endpoint?.port, server.port, String(connectionTimeoutMillis));
+          client.release();
+        } finally {
+          await end();
+        }
+      }
+    },
+  );
+
+  test(
+    'a host that stalls until pg-pool gives up leaves no time for the next: CONNECT_TIMEOUT; the late connection is pooled',
+    hangLimit,
+    async () => {
+      const sockets = new Set<Socket>();
+      const stalling = createServer((socket) => {
+        sockets.add(socket);
+        socket.on('error', () => {});
       });
+      const port = await listening(stalling);
+      // The next host's certificate is verified already (a pool of the same clock shares the
+      // verdict), so its connection arrives well within pg-pool's own limit, only too late.
+      const clock = testClock();
+      const warm = poolOf({}, clock);
+      (await connect(warm.pool)).release();
+      await warm.end();
+      const { pool, end } = poolOf(
+        {
+          connectionString: dsn(`127.0.0.1:${port},127.0.0.1:${server.port}`),
+          connectionTimeoutMillis: 2000,
+          handshakeTimeout: '10s',
+        },
+        clock,
+      );
       try {
-        const client = await connect(pool);
-        assert.equal(client.endpoint?.port, server.port, String(connectionTimeoutMillis));
-        client.release();
+        const lateReturn = once(pool, 'release');
+        await assert.rejects(connect(pool), (error: unknown) => {
+          assert.ok(isRaTlsError(error, 'CONNECT_TIMEOUT'), String(error));
+          assert.equal(
+            error.message,
+            `no attested connection to ${pool.settings.description} within connectionTimeoutMillis (2000 ms)`,
+          );
+          return true;
+        });
+        await lateReturn;
+        assert.equal(pool.idleCount, 1, 'the connection that came too late waits in the pool');
+        assert.equal(pool.totalCount, 1);
       } finally {
         await end();
+        for (const socket of sockets) socket.destroy();
+        await new Promise<void>((resolve) => stalling.close(() => resolve()));
       }
-    }
-  });
-
-  test('a host that stalls until pg-pool gives up leaves no time for the next: CONNECT_TIMEOUT; the late connection is pooled', async () => {
-    const sockets = new Set<Socket>();
-    const stalling = createServer((socket) => {
-      sockets.add(socket);
-      socket.on('error', () => {});
-    });
-    const port = await listening(stalling);
-    // The next host's certificate is verified already (a pool of the same clock shares the
-    // verdict), so its connection arrives well within pg-pool's own limit, only too late.
-    const clock = testClock();
-    const warm = poolOf({}, clock);
-    (await connect(warm.pool)).release();
-    await warm.end();
-    const { pool, end } = poolOf(
-      {
-        connectionString: dsn(`127.0.0.1:${port},127.0.0.1:${server.port}`),
-        connectionTimeoutMillis: 2000,
-        handshakeTimeout: '10s',
-      },
-      clock,
-    );
-    try {
-      const lateReturn = once(pool, 'release');
-      await assert.rejects(connect(pool), (error: unknown) => {
-        assert.ok(isRaTlsError(error, 'CONNECT_TIMEOUT'), String(error));
-        assert.equal(
-          error.message,
-          `no attested connection to ${pool.settings.description} within connectionTimeoutMillis (2000 ms)`,
-        );
-        return true;
-      });
-      await lateReturn;
-      assert.equal(pool.idleCount, 1, 'the connection that came too late waits in the pool');
-      assert.equal(pool.totalCount, 1);
-    } finally {
-      await end();
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => stalling.close(() => resolve()));
-    }
-  });
+    },
+  );
 });
 
 describe('a cluster pool', () => {
@@ -536,81 +614,93 @@ describe('a cluster pool', () => {
   /** The follower reads the manifest at most once per 100 ms; no event marks the gap's end. */
   const lookupGap = () => new Promise((resolve) => setTimeout(resolve, 150));
 
-  test('a connection released with an error makes it look for the leader again; the move closes idle connections to the old one', async () => {
-    const cluster = await clusterOf();
-    const { pool, end } = poolOf(cluster.options);
-    try {
-      const lost = await connect(pool);
-      const idle = await connect(pool);
-      assert.equal(idle.endpoint?.port, cluster.members[0]!.port);
-      idle.release();
-      cluster.publish(2, 1);
-      const moved = once(pool, 'leaderChanged');
-      await lookupGap();
-      lost.release(new Error('Connection terminated unexpectedly'));
-      await moved;
-      assert.equal(pool.idleCount, 0, 'the idle connection to the old leader is closed at once');
-      const next = await connect(pool);
-      assert.equal(next.endpoint?.port, cluster.members[1]!.port);
-      next.release();
-    } finally {
-      await end();
-      await cluster.close();
-    }
-  });
+  test(
+    'a connection released with an error makes it look for the leader again; the move closes idle connections to the old one',
+    hangLimit,
+    async () => {
+      const cluster = await clusterOf();
+      const { pool, end } = poolOf(cluster.options);
+      try {
+        const lost = await connect(pool);
+        const idle = await connect(pool);
+        assert.equal(idle.endpoint?.port, cluster.members[0]!.port);
+        idle.release();
+        cluster.publish(2, 1);
+        const moved = once(pool, 'leaderChanged');
+        await lookupGap();
+        lost.release(new Error('Connection terminated unexpectedly'));
+        await moved;
+        assert.equal(pool.idleCount, 0, 'the idle connection to the old leader is closed at once');
+        const next = await connect(pool);
+        assert.equal(next.endpoint?.port, cluster.members[1]!.port);
+        next.release();
+      } finally {
+        await end();
+        await cluster.close();
+      }
+    },
+  );
 
-  test('a connection to a leader replaced while it was being attested is refused; the checkout gets the new one', async () => {
-    const cluster = await clusterOf();
-    const verifier = new GatedVerifier(dcap);
-    const { pool, clock, end } = poolOf({ ...cluster.options, verifier });
-    try {
-      const held = await connect(pool);
-      // The old leader's verdict expires: the next connection to it is verified anew, held here.
-      clock.advance(REATTEST_EVERY);
-      verifier.hold();
-      const verifying = verifier.nextCall();
-      const checkout = connect(pool);
-      await verifying;
-      verifier.passNewCalls();
-      const changes: string[] = [];
-      pool.on('serverChanged', (event) => changes.push(event.fingerprint));
-      cluster.publish(2, 1);
-      const moved = once(pool, 'leaderChanged');
-      await lookupGap();
-      held.release(new Error('Connection terminated unexpectedly'));
-      await moved;
-      verifier.open();
-      const client = await checkout;
-      assert.equal(client.endpoint?.port, cluster.members[1]!.port);
-      assert.deepEqual(changes, [], 'the old leader is not pinned again');
-      assert.equal(pool.attestation?.fingerprint, reportOf(client).fingerprint);
-      client.release();
-    } finally {
-      verifier.open();
-      await end();
-      await cluster.close();
-    }
-  });
+  test(
+    'a connection to a leader replaced while it was being attested is refused; the checkout gets the new one',
+    hangLimit,
+    async () => {
+      const cluster = await clusterOf();
+      const verifier = new GatedVerifier(dcap);
+      const { pool, clock, end } = poolOf({ ...cluster.options, verifier });
+      try {
+        const held = await connect(pool);
+        // The old leader's verdict expires: the next connection to it is verified anew, held here.
+        clock.advance(REATTEST_EVERY);
+        verifier.hold();
+        const verifying = verifier.nextCall();
+        const checkout = connect(pool);
+        await verifying;
+        verifier.passNewCalls();
+        const changes: string[] = [];
+        pool.on('serverChanged', (event) => changes.push(event.fingerprint));
+        cluster.publish(2, 1);
+        const moved = once(pool, 'leaderChanged');
+        await lookupGap();
+        held.release(new Error('Connection terminated unexpectedly'));
+        await moved;
+        verifier.open();
+        const client = await checkout;
+        assert.equal(client.endpoint?.port, cluster.members[1]!.port);
+        assert.deepEqual(changes, [], 'the old leader is not pinned again');
+        assert.equal(pool.attestation?.fingerprint, reportOf(client).fingerprint);
+        client.release();
+      } finally {
+        verifier.open();
+        await end();
+        await cluster.close();
+      }
+    },
+  );
 
-  test('once the manifest has expired and cannot be read again, no idle connection to that leader is kept', async (t: TestContext) => {
-    // Only the wall clock the manifest's validity is judged by is the test's.
-    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
-    const cluster = await clusterOf();
-    const { pool, end } = poolOf(cluster.options);
-    try {
-      (await connect(pool)).release();
-      assert.equal(pool.idleCount, 1);
-      cluster.dns.setFault('servfail');
-      t.mock.timers.tick(3_600_000);
-      await assert.rejects(connect(pool), (error: unknown) => {
-        assert.ok(isRaTlsError(error, 'MANIFEST_EXPIRED'), String(error));
-        return true;
-      });
-      assert.equal(pool.idleCount, 0);
-      assert.equal(pool.totalCount, 0);
-    } finally {
-      await end();
-      await cluster.close();
-    }
-  });
+  test(
+    'once the manifest has expired and cannot be read again, no idle connection to that leader is kept',
+    hangLimit,
+    async (t: TestContext) => {
+      // Only the wall clock the manifest's validity is judged by is the test's.
+      t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+      const cluster = await clusterOf();
+      const { pool, end } = poolOf(cluster.options);
+      try {
+        (await connect(pool)).release();
+        assert.equal(pool.idleCount, 1);
+        cluster.dns.setFault('servfail');
+        t.mock.timers.tick(3_600_000);
+        await assert.rejects(connect(pool), (error: unknown) => {
+          assert.ok(isRaTlsError(error, 'MANIFEST_EXPIRED'), String(error));
+          return true;
+        });
+        assert.equal(pool.idleCount, 0);
+        assert.equal(pool.totalCount, 0);
+      } finally {
+        await end();
+        await cluster.close();
+      }
+    },
+  );
 });

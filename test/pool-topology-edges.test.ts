@@ -22,6 +22,7 @@ import { type LocalCluster, startLocalCluster } from '../src/testing/cluster/loc
 import { createManifestSigner } from '../src/testing/cluster/manifest-signer.js';
 import type { DcapVerifier } from '../src/verification/dcap-verifier.js';
 import { authorityWithVerifier, raTlsCredentials } from './pool-harness.js';
+import { hangLimit } from './support/hang-limit.js';
 import { type RaTlsServer, startRaTlsServer } from './support/ra-tls-server.js';
 
 const silent = () => {};
@@ -36,7 +37,7 @@ const badConfig = (message: RegExp, option: string) => (error: unknown) =>
   !error.message.includes(SECRET);
 
 describe('resolvePoolTarget: where a pool dials, decided before any I/O', () => {
-  test('a cluster option that is not an object: BAD_CONFIG naming `cluster`', () => {
+  test('a cluster option that is not an object: BAD_CONFIG naming `cluster`', hangLimit, () => {
     for (const cluster of [null, 'cluster.example', 42]) {
       assert.throws(
         () => resolvePoolTarget({ connectionString: SINGLE, cluster: cluster as never }),
@@ -46,7 +47,7 @@ describe('resolvePoolTarget: where a pool dials, decided before any I/O', () => 
     }
   });
 
-  test('an unknown cluster key: BAD_CONFIG saying where and what was meant', () => {
+  test('an unknown cluster key: BAD_CONFIG saying where and what was meant', hangLimit, () => {
     assert.throws(
       () =>
         resolvePoolTarget({
@@ -60,34 +61,42 @@ describe('resolvePoolTarget: where a pool dials, decided before any I/O', () => 
     );
   });
 
-  test('cluster with a multi-host connection string: BAD_CONFIG, the manifest names the leader', () => {
-    for (const connectionString of [
-      `postgres://teesql_readwrite:${SECRET}@h1,h2/teesql`,
-      `postgres://teesql_readwrite:${SECRET}@h1/teesql?target_session_attrs=read-write`,
-    ]) {
-      assert.throws(
-        () =>
-          resolvePoolTarget({
-            connectionString,
-            cluster: { domain: 'cluster.example', signer: SIGNER },
-          }),
-        badConfig(/^cluster and a multi-host connection string exclude each other/, 'cluster'),
-      );
-    }
-  });
+  test(
+    'cluster with a multi-host connection string: BAD_CONFIG, the manifest names the leader',
+    hangLimit,
+    () => {
+      for (const connectionString of [
+        `postgres://teesql_readwrite:${SECRET}@h1,h2/teesql`,
+        `postgres://teesql_readwrite:${SECRET}@h1/teesql?target_session_attrs=read-write`,
+      ]) {
+        assert.throws(
+          () =>
+            resolvePoolTarget({
+              connectionString,
+              cluster: { domain: 'cluster.example', signer: SIGNER },
+            }),
+          badConfig(/^cluster and a multi-host connection string exclude each other/, 'cluster'),
+        );
+      }
+    },
+  );
 
-  test('cluster mode: the domain names the pool, the connection string gives the rest', () => {
-    const cluster = { domain: 'cluster.example', signer: SIGNER };
-    const target = resolvePoolTarget({ connectionString: SINGLE, cluster });
-    assert.equal(target.cluster, cluster);
-    assert.equal(target.hosts, undefined);
-    assert.equal(target.settings.host, 'cluster.example');
-    assert.equal(target.settings.port, 5433);
-    assert.equal(target.settings.user, 'teesql_readwrite');
-    assert.equal(target.settings.database, 'teesql');
-  });
+  test(
+    'cluster mode: the domain names the pool, the connection string gives the rest',
+    hangLimit,
+    () => {
+      const cluster = { domain: 'cluster.example', signer: SIGNER };
+      const target = resolvePoolTarget({ connectionString: SINGLE, cluster });
+      assert.equal(target.cluster, cluster);
+      assert.equal(target.hosts, undefined);
+      assert.equal(target.settings.host, 'cluster.example');
+      assert.equal(target.settings.port, 5433);
+      assert.equal(target.settings.user, 'teesql_readwrite');
+      assert.equal(target.settings.database, 'teesql');
+    },
+  );
 
-  test('a multi-host string: the hosts are kept, the settings name the first', () => {
+  test('a multi-host string: the hosts are kept, the settings name the first', hangLimit, () => {
     const target = resolvePoolTarget({
       connectionString: `postgres://teesql_readwrite:${SECRET}@h1:5433,h2:6000/teesql`,
     });
@@ -100,7 +109,7 @@ describe('resolvePoolTarget: where a pool dials, decided before any I/O', () => 
     assert.equal(target.settings.port, 5433);
   });
 
-  test('one server: neither', () => {
+  test('one server: neither', hangLimit, () => {
     const target = resolvePoolTarget({ connectionString: SINGLE });
     assert.equal(target.cluster, undefined);
     assert.equal(target.hosts, undefined);
@@ -108,26 +117,30 @@ describe('resolvePoolTarget: where a pool dials, decided before any I/O', () => 
   });
 });
 
-test('leaderMayHaveMoved: a refused write, a shutdown or a lost connection; not an ordinary SQL error', () => {
-  const sqlError = (code: unknown) => Object.assign(new Error(`sqlstate ${code}`), { code });
-  const moved = [
-    sqlError('25006'), // read_only_sql_transaction: the leader became a standby
-    sqlError('57P01'), // admin_shutdown
-    sqlError('57P02'), // crash_shutdown
-    sqlError('57P03'), // cannot_connect_now
-    new RaTlsError('CONNECTION_LOST', 'the session was lost'),
-    new Error('Connection terminated unexpectedly'),
-    sqlError('ECONNRESET'),
-    sqlError(57),
-  ];
-  for (const error of moved) assert.equal(leaderMayHaveMoved(error), true, error.message);
-  // Every pg-ra-tls error: none of its codes looks like a SQLSTATE.
-  for (const code of Object.keys(ErrorCodes) as ErrorCode[]) {
-    assert.equal(leaderMayHaveMoved(new RaTlsError(code, 'failed')), true, code);
-  }
-  const ordinary = [sqlError('42601'), sqlError('23505'), sqlError('40001'), sqlError('0A000')];
-  for (const error of ordinary) assert.equal(leaderMayHaveMoved(error), false, error.message);
-});
+test(
+  'leaderMayHaveMoved: a refused write, a shutdown or a lost connection; not an ordinary SQL error',
+  hangLimit,
+  () => {
+    const sqlError = (code: unknown) => Object.assign(new Error(`sqlstate ${code}`), { code });
+    const moved = [
+      sqlError('25006'), // read_only_sql_transaction: the leader became a standby
+      sqlError('57P01'), // admin_shutdown
+      sqlError('57P02'), // crash_shutdown
+      sqlError('57P03'), // cannot_connect_now
+      new RaTlsError('CONNECTION_LOST', 'the session was lost'),
+      new Error('Connection terminated unexpectedly'),
+      sqlError('ECONNRESET'),
+      sqlError(57),
+    ];
+    for (const error of moved) assert.equal(leaderMayHaveMoved(error), true, error.message);
+    // Every pg-ra-tls error: none of its codes looks like a SQLSTATE.
+    for (const code of Object.keys(ErrorCodes) as ErrorCode[]) {
+      assert.equal(leaderMayHaveMoved(new RaTlsError(code, 'failed')), true, code);
+    }
+    const ordinary = [sqlError('42601'), sqlError('23505'), sqlError('40001'), sqlError('0A000')];
+    for (const error of ordinary) assert.equal(leaderMayHaveMoved(error), false, error.message);
+  },
+);
 
 describe('PoolTopology in cluster mode (DNS and RA-TLS servers on loopback, no Postgres)', () => {
   let authority: TestAuthority;
@@ -196,64 +209,72 @@ describe('PoolTopology in cluster mode (DNS and RA-TLS servers on loopback, no P
     return { domain, topology, events, publish };
   };
 
-  test('a new leader is attested before the pool moves; a connection to the old one is refused and retried at once', async () => {
-    const { domain, topology, events, publish } = clusterTopology({ refreshEvery: '50ms' });
-    const [a, b] = servers as [RaTlsServer, RaTlsServer];
-    const instanceA = 'aa'.repeat(20);
-    const instanceB = 'bb'.repeat(20);
-    publish(1, a, instanceA);
-    assert.equal(topology.followsLeader, true);
-    assert.equal(topology.unpinned, false);
-    topology.start();
-    const toA = await topology.endpoint!();
-    assert.equal(toA.port, a.port);
-    assert.equal(topology.replacedLeader(toA), undefined);
+  test(
+    'a new leader is attested before the pool moves; a connection to the old one is refused and retried at once',
+    hangLimit,
+    async () => {
+      const { domain, topology, events, publish } = clusterTopology({ refreshEvery: '50ms' });
+      const [a, b] = servers as [RaTlsServer, RaTlsServer];
+      const instanceA = 'aa'.repeat(20);
+      const instanceB = 'bb'.repeat(20);
+      publish(1, a, instanceA);
+      assert.equal(topology.followsLeader, true);
+      assert.equal(topology.unpinned, false);
+      topology.start();
+      const toA = await topology.endpoint!();
+      assert.equal(toA.port, a.port);
+      assert.equal(topology.replacedLeader(toA), undefined);
 
-    // A manifest for epoch 2 signed by another key: reported, not followed.
-    const failed = once(events, 'discoveryFailed') as Promise<[RaTlsError]>;
-    publish(2, b, instanceB, createManifestSigner());
-    const [forged] = await failed;
-    assert.equal(forged.code, 'MANIFEST_SIGNER_MISMATCH');
-    assert.equal(topology.replacedLeader(toA), undefined);
+      // A manifest for epoch 2 signed by another key: reported, not followed.
+      const failed = once(events, 'discoveryFailed') as Promise<[RaTlsError]>;
+      publish(2, b, instanceB, createManifestSigner());
+      const [forged] = await failed;
+      assert.equal(forged.code, 'MANIFEST_SIGNER_MISMATCH');
+      assert.equal(topology.replacedLeader(toA), undefined);
 
-    const seenByB = b.connections;
-    const changed = once(events, 'leaderChanged') as Promise<[LeaderChangedEvent]>;
-    publish(2, b, instanceB);
-    const [event] = await changed;
-    assert.equal(event.previous?.instance, instanceA);
-    assert.equal(event.current.instance, instanceB);
-    assert.equal(event.report.mrtd, mrtd);
-    assert.ok(b.connections > seenByB, 'the new leader was dialled and attested first');
+      const seenByB = b.connections;
+      const changed = once(events, 'leaderChanged') as Promise<[LeaderChangedEvent]>;
+      publish(2, b, instanceB);
+      const [event] = await changed;
+      assert.equal(event.previous?.instance, instanceA);
+      assert.equal(event.current.instance, instanceB);
+      assert.equal(event.report.mrtd, mrtd);
+      assert.ok(b.connections > seenByB, 'the new leader was dialled and attested first');
 
-    // A connection made to the old leader while the pool moved is refused…
-    const refused = topology.replacedLeader(toA);
-    assert.ok(isRaTlsError(refused, 'SERVER_CHANGED'));
-    assert.equal(refused.details['reason'], 'leader-changed');
-    assert.equal(
-      refused.message,
-      `the leader of cluster ${domain} changed while this connection was being made`,
-    );
-    // …and worth another connect without waiting for a lookup; another SERVER_CHANGED is not.
-    assert.equal(await topology.worthAnotherConnect(refused), true);
-    assert.equal(
-      await topology.worthAnotherConnect(new RaTlsError('SERVER_CHANGED', 'another certificate')),
-      false,
-    );
-    const toB = await topology.endpoint!();
-    assert.equal(toB.port, b.port);
-    assert.equal(topology.replacedLeader(toB), undefined);
-  });
+      // A connection made to the old leader while the pool moved is refused…
+      const refused = topology.replacedLeader(toA);
+      assert.ok(isRaTlsError(refused, 'SERVER_CHANGED'));
+      assert.equal(refused.details['reason'], 'leader-changed');
+      assert.equal(
+        refused.message,
+        `the leader of cluster ${domain} changed while this connection was being made`,
+      );
+      // …and worth another connect without waiting for a lookup; another SERVER_CHANGED is not.
+      assert.equal(await topology.worthAnotherConnect(refused), true);
+      assert.equal(
+        await topology.worthAnotherConnect(new RaTlsError('SERVER_CHANGED', 'another certificate')),
+        false,
+      );
+      const toB = await topology.endpoint!();
+      assert.equal(toB.port, b.port);
+      assert.equal(topology.replacedLeader(toB), undefined);
+    },
+  );
 
-  test('a connection that went back with an error saying the leader may have moved re-reads the manifest at once', async () => {
-    // Nothing recorded for the domain: every lookup fails, and says so.
-    const { topology, events } = clusterTopology();
-    const failed = once(events, 'discoveryFailed') as Promise<[RaTlsError]>;
-    topology.released(Object.assign(new Error('read-only transaction'), { code: '25006' }));
-    const [error] = await failed;
-    assert.equal(error.code, 'DISCOVERY_FAILED');
-  });
+  test(
+    'a connection that went back with an error saying the leader may have moved re-reads the manifest at once',
+    hangLimit,
+    async () => {
+      // Nothing recorded for the domain: every lookup fails, and says so.
+      const { topology, events } = clusterTopology();
+      const failed = once(events, 'discoveryFailed') as Promise<[RaTlsError]>;
+      topology.released(Object.assign(new Error('read-only transaction'), { code: '25006' }));
+      const [error] = await failed;
+      assert.equal(error.code, 'DISCOVERY_FAILED');
+    },
+  );
 
-  test('a closed topology looks nothing up any more', async () => {
+  test('a closed topology looks nothing up any more', hangLimit, async () => {
     const { topology } = clusterTopology();
     topology.close();
     const queries = dns.queries;
@@ -271,35 +292,39 @@ describe('a multi-host pool over two sidecars of one Postgres, each with its own
   });
   after(() => cluster.stop());
 
-  test('pins no certificate: after the first host fails, the second serves even with onServerChange reject', async () => {
-    const first = cluster.stack.sidecar;
-    const second = cluster.members[0]!.sidecar;
-    const credentials = new URL(cluster.connectionString);
-    const pool = createPool({
-      connectionString: `postgres://${credentials.username}:${credentials.password}@127.0.0.1:${first.port},127.0.0.1:${second.port}/teesql`,
-      ...cluster.clientOptions,
-      onServerChange: 'reject',
-      max: 2,
-      logger: silent,
-    });
-    const changes: unknown[] = [];
-    pool.on('serverChanged', (change) => changes.push(change));
-    const clients: PoolClient[] = [];
-    try {
-      const established = first.stats.established;
-      clients.push(await pool.connect());
-      assert.equal(first.stats.established, established + 1);
-      first.misbehave({ closeDuringHandshake: true });
-      const seen = second.stats.established;
-      clients.push(await pool.connect());
-      assert.equal(second.stats.established, seen + 1);
-      const { rows } = await clients[1]!.query<{ ok: number }>('SELECT 1 AS ok');
-      assert.deepEqual(rows, [{ ok: 1 }]);
-      assert.deepEqual(changes, []);
-    } finally {
-      first.reset();
-      for (const client of clients) client.release();
-      await pool.end();
-    }
-  });
+  test(
+    'pins no certificate: after the first host fails, the second serves even with onServerChange reject',
+    hangLimit,
+    async () => {
+      const first = cluster.stack.sidecar;
+      const second = cluster.members[0]!.sidecar;
+      const credentials = new URL(cluster.connectionString);
+      const pool = createPool({
+        connectionString: `postgres://${credentials.username}:${credentials.password}@127.0.0.1:${first.port},127.0.0.1:${second.port}/teesql`,
+        ...cluster.clientOptions,
+        onServerChange: 'reject',
+        max: 2,
+        logger: silent,
+      });
+      const changes: unknown[] = [];
+      pool.on('serverChanged', (change) => changes.push(change));
+      const clients: PoolClient[] = [];
+      try {
+        const established = first.stats.established;
+        clients.push(await pool.connect());
+        assert.equal(first.stats.established, established + 1);
+        first.misbehave({ closeDuringHandshake: true });
+        const seen = second.stats.established;
+        clients.push(await pool.connect());
+        assert.equal(second.stats.established, seen + 1);
+        const { rows } = await clients[1]!.query<{ ok: number }>('SELECT 1 AS ok');
+        assert.deepEqual(rows, [{ ok: 1 }]);
+        assert.deepEqual(changes, []);
+      } finally {
+        first.reset();
+        for (const client of clients) client.release();
+        await pool.end();
+      }
+    },
+  );
 });

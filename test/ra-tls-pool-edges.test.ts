@@ -15,6 +15,7 @@ import { type DnsServer, startDnsServer } from '../src/testing/cluster/dns-serve
 import { createManifestSigner } from '../src/testing/cluster/manifest-signer.js';
 import { createRaTlsCertificate } from '../src/testing/ra-tls-certificate.js';
 import type { RaTlsVerifier } from '../src/verification/verifier.js';
+import { hangLimit } from './support/hang-limit.js';
 
 const SECRET = 'c4'.repeat(32);
 const silent = () => {};
@@ -43,30 +44,38 @@ function refused(code: ErrorCode, message: string | RegExp, details?: Record<str
 }
 
 describe('the constructor refuses what it cannot use, saying what to pass', () => {
-  test('no options object (null, undefined, a string, a number): BAD_CONFIG, not a TypeError', () => {
-    for (const options of [null, undefined, 'postgres://db.example.com', 5]) {
-      assert.throws(
-        () => createPool(options as never),
-        refused('BAD_CONFIG', 'RaTlsPool needs an options object', { option: 'options' }),
-        String(options),
-      );
-    }
-  });
+  test(
+    'no options object (null, undefined, a string, a number): BAD_CONFIG, not a TypeError',
+    hangLimit,
+    () => {
+      for (const options of [null, undefined, 'postgres://db.example.com', 5]) {
+        assert.throws(
+          () => createPool(options as never),
+          refused('BAD_CONFIG', 'RaTlsPool needs an options object', { option: 'options' }),
+          String(options),
+        );
+      }
+    },
+  );
 
-  test('a Client: refused by name, whatever it is (every connection is an attested RaTlsClient)', () => {
-    for (const Client of [class {}, null, RaTlsPool]) {
-      assert.throws(
-        () => createPool({ ...base, Client } as never),
-        refused(
-          'BAD_CONFIG',
-          'Client must not be set: every connection of a RaTlsPool is an attested RaTlsClient',
-          { option: 'Client' },
-        ),
-      );
-    }
-  });
+  test(
+    'a Client: refused by name, whatever it is (every connection is an attested RaTlsClient)',
+    hangLimit,
+    () => {
+      for (const Client of [class {}, null, RaTlsPool]) {
+        assert.throws(
+          () => createPool({ ...base, Client } as never),
+          refused(
+            'BAD_CONFIG',
+            'Client must not be set: every connection of a RaTlsPool is an attested RaTlsClient',
+            { option: 'Client' },
+          ),
+        );
+      }
+    },
+  );
 
-  test('a misspelled option names createPool and the option meant', () => {
+  test('a misspelled option names createPool and the option meant', hangLimit, () => {
     assert.throws(
       () => new RaTlsPool({ ...base, reattesEvery: '5m' } as never),
       refused(
@@ -76,34 +85,48 @@ describe('the constructor refuses what it cannot use, saying what to pass', () =
     );
   });
 
-  test('cluster is an option of the pool: a mistake inside it is named, not the option itself', () => {
-    const cluster = { domain: 'db.example.com', signer: `0x${'ab'.repeat(20)}`, refreshEvry: '1m' };
-    assert.throws(
-      () => createPool({ ...base, cluster } as never),
-      refused('BAD_CONFIG', /cluster\.refreshEvry/, {
-        option: 'cluster.refreshEvry',
-        suggestion: 'cluster.refreshEvery',
-      }),
-    );
-  });
+  test(
+    'cluster is an option of the pool: a mistake inside it is named, not the option itself',
+    hangLimit,
+    () => {
+      const cluster = {
+        domain: 'db.example.com',
+        signer: `0x${'ab'.repeat(20)}`,
+        refreshEvry: '1m',
+      };
+      assert.throws(
+        () => createPool({ ...base, cluster } as never),
+        refused('BAD_CONFIG', /cluster\.refreshEvry/, {
+          option: 'cluster.refreshEvry',
+          suggestion: 'cluster.refreshEvery',
+        }),
+      );
+    },
+  );
 });
 
 describe('pg-pool options', () => {
-  test('are passed on as given; the ones not given stay absent, so pg-pool’s defaults apply', async () => {
-    const onConnect = () => {};
-    const pool = createPool({ ...base, max: 3, connectionTimeoutMillis: 1234, onConnect });
-    try {
-      assert.equal(pool.options.max, 3);
-      assert.equal(pool.options.connectionTimeoutMillis, 1234);
-      assert.equal(pool.options.onConnect, onConnect);
-      assert.equal(pool.options.idleTimeoutMillis, 10_000, 'pg-pool’s default');
-      // No key holds undefined: code spreading pool.options over its own defaults keeps them.
-      const undefinedKeys = Object.entries(pool.options).filter(([, value]) => value === undefined);
-      assert.deepEqual(undefinedKeys, []);
-    } finally {
-      await pool.end();
-    }
-  });
+  test(
+    'are passed on as given; the ones not given stay absent, so pg-pool’s defaults apply',
+    hangLimit,
+    async () => {
+      const onConnect = () => {};
+      const pool = createPool({ ...base, max: 3, connectionTimeoutMillis: 1234, onConnect });
+      try {
+        assert.equal(pool.options.max, 3);
+        assert.equal(pool.options.connectionTimeoutMillis, 1234);
+        assert.equal(pool.options.onConnect, onConnect);
+        assert.equal(pool.options.idleTimeoutMillis, 10_000, 'pg-pool’s default');
+        // No key holds undefined: code spreading pool.options over its own defaults keeps them.
+        const undefinedKeys = Object.entries(pool.options).filter(
+          ([, value]) => value === undefined,
+        );
+        assert.deepEqual(undefinedKeys, []);
+      } finally {
+        await pool.end();
+      }
+    },
+  );
 });
 
 /** A TCP server that accepts and hangs up at once, counting connections: a host that is down. */
@@ -132,36 +155,40 @@ describe('a multi-host pool whose hosts all hang up', () => {
     );
   });
 
-  test('one checkout dials max + 1 hosts, each failed host skipped for the next, then fails with the last one’s error', async () => {
-    // Given three hosts that hang up during the handshake, and max: 1
-    const list = hosts.map(({ port }) => `127.0.0.1:${port}`).join(',');
-    const pool = createPool({
-      ...base,
-      connectionString: `postgres://teesql_readwrite:${SECRET}@${list}/app`,
-      max: 1,
-    });
-    const failures: AttestationFailedEvent[] = [];
-    pool.on('attestationFailed', (event) => failures.push(event));
-    try {
-      // When one connection is asked for
-      await assert.rejects(
-        pool.connect(),
-        refused('HANDSHAKE_FAILED', new RegExp(`127\\.0\\.0\\.1:${hosts[1]!.port}`)),
-      );
-      // Then the first host was dialled, then the second (the first failed), and no third
-      // attempt: a checkout makes at most max + 1 of them
-      assert.deepEqual(
-        hosts.map(({ accepted }) => accepted()),
-        [1, 1, 0],
-      );
-      assert.deepEqual(
-        failures.map(({ error, phase }) => [error.code, phase]),
-        [['HANDSHAKE_FAILED', 'connect']],
-      );
-    } finally {
-      await pool.end();
-    }
-  });
+  test(
+    'one checkout dials max + 1 hosts, each failed host skipped for the next, then fails with the last one’s error',
+    hangLimit,
+    async () => {
+      // Given three hosts that hang up during the handshake, and max: 1
+      const list = hosts.map(({ port }) => `127.0.0.1:${port}`).join(',');
+      const pool = createPool({
+        ...base,
+        connectionString: `postgres://teesql_readwrite:${SECRET}@${list}/app`,
+        max: 1,
+      });
+      const failures: AttestationFailedEvent[] = [];
+      pool.on('attestationFailed', (event) => failures.push(event));
+      try {
+        // When one connection is asked for
+        await assert.rejects(
+          pool.connect(),
+          refused('HANDSHAKE_FAILED', new RegExp(`127\\.0\\.0\\.1:${hosts[1]!.port}`)),
+        );
+        // Then the first host was dialled, then the second (the first failed), and no third
+        // attempt: a checkout makes at most max + 1 of them
+        assert.deepEqual(
+          hosts.map(({ accepted }) => accepted()),
+          [1, 1, 0],
+        );
+        assert.deepEqual(
+          failures.map(({ error, phase }) => [error.code, phase]),
+          [['HANDSHAKE_FAILED', 'connect']],
+        );
+      } finally {
+        await pool.end();
+      }
+    },
+  );
 });
 
 describe('a cluster pool', () => {
@@ -171,30 +198,34 @@ describe('a cluster pool', () => {
   });
   after(() => dns.close());
 
-  test('a connection handed back with an error makes the pool read the manifest again at once', async () => {
-    // Given a cluster pool that would read its manifest only once an hour, and
-    // a DNS server that has no manifest for it
-    const pool = createPool({
-      ...base,
-      cluster: {
-        domain: 'cluster.example',
-        signer: createManifestSigner().address,
-        resolver: [dns.address],
-        refreshEvery: '1h',
-      },
-    });
-    try {
-      const failed = once(pool, 'discoveryFailed', { signal: AbortSignal.timeout(10_000) });
-      assert.equal(dns.queries, 0, 'no lookup before a reason for one');
-      // When pg-pool hands a connection back with an error, as it does after a
-      // lost connection (emitted here as pg-pool emits it: error, client)
-      pool.emit('release', new Error('Connection terminated unexpectedly'), undefined);
-      // Then the manifest is looked up now, not in an hour
-      const [event] = (await failed) as [{ error: unknown }];
-      assert.ok(isRaTlsError(event.error), String(event.error));
-      assert.equal(dns.queries, 1);
-    } finally {
-      await pool.end();
-    }
-  });
+  test(
+    'a connection handed back with an error makes the pool read the manifest again at once',
+    hangLimit,
+    async () => {
+      // Given a cluster pool that would read its manifest only once an hour, and
+      // a DNS server that has no manifest for it
+      const pool = createPool({
+        ...base,
+        cluster: {
+          domain: 'cluster.example',
+          signer: createManifestSigner().address,
+          resolver: [dns.address],
+          refreshEvery: '1h',
+        },
+      });
+      try {
+        const failed = once(pool, 'discoveryFailed', { signal: AbortSignal.timeout(10_000) });
+        assert.equal(dns.queries, 0, 'no lookup before a reason for one');
+        // When pg-pool hands a connection back with an error, as it does after a
+        // lost connection (emitted here as pg-pool emits it: error, client)
+        pool.emit('release', new Error('Connection terminated unexpectedly'), undefined);
+        // Then the manifest is looked up now, not in an hour
+        const [event] = (await failed) as [{ error: unknown }];
+        assert.ok(isRaTlsError(event.error), String(event.error));
+        assert.equal(dns.queries, 1);
+      } finally {
+        await pool.end();
+      }
+    },
+  );
 });
