@@ -149,6 +149,8 @@ function namesOf(clients: readonly unknown[], named: Record<string, unknown>): s
 }
 
 const connect = (pool: RaTlsPool) => pool.connect() as Promise<Client>;
+const activeTimers = () =>
+  process.getActiveResourcesInfo().filter((resource) => resource === 'Timeout').length;
 const reportOf = (client: Client): AttestationReport => client.attestation!;
 
 /** The clients the pool re-attested, in order. */
@@ -512,8 +514,10 @@ describe('connectionTimeoutMillis bounds a whole checkout, retries on other host
           connectionTimeoutMillis,
         });
         try {
+          const timers = activeTimers();
           const client = await connect(pool);
           assert.equal(client.endpoint?.port, server.port, String(connectionTimeoutMillis));
+          assert.equal(activeTimers(), timers, 'the checkout leaves no timer of its limit behind');
           client.release();
         } finally {
           await end();
@@ -611,6 +615,9 @@ describe('a cluster pool', () => {
     };
   }
 
+  /** connectionTimeoutMillis of the tests that bound a checkout. */
+  const LIMIT = 1_000;
+
   /** The follower reads the manifest at most once per 100 ms; no event marks the gap's end. */
   const lookupGap = () => new Promise((resolve) => setTimeout(resolve, 150));
 
@@ -697,6 +704,86 @@ describe('a cluster pool', () => {
         });
         assert.equal(pool.idleCount, 0);
         assert.equal(pool.totalCount, 0);
+      } finally {
+        await end();
+        await cluster.close();
+      }
+    },
+  );
+
+  test(
+    'while the manifest is unexpired, pg-pool sees a checkout at once, as with a plain pool',
+    hangLimit,
+    async () => {
+      const cluster = await clusterOf();
+      const { pool, end } = poolOf({ ...cluster.options, max: 1 });
+      try {
+        const held = await connect(pool);
+        const waiting = connect(pool);
+        assert.equal(pool.waitingCount, 1);
+        held.release();
+        assert.equal(await waiting, held);
+        held.release();
+      } finally {
+        await end();
+        await cluster.close();
+      }
+    },
+  );
+
+  test(
+    'a leader gone and a manifest re-read slower than connectionTimeoutMillis: the dial’s error at the limit, no other dial',
+    hangLimit,
+    async () => {
+      const cluster = await clusterOf();
+      const { pool, end } = poolOf({ ...cluster.options, connectionTimeoutMillis: LIMIT });
+      try {
+        (await connect(pool)).release(true);
+        await cluster.members[0]!.close();
+        // The manifest names another leader, but its answer comes after the limit
+        // (and before the resolver's own timeout, so the re-read succeeds).
+        cluster.publish(2, 1);
+        await lookupGap();
+        cluster.dns.setDelay(LIMIT + 500);
+        await assert.rejects(connect(pool), (error: unknown) => {
+          assert.ok(isRaTlsError(error, 'CONNECT_FAILED'), String(error));
+          return true;
+        });
+        assert.equal(cluster.members[1]!.connections, 0, 'no time was left to dial the new leader');
+      } finally {
+        await end();
+        await cluster.close();
+      }
+    },
+  );
+
+  test(
+    'an expired manifest whose re-read is slower than connectionTimeoutMillis: CONNECT_TIMEOUT within the limit',
+    hangLimit,
+    async (t: TestContext) => {
+      t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+      const cluster = await clusterOf();
+      // Long enough for a verification on a busy machine; the lookup's own
+      // timeout is longer than the DNS server's delay, so only the limit ends the wait.
+      const { pool, end } = poolOf({ ...cluster.options, connectionTimeoutMillis: LIMIT });
+      try {
+        (await connect(pool)).release();
+        await lookupGap();
+        // The re-read's answer comes after the limit (and before the resolver's own timeout).
+        cluster.dns.setDelay(LIMIT + 500);
+        t.mock.timers.tick(3_600_000);
+        const started = performance.now();
+        await assert.rejects(connect(pool), (error: unknown) => {
+          assert.ok(isRaTlsError(error, 'CONNECT_TIMEOUT'), String(error));
+          assert.match(error.message, /within connectionTimeoutMillis \(1000 ms\)/);
+          return true;
+        });
+        const elapsed = performance.now() - started;
+        assert.ok(
+          elapsed < LIMIT + 3_000,
+          `the checkout took ${elapsed} ms, its limit is ${LIMIT} ms`,
+        );
+        assert.equal(pool.idleCount, 0, 'nothing says the old leader still leads');
       } finally {
         await end();
         await cluster.close();

@@ -126,6 +126,11 @@ export class LeaderFollower {
     return this.#usable(this.#leader);
   }
 
+  /** True once the manifest of the leader followed has expired (until a fresh one is read). */
+  get expired(): boolean {
+    return this.#leader !== undefined && this.leader === undefined;
+  }
+
   /** Where new connections go: the current leader, discovered first if needed. */
   async target(): Promise<LeaderTarget> {
     let leader = this.leader;
@@ -148,7 +153,7 @@ export class LeaderFollower {
    * it are not used then, because nothing says it still leads.
    */
   async ensureBelievable(): Promise<void> {
-    if (this.#leader === undefined || this.leader !== undefined) return;
+    if (!this.expired) return;
     await this.#urgentRefresh();
     if (this.leader === undefined) {
       throw (

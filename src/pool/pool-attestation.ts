@@ -102,23 +102,20 @@ export interface ConnectionPool<C extends PooledConnection> {
 }
 
 /** What one attempt of a checkout came to. */
-type Attempt<C> =
-  | { readonly client: C }
-  | { readonly error: unknown }
-  | { readonly retry: RaTlsError | undefined };
+type Attempt<C> = { readonly client: C } | { readonly error: unknown } | { readonly retry: true };
 
 /** The state of one checkout across its attempts. */
 interface Checkout {
   attempt: number;
   readonly started: number;
   /**
-   * Created by the first retry or re-attestation the checkout needs: its
-   * deadlines (connectionTimeoutMillis for new connections, reattestTimeout
-   * once a re-attestation starts; a later deadline never extends an earlier
-   * one) bound every retry that follows.
+   * Created by the first wait a checkout has beyond pg-pool's own (a cluster
+   * pool's manifest check, a failed connection's search for another host or
+   * leader, a re-attestation): its deadlines (connectionTimeoutMillis from
+   * the checkout's start, reattestTimeout once a re-attestation starts; a
+   * later deadline never extends an earlier one) bound everything that follows.
    */
   budget: Scope | undefined;
-  lastFailure: RaTlsError | undefined;
 }
 
 const MIN_SWEEP_INTERVAL = 1000;
@@ -260,14 +257,12 @@ export class PoolAttestation<C extends PooledConnection> {
       attempt: 0,
       started: Date.now(),
       budget: undefined,
-      lastFailure: undefined,
     };
     try {
       for (;;) {
         const attempt = await this.#attempt(checkout);
         if ('client' in attempt) return attempt.client;
         if ('error' in attempt) throw attempt.error;
-        if (attempt.retry !== undefined) checkout.lastFailure = attempt.retry;
       }
     } finally {
       checkout.budget?.dispose();
@@ -282,10 +277,15 @@ export class PoolAttestation<C extends PooledConnection> {
     }
     const refusal = this.#pin.refusal;
     if (refusal !== undefined) return { error: refusal };
-    // Only a cluster pool waits here: pg-pool must see the checkout at once
-    // (waitingCount), as with a plain pg.Pool.
-    if (this.#topology.followsLeader) {
-      const unbelievable = await this.#topology.unbelievable();
+    // Only a cluster pool whose leader manifest expired waits here (for it to
+    // be read again, within connectionTimeoutMillis): pg-pool must see the
+    // checkout at once (waitingCount), as with a plain pg.Pool.
+    const manifestRead = this.#topology.unbelievable();
+    if (manifestRead !== undefined) {
+      const budget = this.#budgetOf(checkout);
+      const unbelievable = await budget
+        .race(manifestRead)
+        .catch(() => ({ error: budget.signal.reason }));
       if (unbelievable !== undefined) {
         this.#removeIdle(() => true);
         return unbelievable;
@@ -294,11 +294,15 @@ export class PoolAttestation<C extends PooledConnection> {
     const acquired = await this.#acquire(checkout);
     if ('failed' in acquired) {
       const failure = acquired.failed;
-      if (lastAttempt || !(await this.#topology.worthAnotherConnect(failure))) {
-        return { error: this.#connectFailure(failure) };
-      }
-      checkout.budget ??= this.#connectBudget(checkout.started);
-      return { retry: failure instanceof RaTlsError ? failure : undefined };
+      if (lastAttempt) return { error: this.#connectFailure(failure) };
+      // Looking for somewhere else to connect (a manifest re-read) counts
+      // against connectionTimeoutMillis too: no time left, no other attempt.
+      const budget = this.#budgetOf(checkout);
+      const worthAnother = await budget
+        .race(this.#topology.worthAnotherConnect(failure))
+        .catch(() => false);
+      if (!worthAnother) return { error: this.#connectFailure(failure) };
+      return { retry: true };
     }
     if (!('client' in acquired)) return acquired;
     const client = acquired.client;
@@ -312,7 +316,7 @@ export class PoolAttestation<C extends PooledConnection> {
     if (outcome.kind === 'fresh') return { client };
     this.#pool.release(client, new Error(`pg-ra-tls: connection ${outcome.kind}`));
     if (outcome.kind === 'superseded') {
-      if (!lastAttempt) return { retry: undefined };
+      if (!lastAttempt) return { retry: true };
       return { error: new RaTlsError('SERVER_CHANGED', 'the server certificate keeps changing') };
     }
     const failure = outcome.error;
@@ -322,7 +326,7 @@ export class PoolAttestation<C extends PooledConnection> {
     }
     // The connections judged like this one would fail the same way.
     this.#removeIdle((idle) => this.#pin.freshness(idle) !== 'fresh');
-    return { retry: failure };
+    return { retry: true };
   }
 
   /**
@@ -335,7 +339,7 @@ export class PoolAttestation<C extends PooledConnection> {
     checkout: Checkout,
   ): Promise<{ readonly client: C } | { readonly failed: unknown } | { readonly error: unknown }> {
     const budget = checkout.budget;
-    if (budget?.signal.aborted) return { error: checkout.lastFailure ?? budget.signal.reason };
+    if (budget?.signal.aborted) return { error: budget.signal.reason };
     const pending = this.#pool.acquire();
     try {
       return { client: budget === undefined ? await pending : await budget.race(pending) };
@@ -347,6 +351,12 @@ export class PoolAttestation<C extends PooledConnection> {
       );
       return { error: budget.signal.reason };
     }
+  }
+
+  /** The checkout's budget, created with its connectionTimeoutMillis deadline if it has none yet. */
+  #budgetOf(checkout: Checkout): Scope {
+    checkout.budget ??= this.#connectBudget(checkout.started);
+    return checkout.budget;
   }
 
   /** Retries of new connections stay within connectionTimeoutMillis, when set. */

@@ -168,12 +168,15 @@ export class PoolTopology {
   }
 
   /**
-   * Cluster mode: undefined while the leader's manifest is believable (read
-   * again if it expired), else why not; then not even pooled connections to
-   * it may be used.
+   * Cluster mode, once the leader's manifest has expired: a fresh read of it,
+   * resolving to undefined when it is believable again, else to why not (then
+   * not even pooled connections to that leader may be used). Undefined, with
+   * nothing to wait for, while the manifest is unexpired (or in other modes).
    */
-  async unbelievable(): Promise<{ readonly error: unknown } | undefined> {
-    return this.#follower?.ensureBelievable().then(
+  unbelievable(): Promise<{ readonly error: unknown } | undefined> | undefined {
+    const follower = this.#follower;
+    if (follower === undefined || !follower.expired) return undefined;
+    return follower.ensureBelievable().then(
       () => undefined,
       (error: unknown) => ({ error }),
     );
