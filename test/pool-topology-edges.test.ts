@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { EventEmitter, once } from 'node:events';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, type TestContext, test } from 'node:test';
 import type { PoolClient } from 'pg';
 import type { LeaderChangedEvent } from '../src/cluster/leader-follower.js';
 import { AttestedConnector } from '../src/connection/attested-connector.js';
@@ -271,6 +271,31 @@ describe('PoolTopology in cluster mode (DNS and RA-TLS servers on loopback, no P
       topology.released(Object.assign(new Error('read-only transaction'), { code: '25006' }));
       const [error] = await failed;
       assert.equal(error.code, 'DISCOVERY_FAILED');
+    },
+  );
+
+  test(
+    'a connection made while the manifest expired is refused, saying so (not that the leader changed)',
+    hangLimit,
+    async (t: TestContext) => {
+      t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+      const { domain, topology, publish } = clusterTopology();
+      publish(1, servers[0]!, 'aa'.repeat(20));
+      topology.start();
+      const target = await topology.endpoint!();
+      assert.equal(topology.replacedLeader(target), undefined);
+      t.mock.timers.tick(3_600_000);
+      const refusal = topology.replacedLeader(target);
+      assert.ok(isRaTlsError(refusal, 'SERVER_CHANGED'), String(refusal));
+      assert.equal(
+        refusal.message,
+        `the leader manifest of cluster ${domain} expired while this connection was being made`,
+      );
+      assert.deepEqual(
+        refusal.details,
+        { reason: 'leader-changed' },
+        'the checkout retries at once',
+      );
     },
   );
 

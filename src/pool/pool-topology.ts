@@ -160,11 +160,14 @@ export class PoolTopology {
   replacedLeader(endpoint: EndpointTarget | undefined): RaTlsError | undefined {
     const follower = this.#follower;
     if (follower === undefined || follower.isCurrent(endpoint)) return undefined;
-    return new RaTlsError(
-      'SERVER_CHANGED',
-      `the leader of cluster ${follower.domain} changed while this connection was being made`,
-      { details: { reason: LEADER_CHANGED } },
-    );
+    // Either way the checkout tries again at once: on the new leader, or after
+    // reading the manifest again.
+    const what = follower.expired
+      ? `the leader manifest of cluster ${follower.domain} expired`
+      : `the leader of cluster ${follower.domain} changed`;
+    return new RaTlsError('SERVER_CHANGED', `${what} while this connection was being made`, {
+      details: { reason: LEADER_CHANGED },
+    });
   }
 
   /**
