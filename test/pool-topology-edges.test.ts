@@ -218,7 +218,6 @@ describe('PoolTopology in cluster mode (DNS and RA-TLS servers on loopback, no P
       const instanceA = 'aa'.repeat(20);
       const instanceB = 'bb'.repeat(20);
       publish(1, a, instanceA);
-      assert.equal(topology.followsLeader, true);
       assert.equal(topology.unpinned, false);
       topology.start();
       const toA = await topology.endpoint!();

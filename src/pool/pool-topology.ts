@@ -128,11 +128,6 @@ export class PoolTopology {
     return this.#selector !== undefined;
   }
 
-  /** A cluster pool: it follows the leader. */
-  get followsLeader(): boolean {
-    return this.#follower !== undefined;
-  }
-
   /**
    * Where a new connection dials, when not the settings' endpoint: the
    * cluster's current leader or the next host of several.
